@@ -1,0 +1,1 @@
+"""One module per `ecgsearch` subcommand; see `search/cli.py` for the contract."""

@@ -1,0 +1,35 @@
+"""Flags shared by several subcommands, so each is spelled and documented once."""
+
+from __future__ import annotations
+
+import argparse
+
+from search.cli import HelpFormatter
+
+
+def add_command(subparsers, name: str, *, help: str, description: str, example: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=f"Example:\n  {example}",
+        formatter_class=HelpFormatter,
+    )
+
+
+def add_storage_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="study database URL (sqlite:///ecgsearch.db, postgresql+psycopg://user:pw@host/db); "
+        "default: $ECGSEARCH_STORAGE, else sqlite:///ecgsearch.db in the working directory",
+    )
+
+
+def add_mlflow_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mlflow-uri",
+        default=None,
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db beside "
+        "the study database; 'off' disables mirroring",
+    )
