@@ -30,7 +30,8 @@ def exit_code_for(error: BaseException) -> int:
     from ecgmodels import InvalidArchitecture
     from search.config import ConfigError
     from search.data import DataError
-    from studies import StorageError, StudyMismatch
+    from spaces import UnknownSpace
+    from studies import StorageError, StudyMismatch, UnknownComponent
 
     if isinstance(error, KeyboardInterrupt):
         return EXIT_INTERRUPTED
@@ -43,6 +44,6 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_STORAGE
     if isinstance(error, StudyMismatch):
         return EXIT_STUDY_MISMATCH
-    if isinstance(error, ConfigError | InvalidArchitecture):
+    if isinstance(error, ConfigError | InvalidArchitecture | UnknownSpace | UnknownComponent):
         return EXIT_USAGE
     return EXIT_UNEXPECTED

@@ -1,0 +1,51 @@
+"""CNN-Transformer classifier: conv stack → projection → positional code → encoder → mean over time → FC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ecgmodels.blocks import ConvStack, SinusoidalPositionalEncoding, fc_head
+from ecgmodels.config import ConvStackParams, HeadParams, TransformerParams, reduced_length
+from ecgmodels.registry import register
+
+
+@dataclass(frozen=True, kw_only=True)
+class CNNTransformerConfig(HeadParams, TransformerParams, ConvStackParams):
+    pass
+
+
+@register("cnn_transformer", CNNTransformerConfig, autoencoder=False)
+class CNNTransformer(nn.Module):
+    def __init__(self, config: CNNTransformerConfig, *, n_channels: int, seq_len: int) -> None:
+        super().__init__()
+        self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
+        self.features = ConvStack(
+            n_channels,
+            config.out_channels,
+            config.kernel_sizes,
+            config.pool_sizes,
+            batch_norm=config.batch_norm,
+            activation=config.activation,
+            dropout=config.conv_dropout,
+        )
+        self.project = nn.Linear(self.features.out_features, config.d_model)
+        steps = reduced_length(seq_len, config.pool_sizes)
+        self.position = SinusoidalPositionalEncoding(config.d_model, max_len=steps)
+        layer = nn.TransformerEncoderLayer(
+            config.d_model,
+            config.nhead,
+            dim_feedforward=config.dim_feedforward,
+            dropout=config.tf_dropout,
+            batch_first=True,
+        )
+        # Nested tensors only pay off with padding masks, which fixed-length ECG windows never have.
+        self.encoder = nn.TransformerEncoder(layer, config.tf_layers, enable_nested_tensor=False)
+        self.head = fc_head(config.d_model, config.fc_units, config.fc_dropout, config.activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = self.project(self.features(x).transpose(1, 2))  # (batch, steps, d_model)
+        encoded = self.encoder(self.position(steps))
+        return self.head(encoded.mean(dim=1)).squeeze(-1)

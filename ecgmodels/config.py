@@ -1,0 +1,211 @@
+"""Model configs: frozen dataclasses that type-check, normalise and validate their own fields.
+
+A family's config combines the parameter groups it has (conv stack, LSTM, transformer, FC head,
+raw-sequence downsampling) by inheritance; each group checks its own fields cooperatively through
+`_check` (input-independent rules) and `check_input` (rules that depend on the sequence length).
+Values arrive from JSON as lists, from code as tuples: list fields are stored as tuples so a
+config is hashable, and `to_dict()` gives lists back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from ecgmodels.blocks import ACTIVATION_NAMES
+from ecgmodels.errors import InvalidArchitecture
+
+# Pooling below this many time steps leaves a sequence too short to carry any rhythm information.
+MIN_REDUCED_LEN = 4
+
+CNN_HEADS = ("flatten", "avg", "max")
+
+
+def reduced_length(seq_len: int, pool_sizes: typing.Sequence[int]) -> int:
+    """Sequence length after a conv stack whose layers max-pool (floor mode) by `pool_sizes`."""
+    length = seq_len
+    for pool in pool_sizes:
+        length //= pool
+    return length
+
+
+def _coerce(name: str, value: Any, annotation: Any) -> Any:
+    """Checks one field against its annotation; returns the normalised value."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(item, int) and not isinstance(item, bool) for item in value
+        ):
+            raise InvalidArchitecture(f"{name} must be a list of integers, got {value!r}")
+        return tuple(value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise InvalidArchitecture(f"{name} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArchitecture(f"{name} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidArchitecture(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise InvalidArchitecture(f"{name} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"config field {name} has an unsupported annotation {annotation!r}")
+
+
+def require_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise InvalidArchitecture(f"{name} must be >= 1, got {value}")
+
+
+def require_positive_items(name: str, values: tuple[int, ...]) -> None:
+    if not values:
+        raise InvalidArchitecture(f"{name} must not be empty")
+    for value in values:
+        if value < 1:
+            raise InvalidArchitecture(f"{name} entries must be >= 1, got {list(values)}")
+
+
+def require_dropout(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise InvalidArchitecture(f"{name} must be in [0, 1), got {value}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Base of every family's config."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = _coerce(field.name, getattr(self, field.name), hints[field.name])
+            object.__setattr__(self, field.name, value)
+        self._check()
+
+    def _check(self) -> None:
+        """Input-independent rules; each parameter group extends this."""
+
+    def check_input(self, *, n_channels: int, seq_len: int) -> None:
+        """Rules that depend on the input shape; each parameter group extends this."""
+        if isinstance(n_channels, bool) or not isinstance(n_channels, int) or n_channels < 1:
+            raise InvalidArchitecture(f"n_channels must be an integer >= 1, got {n_channels!r}")
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+            raise InvalidArchitecture(f"seq_len must be an integer >= 1, got {seq_len!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable parameters (lists, not tuples)."""
+        return {
+            field.name: list(value) if isinstance(value, tuple) else value
+            for field in dataclasses.fields(self)
+            for value in (getattr(self, field.name),)
+        }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConvStackParams(ModelConfig):
+    out_channels: tuple[int, ...] = (16, 32, 64)
+    kernel_sizes: tuple[int, ...] = (7, 5, 3)
+    pool_sizes: tuple[int, ...] = (4, 2, 2)
+    batch_norm: bool = True
+    activation: str = "relu"
+    conv_dropout: float = 0.1
+
+    def _check(self) -> None:
+        super()._check()
+        require_positive_items("out_channels", self.out_channels)
+        require_positive_items("kernel_sizes", self.kernel_sizes)
+        require_positive_items("pool_sizes", self.pool_sizes)
+        lengths = {len(self.out_channels), len(self.kernel_sizes), len(self.pool_sizes)}
+        if len(lengths) > 1:
+            raise InvalidArchitecture(
+                "out_channels, kernel_sizes and pool_sizes must have one entry per conv layer, got "
+                f"lengths {len(self.out_channels)}, {len(self.kernel_sizes)}, {len(self.pool_sizes)}"
+            )
+        even = [kernel for kernel in self.kernel_sizes if kernel % 2 == 0]
+        if even:
+            # An even kernel cannot pad symmetrically, so 'same' padding would shift the signal.
+            raise InvalidArchitecture(f"kernel_sizes must be odd, got {list(self.kernel_sizes)}")
+        if self.activation not in ACTIVATION_NAMES:
+            raise InvalidArchitecture(
+                f"activation must be one of {', '.join(ACTIVATION_NAMES)}, got {self.activation!r}"
+            )
+        require_dropout("conv_dropout", self.conv_dropout)
+
+    def check_input(self, *, n_channels: int, seq_len: int) -> None:
+        super().check_input(n_channels=n_channels, seq_len=seq_len)
+        reduced = reduced_length(seq_len, self.pool_sizes)
+        if reduced < MIN_REDUCED_LEN:
+            raise InvalidArchitecture(
+                f"pool_sizes {list(self.pool_sizes)} shrink seq_len {seq_len} to {reduced} steps; "
+                f"at least {MIN_REDUCED_LEN} are needed"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DownsampleParams(ModelConfig):
+    """Average-pooling of the raw sequence before a recurrent layer (raw-sequence LSTMs)."""
+
+    downsample: int = 8
+
+    def _check(self) -> None:
+        super()._check()
+        require_positive("downsample", self.downsample)
+
+    def check_input(self, *, n_channels: int, seq_len: int) -> None:
+        super().check_input(n_channels=n_channels, seq_len=seq_len)
+        reduced = seq_len // self.downsample
+        if reduced < MIN_REDUCED_LEN:
+            raise InvalidArchitecture(
+                f"downsample {self.downsample} shrinks seq_len {seq_len} to {reduced} steps; "
+                f"at least {MIN_REDUCED_LEN} are needed"
+            )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LSTMParams(ModelConfig):
+    lstm_hidden: int = 64
+    lstm_layers: int = 1
+    lstm_dropout: float = 0.0
+    bidirectional: bool = True
+
+    def _check(self) -> None:
+        super()._check()
+        require_positive("lstm_hidden", self.lstm_hidden)
+        require_positive("lstm_layers", self.lstm_layers)
+        require_dropout("lstm_dropout", self.lstm_dropout)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TransformerParams(ModelConfig):
+    d_model: int = 64
+    nhead: int = 4
+    tf_layers: int = 2
+    dim_feedforward: int = 128
+    tf_dropout: float = 0.1
+
+    def _check(self) -> None:
+        super()._check()
+        for name in ("d_model", "nhead", "tf_layers", "dim_feedforward"):
+            require_positive(name, getattr(self, name))
+        if self.d_model % self.nhead:
+            raise InvalidArchitecture(f"nhead {self.nhead} must divide d_model {self.d_model}")
+        require_dropout("tf_dropout", self.tf_dropout)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HeadParams(ModelConfig):
+    """The fully connected classifier head that ends in one logit."""
+
+    fc_units: tuple[int, ...] = (64,)
+    fc_dropout: float = 0.3
+
+    def _check(self) -> None:
+        super()._check()
+        if any(units < 1 for units in self.fc_units):
+            raise InvalidArchitecture(f"fc_units entries must be >= 1, got {list(self.fc_units)}")
+        require_dropout("fc_dropout", self.fc_dropout)

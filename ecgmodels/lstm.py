@@ -1,0 +1,35 @@
+"""Raw-sequence LSTM classifier: average-pool the signal → LSTM → final hidden state → FC → logit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ecgmodels.blocks import fc_head, last_hidden, make_lstm
+from ecgmodels.config import DownsampleParams, HeadParams, LSTMParams
+from ecgmodels.registry import register
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSTMConfig(HeadParams, LSTMParams, DownsampleParams):
+    pass
+
+
+@register("lstm", LSTMConfig, autoencoder=False)
+class LSTMClassifier(nn.Module):
+    def __init__(self, config: LSTMConfig, *, n_channels: int, seq_len: int) -> None:
+        super().__init__()
+        self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
+        # Thousands of raw steps make an LSTM slow and forgetful; averaging first keeps the rhythm.
+        self.downsample = nn.AvgPool1d(config.downsample) if config.downsample > 1 else nn.Identity()
+        self.lstm = make_lstm(
+            n_channels, config.lstm_hidden, config.lstm_layers, config.lstm_dropout, config.bidirectional
+        )
+        directions = 2 if config.bidirectional else 1
+        self.head = fc_head(config.lstm_hidden * directions, config.fc_units, config.fc_dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h_n, _) = self.lstm(self.downsample(x).transpose(1, 2))
+        return self.head(last_hidden(h_n, self.config.bidirectional)).squeeze(-1)

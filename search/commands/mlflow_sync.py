@@ -1,0 +1,74 @@
+"""`ecgsearch mlflow-sync`: rebuild or complete a study's MLflow mirror from the Optuna database alone."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from search.commands._common import add_command, add_mlflow_flag, add_storage_flag
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers,
+        "mlflow-sync",
+        help="rebuild or complete the MLflow runs of a study from the study database",
+        description="For every trial of the study, find or create its MLflow child run and log what it "
+        "lacks: params and config, per-epoch metrics, state and status, objective, parameter count; "
+        "then the parent run's best value. Safe to run any time, as often as wanted: runs are never "
+        "duplicated and a second run changes nothing.",
+        example="ecgsearch mlflow-sync --study cnn_lstm --storage sqlite:///ecgsearch.db "
+        "--mlflow-uri http://127.0.0.1:5000",
+    )
+    parser.add_argument("--study", required=True, help="name of the study to mirror")
+    add_storage_flag(parser)
+    add_mlflow_flag(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from search.errors import UsageError
+    from search.tracking import resolve_tracking_uri, study_tags, sync_study
+    from search.tracking.uri import OFF
+    from studies import load_study_with_definition, mask_url, open_storage, resolve_storage_url
+
+    storage_url = resolve_storage_url(args.storage)
+    study, definition = load_study_with_definition(open_storage(storage_url), args.study)
+    if args.mlflow_uri is not None and args.mlflow_uri.strip().lower() == OFF:
+        raise UsageError("--mlflow-uri off: mlflow-sync needs a tracking URI to write to.")
+    # The store the study was mirrored to, unless the user names another one. The stored URI is masked:
+    # one that carried a password is useless here, and the credentials come from the environment.
+    stored = definition.mlflow_tracking_uri
+    usable_stored = stored if stored and "***" not in stored else None
+    tracking_uri = resolve_tracking_uri(
+        args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or usable_stored, storage_url
+    )
+    if tracking_uri is None:
+        raise UsageError("MLFLOW_TRACKING_URI is 'off': pass the tracking URI to write to with --mlflow-uri.")
+    same_store = tracking_uri == definition.mlflow_tracking_uri
+    summary = sync_study(
+        study,
+        tracking_uri=tracking_uri,
+        experiment_id=definition.mlflow_experiment_id if same_store else None,
+        parent_run_id=definition.mlflow_parent_run_id if same_store else None,
+        study_tags=study_tags(
+            study_name=study.study_name,
+            space=definition.space,
+            storage_url=storage_url,
+            sampler=definition.sampler,
+            pruner=definition.pruner,
+            objective=definition.objective,
+            direction=definition.direction,
+        ),
+    )
+    Console(highlight=False, soft_wrap=True).print(
+        f"MLflow mirror of study [bold]{study.study_name}[/bold] ({mask_url(storage_url)}) at "
+        f"{mask_url(tracking_uri)}, experiment {summary['experiment_id']}: "
+        f"{summary['created']} runs created, {summary['updated']} updated, {summary['unchanged']} unchanged"
+        + (f", {summary['duplicates_removed']} duplicates removed" if summary["duplicates_removed"] else "")
+        + "."
+    )
+    return 0

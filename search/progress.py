@@ -1,0 +1,97 @@
+"""The live display while a search runs: trials done of the budget, pruned, failed, best so far, ETA."""
+
+from __future__ import annotations
+
+import math
+import time
+from types import TracebackType
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from search.worker import TrialEvent
+
+
+class SearchProgress:
+    """A rich progress bar fed by worker events (one process) or by polling the database (many)."""
+
+    def __init__(
+        self, study: optuna.Study, budget: int | None, *, enabled: bool = True, console: Console | None = None
+    ) -> None:
+        self.study = study
+        self.budget = budget
+        self.enabled = enabled
+        self.current = ""
+        self._last_poll = 0.0
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[tally]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=console,
+            disable=not enabled,
+            transient=False,
+        )
+        self._task = self._progress.add_task("trials", total=budget, tally="", current="")
+
+    def __enter__(self) -> SearchProgress:
+        self._progress.start()
+        self.refresh()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.refresh()
+        self._progress.stop()
+
+    def on_event(self, event: TrialEvent) -> None:
+        if event.kind == "epoch":
+            value = "" if event.value is None or math.isnan(event.value) else f" val={event.value:.4f}"
+            self.current = f"#{event.trial_number} {event.family} epoch {event.epoch}/{event.epochs}{value}"
+            self._progress.update(self._task, current=self.current)
+        else:
+            self.current = ""
+            self.refresh()
+
+    def poll(self, min_interval_s: float = 1.0) -> None:
+        """Refresh from the database, at most once per `min_interval_s` (for multi-process runs)."""
+        now = time.monotonic()
+        if now - self._last_poll >= min_interval_s:
+            self._last_poll = now
+            self.refresh(show_running=True)
+
+    def refresh(self, show_running: bool = False) -> None:
+        trials = self.study.get_trials(deepcopy=False)
+        by_state: dict[TrialState, int] = {}
+        for trial in trials:
+            by_state[trial.state] = by_state.get(trial.state, 0) + 1
+        done = by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0)
+        best = _best_value(self.study, trials)
+        tally = f"pruned {by_state.get(TrialState.PRUNED, 0)} · failed {by_state.get(TrialState.FAIL, 0)} · best {best}"
+        fields: dict[str, str] = {"tally": tally}
+        if show_running:
+            running = [t for t in trials if t.state == TrialState.RUNNING]
+            fields["current"] = " ".join(f"#{t.number} e{t.user_attrs.get('epoch', 0)}" for t in running[:6])
+        self._progress.update(self._task, completed=done, **fields)
+
+
+def _best_value(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> str:
+    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not values:
+        return "—"
+    best = max(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
+    return f"{best:.4f}"

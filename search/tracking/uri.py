@@ -1,0 +1,79 @@
+"""Where the mirror writes: tracking URI resolution, local artifact folders, and a cheap reachability probe."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+OFF = "off"
+DEFAULT_DB_NAME = "mlflow.db"
+ARTIFACTS_DIR_NAME = "mlartifacts"
+
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def resolve_tracking_uri(cli_value: str | None, storage_url: str) -> str | None:
+    """`--mlflow-uri`, else `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` beside the study database.
+
+    "Beside" is the folder of a SQLite study file, the working directory for any other storage.
+    `off` (from either source) disables mirroring and gives None.
+    """
+    for value in (cli_value, os.environ.get("MLFLOW_TRACKING_URI")):
+        if value is not None and value.strip():
+            value = value.strip()
+            return None if value.lower() == OFF else value
+    return f"{_SQLITE_PREFIX}{(_study_db_folder(storage_url) / DEFAULT_DB_NAME).resolve()}"
+
+
+def _study_db_folder(storage_url: str) -> Path:
+    path = sqlite_path(storage_url)
+    return path.parent if path is not None else Path.cwd()
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a `sqlite:///…` URL (any SQLAlchemy driver suffix), None for memory or other backends."""
+    match = re.match(r"^sqlite(\+\w+)?:///(.*)$", url)
+    if not match:
+        return None
+    database = match.group(2).split("?", 1)[0]
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def artifact_location(tracking_uri: str, study_name: str) -> str | None:
+    """For a local SQLite store: `mlartifacts/<study>` beside the database, as a file URI.
+
+    None for servers and other stores, which choose their own artifact root.
+    """
+    path = sqlite_path(tracking_uri)
+    if path is None:
+        return None
+    slug = re.sub(r"[^\w.-]+", "_", study_name).strip("._") or "study"
+    return (path.resolve().parent / ARTIFACTS_DIR_NAME / slug).as_uri()
+
+
+def is_http(tracking_uri: str) -> bool:
+    return urlsplit(tracking_uri).scheme in ("http", "https")
+
+
+def http_reachable(tracking_uri: str, timeout_s: float) -> bool:
+    """A TCP connect to the server: fails in well under a second when nothing listens (or times out)."""
+    parts = urlsplit(tracking_uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "localhost", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask_secrets(text: str) -> str:
+    """Any `scheme://user:password@host` inside `text` with the password replaced by `***`."""
+    return _PASSWORD_IN_URL.sub(r"\1***@", text)

@@ -1,0 +1,142 @@
+"""Parameter groups that several spaces share: training, conv stack, LSTM, transformer, FC head.
+
+Optuna parameters are scalars with prefixed names (`train_`, `conv_`, `lstm_`, `tf_`, `fc_`,
+`ae_`); each group turns them into the flat config's keys (docs/INTERNALS.md). One Optuna name
+always has one distribution, whichever family suggests it: Optuna refuses a name whose
+distribution changes within a study, and a shared name lets TPE learn across families.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from ecgmodels import MIN_REDUCED_LEN
+
+CONV_MAX_LAYERS = 5
+CONV_MAX_CHANNELS = 128
+KERNEL_SIZES = (3, 5, 7, 9, 11)
+POOL_SIZES = (1, 2, 4)
+ACTIVATIONS = ("relu", "gelu", "elu", "leaky_relu")
+# Recurrent and attention layers after a conv stack are slow over long sequences (attention
+# memory grows with its square): the stack pools at least down to this many steps if it can.
+MAX_SEQUENCE_STEPS = 256
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a space needs to know about the data to keep its architectures valid."""
+
+    n_channels: int
+    seq_len: int
+
+
+def suggest_training(trial: optuna.Trial, *, autoencoder: bool = False) -> dict[str, Any]:
+    """Optimiser, schedule and loss; epochs, objective and seed come from the study, not here."""
+    config: dict[str, Any] = {
+        "lr": trial.suggest_float("train_lr", 1e-4, 3e-3, log=True),
+        "weight_decay": trial.suggest_float("train_weight_decay", 1e-6, 1e-2, log=True),
+        "batch_size": trial.suggest_categorical("train_batch_size", [32, 64, 128]),
+        "optimizer": trial.suggest_categorical("train_optimizer", ["adam", "adamw", "sgd"]),
+        "scheduler": trial.suggest_categorical("train_scheduler", ["none", "plateau", "cosine"]),
+        "grad_clip": trial.suggest_categorical("train_grad_clip", [0.0, 1.0, 5.0]),
+    }
+    if config["optimizer"] == "sgd":
+        config["momentum"] = trial.suggest_float("train_momentum", 0.8, 0.99)
+    if autoencoder:
+        # Autoencoders always train on reconstruction error: class weighting does not apply.
+        return config
+    config["loss"] = trial.suggest_categorical("train_loss", ["bce", "focal"])
+    if config["loss"] == "focal":
+        config["focal_gamma"] = trial.suggest_float("train_focal_gamma", 1.0, 3.0)
+    config["pos_weight"] = trial.suggest_categorical("train_pos_weight", [1.0, "auto"])
+    return config
+
+
+def suggest_conv_stack(trial: optuna.Trial, ctx: SpaceContext, *, max_steps: int | None = None) -> dict[str, Any]:
+    """A 2–5 layer conv stack; `max_steps` caps the pooled length for sequence layers after it.
+
+    Pool sizes are sampled per layer, then fitted to the input: lowered (from the last layer)
+    where they would leave fewer than MIN_REDUCED_LEN steps, raised (from the first layer)
+    where a sequence layer would see more than `max_steps`. The config holds the fitted sizes.
+    """
+    layers = trial.suggest_int("conv_layers", 2, CONV_MAX_LAYERS)
+    base = trial.suggest_categorical("conv_base_channels", [16, 32, 64])
+    growth = trial.suggest_categorical("conv_growth", [1, 2])
+    first_kernel = trial.suggest_categorical("conv_kernel_first", list(KERNEL_SIZES))
+    rest_kernel = trial.suggest_categorical("conv_kernel_rest", list(KERNEL_SIZES))
+    pools = [trial.suggest_categorical(f"conv_pool_{index}", list(POOL_SIZES)) for index in range(layers)]
+    return {
+        "out_channels": [min(base * growth**index, CONV_MAX_CHANNELS) for index in range(layers)],
+        "kernel_sizes": [first_kernel] + [rest_kernel] * (layers - 1),
+        "pool_sizes": fit_pool_sizes(pools, ctx.seq_len, max_steps=max_steps),
+        "batch_norm": trial.suggest_categorical("conv_batch_norm", [True, False]),
+        "activation": trial.suggest_categorical("conv_activation", list(ACTIVATIONS)),
+        "conv_dropout": trial.suggest_float("conv_dropout", 0.0, 0.5),
+    }
+
+
+def fit_pool_sizes(pools: list[int], seq_len: int, *, max_steps: int | None = None) -> list[int]:
+    """`pools` adjusted within POOL_SIZES so seq_len pools to >= MIN_REDUCED_LEN (and <= max_steps)."""
+    fitted = list(pools)
+
+    def steps() -> int:
+        length = seq_len
+        for pool in fitted:
+            length //= pool
+        return length
+
+    for index in reversed(range(len(fitted))):
+        while steps() < MIN_REDUCED_LEN and fitted[index] > 1:
+            fitted[index] = _neighbour(fitted[index], -1)
+    if max_steps is not None:
+        for index in range(len(fitted)):
+            while steps() > max_steps and fitted[index] < POOL_SIZES[-1]:
+                fitted[index] = _neighbour(fitted[index], +1)
+                if steps() < MIN_REDUCED_LEN:
+                    fitted[index] = _neighbour(fitted[index], -1)
+                    break
+    return fitted
+
+
+def suggest_lstm(trial: optuna.Trial) -> dict[str, Any]:
+    layers = trial.suggest_int("lstm_layers", 1, 3)
+    return {
+        "lstm_hidden": trial.suggest_categorical("lstm_hidden", [32, 64, 128, 256]),
+        "lstm_layers": layers,
+        # PyTorch applies LSTM dropout between layers only: one layer has nothing to drop.
+        "lstm_dropout": trial.suggest_float("lstm_dropout", 0.0, 0.5) if layers > 1 else 0.0,
+        "bidirectional": trial.suggest_categorical("lstm_bidirectional", [True, False]),
+    }
+
+
+def suggest_downsample(trial: optuna.Trial) -> dict[str, Any]:
+    """Average-pooling factor before a raw-sequence LSTM (2000 raw steps are slow to recur over)."""
+    return {"downsample": trial.suggest_categorical("lstm_downsample", [4, 8, 16])}
+
+
+def suggest_transformer(trial: optuna.Trial) -> dict[str, Any]:
+    # Every nhead choice divides every d_model choice, so no combination is invalid.
+    return {
+        "d_model": trial.suggest_categorical("tf_d_model", [32, 64, 128]),
+        "nhead": trial.suggest_categorical("tf_nhead", [2, 4, 8]),
+        "tf_layers": trial.suggest_int("tf_layers", 1, 4),
+        "dim_feedforward": trial.suggest_categorical("tf_dim_feedforward", [64, 128, 256, 512]),
+        "tf_dropout": trial.suggest_float("tf_dropout", 0.0, 0.3),
+    }
+
+
+def suggest_head(trial: optuna.Trial) -> dict[str, Any]:
+    """FC layers before the logit: 0–2 layers, the second half as wide as the first."""
+    layers = trial.suggest_int("fc_layers", 0, 2)
+    width = trial.suggest_categorical("fc_units", [32, 64, 128, 256]) if layers else 0
+    return {
+        "fc_units": [width // 2**index for index in range(layers)],
+        "fc_dropout": trial.suggest_float("fc_dropout", 0.0, 0.5),
+    }
+
+
+def _neighbour(pool: int, direction: int) -> int:
+    return POOL_SIZES[POOL_SIZES.index(pool) + direction]

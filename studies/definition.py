@@ -1,0 +1,263 @@
+"""What a study is: its definition lives in the study's user attributes, the single source of truth.
+
+`ecgsearch worker` needs only a storage and a study name: it reads the definition back from
+the database and refuses to join when its data or code versions disagree with it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import optuna
+
+from studies.pruners import make_pruner
+from studies.samplers import make_sampler
+from studies.storage import mask_url
+
+USER_ATTR_KEY = "ecgsearch"
+# Fields that make two studies of one name different searches: resuming must not change them.
+IDENTITY_FIELDS = ("space", "objective", "direction", "data_fingerprint", "n_channels", "seq_len")
+# Another process may have created the study a moment ago and not yet written its definition.
+_DEFINITION_WAIT_S = 10.0
+
+
+class StudyMismatch(Exception):
+    """A study and what is asked of it disagree; `differences` lists each `field: stored vs given`."""
+
+    def __init__(self, message: str, differences: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.differences = differences or []
+
+
+class StudyNotFound(StudyMismatch):
+    """No study of that name in the storage; the message lists the studies that exist."""
+
+
+class NotAnEcgsearchStudy(StudyMismatch):
+    """The study exists but was not created by ecgsearch (no definition in its user attributes)."""
+
+
+@dataclass
+class StudyDefinition:
+    space: str
+    data_path: str
+    data_fingerprint: str
+    n_channels: int
+    seq_len: int
+    objective: str
+    direction: str
+    epochs: int
+    sampler: str
+    pruner: str
+    seed: int | None
+    max_params: int | None
+    trials_budget: int | None
+    ecgsearch_version: str
+    optuna_version: str
+    torch_version: str
+    created_at: str = dataclasses.field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    mlflow_experiment_id: str | None = None
+    # Stored masked: the database is readable by every worker and the dashboard; workers take
+    # credentials for MLflow from their own environment.
+    mlflow_tracking_uri: str | None = None
+    mlflow_parent_run_id: str | None = None
+    # The pruner never stops a trial before this many epochs.
+    min_epochs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mlflow_tracking_uri is not None:
+            self.mlflow_tracking_uri = mask_url(self.mlflow_tracking_uri)
+        if self.direction not in ("maximize", "minimize"):
+            raise ValueError(f"StudyDefinition.direction must be 'maximize' or 'minimize', got {self.direction!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyDefinition:
+        """Unknown keys (written by a newer ecgsearch) are ignored so `check_compatible` can report it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"study definition must be a JSON object, got {type(data).__name__}")
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        required = [
+            name
+            for name, field in fields.items()
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        ]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"study definition lacks the field(s) {', '.join(missing)}")
+        return cls(**{key: value for key, value in data.items() if key in fields})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudyDefinition:
+        return cls.from_dict(json.loads(text))
+
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        return make_sampler(self.sampler, seed=self.seed)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        return make_pruner(self.pruner, min_epochs=self.min_epochs, max_epochs=self.epochs)
+
+
+def write_definition(study: optuna.Study, definition: StudyDefinition) -> None:
+    """Store `definition` in the study (e.g. after the MLflow experiment ids became known)."""
+    study.set_user_attr(USER_ATTR_KEY, definition.to_dict())
+
+
+def read_definition(study: optuna.Study) -> StudyDefinition:
+    """The definition stored in `study`; `NotAnEcgsearchStudy` when it has none or it is unreadable."""
+    stored = study.user_attrs.get(USER_ATTR_KEY)
+    if stored is None:
+        raise NotAnEcgsearchStudy(
+            f"Study {study.study_name!r} exists but was not created by ecgsearch (its user "
+            f"attribute {USER_ATTR_KEY!r} is missing). Start a new study under another --study "
+            "name, or delete this one."
+        )
+    try:
+        return StudyDefinition.from_dict(stored)
+    except (TypeError, ValueError) as error:
+        raise NotAnEcgsearchStudy(
+            f"Study {study.study_name!r} has an unreadable ecgsearch definition in user attribute "
+            f"{USER_ATTR_KEY!r}: {error}."
+        ) from None
+
+
+def create_or_load_study(
+    storage: optuna.storages.BaseStorage, name: str, definition: StudyDefinition
+) -> tuple[optuna.Study, StudyDefinition, bool]:
+    """Create study `name` from `definition`, or load it and return the STORED definition.
+
+    Returns `(study, definition_in_effect, created)`. The sampler and pruner of a loaded study are
+    rebuilt from the stored definition. A stored study that differs in an identity field (space,
+    objective, direction, data) raises `StudyMismatch` listing each difference.
+    """
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction=definition.direction,
+            sampler=definition.make_sampler(),
+            pruner=definition.make_pruner(),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        pass
+    else:
+        write_definition(study, definition)
+        return study, definition, True
+
+    study = optuna.load_study(storage=storage, study_name=name)
+    stored = _wait_for_definition(study)
+    differences = definition_differences(stored, definition)
+    if differences:
+        raise StudyMismatch(
+            f"Study {name!r} already exists with a different definition: "
+            + "; ".join(differences)
+            + ". Resume it with the same settings, or pick a new --study name.",
+            differences,
+        )
+    study = optuna.load_study(
+        storage=storage, study_name=name, sampler=stored.make_sampler(), pruner=stored.make_pruner()
+    )
+    return study, stored, False
+
+
+def load_study_with_definition(storage: optuna.storages.BaseStorage, name: str) -> tuple[optuna.Study, StudyDefinition]:
+    """Load study `name` with the sampler and pruner its stored definition names."""
+    try:
+        study = optuna.load_study(storage=storage, study_name=name)
+    except KeyError:
+        existing = sorted(optuna.get_all_study_names(storage=storage))
+        listing = ", ".join(existing) if existing else "none yet (create one with `ecgsearch start`)"
+        raise StudyNotFound(f"No study named {name!r} in this storage. Existing studies: {listing}.") from None
+    definition = read_definition(study)
+    study = optuna.load_study(
+        storage=storage, study_name=name, sampler=definition.make_sampler(), pruner=definition.make_pruner()
+    )
+    return study, definition
+
+
+def definition_differences(stored: StudyDefinition, given: StudyDefinition) -> list[str]:
+    """`field: stored X vs given Y` for every identity field that differs."""
+    return [
+        f"{field}: stored {getattr(stored, field)!r} vs given {getattr(given, field)!r}"
+        for field in IDENTITY_FIELDS
+        if getattr(stored, field) != getattr(given, field)
+    ]
+
+
+def check_compatible(definition: StudyDefinition, *, data_fingerprint: str, versions: dict[str, str]) -> list[str]:
+    """Why a worker with this data and these versions must not join; empty when it may.
+
+    `versions` holds `ecgsearch` and `optuna` (other keys are ignored). The data must be the
+    same, ecgsearch must agree in major.minor (configs and metrics must mean the same), and
+    Optuna exactly (every worker must write the same timestamps and sampler state).
+    """
+    differences = []
+    if data_fingerprint != definition.data_fingerprint:
+        differences.append(
+            f"data_fingerprint: study {definition.data_fingerprint[:12]}… vs this worker "
+            f"{data_fingerprint[:12]}… (the --data folder holds different tensors than "
+            f"{definition.data_path})"
+        )
+    ecgsearch = versions.get("ecgsearch")
+    if ecgsearch is None or _major_minor(ecgsearch) != _major_minor(definition.ecgsearch_version):
+        differences.append(
+            f"ecgsearch_version: study {definition.ecgsearch_version} vs this worker {ecgsearch} "
+            "(major.minor must match)"
+        )
+    optuna_version = versions.get("optuna")
+    if optuna_version != definition.optuna_version:
+        differences.append(
+            f"optuna_version: study {definition.optuna_version} vs this worker {optuna_version} (must match exactly)"
+        )
+    return differences
+
+
+def count_trials(study: optuna.Study) -> dict[str, int]:
+    """Number of trials in each state, by state name (every state present, zero included)."""
+    counts = {state.name: 0 for state in optuna.trial.TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def trials_used(study: optuna.Study) -> int:
+    """Trials that have spent the budget: COMPLETE + PRUNED, counted on the database.
+
+    FAIL trials do not count: an invalid architecture, a diverged run or a dead worker's trial
+    (re-queued as a copy by the heartbeat callback) leaves its place in the budget to another trial.
+    """
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=finished))
+
+
+def trials_remaining(study: optuna.Study, definition: StudyDefinition) -> int | None:
+    """How many more trials the budget allows; None when the study has no budget."""
+    if definition.trials_budget is None:
+        return None
+    return max(0, definition.trials_budget - trials_used(study))
+
+
+def _major_minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def _wait_for_definition(study: optuna.Study) -> StudyDefinition:
+    deadline = time.monotonic() + _DEFINITION_WAIT_S
+    while True:
+        try:
+            return read_definition(study)
+        except NotAnEcgsearchStudy:
+            # Only a study that is brand new (no trials) can still be waiting for its definition.
+            if time.monotonic() >= deadline or study.get_trials(deepcopy=False):
+                raise
+            time.sleep(0.5)

@@ -1,0 +1,238 @@
+"""Where studies live: resolving the storage URL, hiding its password, opening it with heartbeats.
+
+SQLite is the zero-setup default for one machine; PostgreSQL serves many workers on many
+machines. Both go through Optuna's RDBStorage, the only storage with heartbeats (a worker that
+dies mid-trial has its trial failed and retried instead of left RUNNING forever).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+import sqlalchemy.exc
+from sqlalchemy.engine import URL, make_url
+
+DEFAULT_STORAGE_URL = "sqlite:///ecgsearch.db"
+STORAGE_ENV_VAR = "ECGSEARCH_STORAGE"
+
+# A bare `postgresql://` means psycopg2 under SQLAlchemy 2.x, which is not installed (STACK.md).
+_POSTGRES_DRIVER = "postgresql+psycopg"
+_SUPPORTED_DRIVERS = {
+    "sqlite": "sqlite",
+    "sqlite+pysqlite": "sqlite+pysqlite",
+    "postgresql": _POSTGRES_DRIVER,
+    "postgresql+psycopg": _POSTGRES_DRIVER,
+}
+_EXPECTED_SHAPES = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql+psycopg://user:password@host:5432/database"
+)
+
+# Each worker process uses one connection for trials and one for its heartbeat thread; a few
+# spare ones cover the sampler's reads without letting many workers exhaust max_connections.
+POSTGRES_POOL_SIZE = 4
+POSTGRES_MAX_OVERFLOW = 4
+# Recycle before common server/proxy idle timeouts; pre-ping catches connections dropped anyway.
+POSTGRES_POOL_RECYCLE_S = 1800
+POSTGRES_CONNECT_TIMEOUT_S = 10
+# Several local processes share one SQLite file: wait for its lock rather than fail at once.
+SQLITE_BUSY_TIMEOUT_S = 60
+
+# Userinfo password: everything between `user:` and the LAST `@`, so a password holding an
+# unescaped `@` is masked whole rather than split (SQLAlchemy's parser splits it at the first).
+_USERINFO_PASSWORD = re.compile(
+    r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/?#]*:)(?P<password>[^?#]*)@(?P<tail>[^@]*)$"
+)
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
+
+
+class StorageError(Exception):
+    """The study storage cannot be used; the message names the masked URL and what to do."""
+
+
+def resolve_storage_url(cli_value: str | None) -> str:
+    """The `--storage` flag, else `$ECGSEARCH_STORAGE`, else `sqlite:///ecgsearch.db` here."""
+    if cli_value:
+        return cli_value
+    from_env = os.environ.get(STORAGE_ENV_VAR, "").strip()
+    return from_env or DEFAULT_STORAGE_URL
+
+
+def mask_url(url: str) -> str:
+    """`url` with any password replaced by `***`; strings that are not URLs come back unchanged."""
+    masked = _USERINFO_PASSWORD.sub(lambda m: f"{m['head']}***@{m['tail']}" if m["password"] else m[0], url)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", masked)
+
+
+def normalise_storage_url(url: str) -> URL:
+    """The parsed URL with the driver this installation has; `StorageError` for anything else."""
+    try:
+        parsed = make_url(url)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:
+        raise StorageError(
+            f"Storage URL {_describe_unparsed(url)!r} is not a database URL ({_no_secrets(str(error), url)}). "
+            f"Expected {_EXPECTED_SHAPES}; pass it with --storage or ${STORAGE_ENV_VAR}."
+        ) from None
+    driver = _SUPPORTED_DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise StorageError(
+            f"Storage URL {mask_url(url)!r} uses {parsed.drivername!r}, which ecgsearch does not "
+            f"support. Expected {_EXPECTED_SHAPES} (sqlite for one machine, PostgreSQL through "
+            "psycopg 3 for many workers)."
+        )
+    return parsed.set(drivername=driver)
+
+
+def open_storage(
+    url: str,
+    *,
+    heartbeat_interval: int = 30,
+    grace_period: int = 90,
+    retries: int = 3,
+) -> optuna.storages.RDBStorage:
+    """An RDBStorage with heartbeats: a trial silent for `grace_period` s is failed and re-queued.
+
+    `retries` bounds how often one configuration is re-queued after its worker died, with the
+    epochs it had already reported (so the pruner still sees them).
+    """
+    if heartbeat_interval <= 0 or grace_period <= heartbeat_interval:
+        raise ValueError(
+            f"heartbeat_interval must be > 0 and grace_period > heartbeat_interval (seconds); "
+            f"got heartbeat_interval={heartbeat_interval}, grace_period={grace_period}"
+        )
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    parsed = normalise_storage_url(url)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite:
+        _check_sqlite_location(parsed, url)
+        if parsed.database not in (None, "", ":memory:"):
+            _use_write_ahead_log(parsed.database, url)
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    else:
+        engine_kwargs = {
+            "pool_size": POSTGRES_POOL_SIZE,
+            "max_overflow": POSTGRES_MAX_OVERFLOW,
+            "pool_pre_ping": True,
+            "pool_recycle": POSTGRES_POOL_RECYCLE_S,
+            "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+        }
+    try:
+        storage = _rdb_storage(
+            parsed.render_as_string(hide_password=False),
+            engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            retries=retries,
+        )
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        raise StorageError(_connection_failure_message(parsed, url, error)) from None
+    except RuntimeError as error:  # Optuna's schema-version check
+        raise StorageError(
+            f"Storage {mask_url(url)!r} holds an Optuna schema this version cannot use "
+            f"({_no_secrets(str(error), url)}). Run `optuna storage upgrade --storage URL` with "
+            "the Optuna version every worker runs, or point --storage at a new database."
+        ) from None
+    return storage
+
+
+def _rdb_storage(
+    url: str, engine_kwargs: dict[str, Any], *, heartbeat_interval: int, grace_period: int, retries: int
+) -> optuna.storages.RDBStorage:
+    with warnings.catch_warnings():
+        # Heartbeats and their retry callback are why this storage is used; not news to a user.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=retries, inherit_intermediate_values=True
+            ),
+        )
+
+
+def _check_sqlite_location(parsed: URL, url: str) -> None:
+    database = parsed.database
+    if database in (None, "", ":memory:"):
+        return
+    folder = Path(database).expanduser().resolve().parent
+    if not folder.is_dir():
+        raise StorageError(
+            f"Storage URL {mask_url(url)!r} points at a SQLite file in {folder}, which does not "
+            f"exist. Create the folder (mkdir -p {folder}) or pass another --storage, e.g. "
+            f"{DEFAULT_STORAGE_URL} for the working directory."
+        )
+
+
+def _use_write_ahead_log(database: str, url: str) -> None:
+    # WAL lets readers (status, dashboard) work while a worker writes. It is a property of the
+    # file, so it is set once, outside SQLAlchemy, whose implicit transaction would swallow it.
+    try:
+        connection = sqlite3.connect(database, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise StorageError(
+            f"Could not open the SQLite study storage {mask_url(url)!r}: {error}. Expected a "
+            "SQLite database file (or a path where one can be created)."
+        ) from None
+
+
+def _connection_failure_message(parsed: URL, url: str, error: Exception) -> str:
+    masked = mask_url(url)
+    detail = _no_secrets(str(getattr(error, "orig", None) or error).strip().splitlines()[0], url)
+    if parsed.get_backend_name() == "sqlite":
+        return (
+            f"Could not open the SQLite study storage {masked!r}: {detail}. Expected a writable "
+            "SQLite database file (or a path where one can be created)."
+        )
+    host = parsed.host or "localhost"
+    port = parsed.port or 5432
+    user = parsed.username or "postgres"
+    database = parsed.database or user
+    lowered = detail.lower()
+    if "does not exist" in lowered and "database" in lowered:
+        hint = (
+            f"The server answered but database {database!r} does not exist: create it with "
+            f"`createdb -h {host} -p {port} -U {user} {database}`."
+        )
+    elif "authentication" in lowered or "password" in lowered:
+        hint = f"Check the user name and password for {user!r} (the password is not shown here)."
+    else:
+        hint = (
+            f"Is PostgreSQL running on {host}:{port} and reachable from this machine? "
+            f"(Then create the database with `createdb -h {host} -p {port} -U {user} {database}`.)"
+        )
+    return f"Could not open the PostgreSQL study storage {masked!r}: {detail}. {hint}"
+
+
+def _no_secrets(text: str, url: str) -> str:
+    """`text` with the URL's password removed, in case a driver echoed it back."""
+    passwords = {m["password"] for m in [_USERINFO_PASSWORD.match(url)] if m}
+    passwords |= {m[0].split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url)}
+    with contextlib.suppress(sqlalchemy.exc.ArgumentError, ValueError):
+        passwords.add(str(make_url(url).password or ""))
+    text = text.replace(url, mask_url(url))
+    for password in sorted(passwords, key=len, reverse=True):
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
+def _describe_unparsed(url: str) -> str:
+    """A string that failed to parse, with whatever may be a password (before the last `@`) hidden."""
+    if "@" not in url:
+        return url
+    head, _, tail = url.rpartition("@")
+    return f"{head.split(':')[0]}:***@{tail}"

@@ -1,0 +1,233 @@
+"""Where a study stands: trials by state, the best so far, and which workers are alive.
+
+`render_summary` turns a summary into a rich renderable for `ecgsearch status`; rich is
+imported inside it so that the rest of `studies` needs only optuna and sqlalchemy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import sqlalchemy
+import sqlalchemy.exc
+
+from studies.definition import USER_ATTR_KEY, StudyDefinition, count_trials, trials_remaining
+
+
+@dataclass
+class RunningTrial:
+    number: int
+    worker_host: str | None
+    worker_pid: int | None
+    device: str | None
+    epoch: int | None
+    # Seconds since the worker last wrote `heartbeat_at` (its own per-epoch mark).
+    heartbeat_age_s: float | None
+    # Seconds since Optuna's storage heartbeat for the trial; the one that fails stale trials.
+    storage_heartbeat_age_s: float | None
+    family: str | None
+    retried_from: int | None
+
+
+@dataclass
+class BestTrial:
+    number: int
+    value: float
+    params: dict[str, Any]
+    family: str | None
+    config: dict[str, Any] | None
+
+
+@dataclass
+class StudySummary:
+    study_name: str
+    definition: StudyDefinition
+    counts: dict[str, int]
+    n_trials: int
+    trials_remaining: int | None
+    best: BestTrial | None
+    running: list[RunningTrial] = field(default_factory=list)
+
+
+@dataclass
+class StudyListing:
+    name: str
+    n_trials: int
+    best_value: float | None
+    created_at: str | None
+    # None for studies not created by ecgsearch (they share the storage but not the tool).
+    space: str | None
+    objective: str | None
+    direction: str | None
+
+
+def summarise(study: optuna.Study, definition: StudyDefinition) -> StudySummary:
+    counts = count_trials(study)
+    running_trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    storage_ages = _storage_heartbeat_ages(study, [trial._trial_id for trial in running_trials])
+    now = time.time()
+    running = [
+        RunningTrial(
+            number=trial.number,
+            worker_host=_optional(trial.user_attrs.get("worker_host"), str),
+            worker_pid=_optional(trial.user_attrs.get("worker_pid"), int),
+            device=_optional(trial.user_attrs.get("device"), str),
+            epoch=_optional(trial.user_attrs.get("epoch"), int),
+            heartbeat_age_s=_age(now, trial.user_attrs.get("heartbeat_at")),
+            storage_heartbeat_age_s=storage_ages.get(trial._trial_id),
+            family=_family(trial),
+            retried_from=_optional(trial.system_attrs.get("failed_trial"), int),
+        )
+        for trial in running_trials
+    ]
+    return StudySummary(
+        study_name=study.study_name,
+        definition=definition,
+        counts=counts,
+        n_trials=sum(counts.values()),
+        trials_remaining=trials_remaining(study, definition),
+        best=_best(study, definition),
+        running=running,
+    )
+
+
+def list_studies(storage: optuna.storages.BaseStorage | str) -> list[StudyListing]:
+    """Every study in the storage, oldest first."""
+    listings = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        stored = summary.user_attrs.get(USER_ATTR_KEY)
+        stored = stored if isinstance(stored, dict) else {}
+        best_value = summary.best_trial.value if summary.best_trial is not None else None
+        started = summary.datetime_start.isoformat(timespec="seconds") if summary.datetime_start else None
+        listings.append(
+            StudyListing(
+                name=summary.study_name,
+                n_trials=summary.n_trials,
+                best_value=best_value,
+                created_at=stored.get("created_at") or started,
+                space=stored.get("space"),
+                objective=stored.get("objective"),
+                direction=stored.get("direction"),
+            )
+        )
+    return listings
+
+
+def render_summary(summary: StudySummary) -> Any:
+    """A rich renderable: header, trials by state, best trial, and the running trials' workers."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    definition = summary.definition
+    budget = definition.trials_budget
+    header = Text.assemble(
+        (f"Study {summary.study_name}", "bold"),
+        f"  space {definition.space} · objective {definition.objective} ({definition.direction})"
+        f" · {definition.epochs} epochs · sampler {definition.sampler} · pruner {definition.pruner}",
+        f"\n{summary.n_trials} trials"
+        + (f" of a budget of {budget} ({summary.trials_remaining} left)" if budget is not None else ""),
+    )
+    states = Table(title="Trials by state", show_header=True)
+    for name in summary.counts:
+        states.add_column(name, justify="right")
+    states.add_row(*(str(count) for count in summary.counts.values()))
+
+    parts: list[Any] = [header, states]
+    if summary.best is None:
+        parts.append(Text("No completed trial yet.", style="yellow"))
+    else:
+        best = summary.best
+        parts.append(
+            Text.assemble(
+                ("Best: ", "bold"),
+                f"trial {best.number}, {definition.objective} = {best.value:.4f}",
+                f", family {best.family}" if best.family else "",
+            )
+        )
+    if summary.running:
+        workers = Table(title="Running trials", show_header=True)
+        for column in ("trial", "family", "host", "pid", "device", "epoch", "last epoch", "heartbeat"):
+            workers.add_column(column)
+        for trial in summary.running:
+            workers.add_row(
+                str(trial.number),
+                trial.family or "?",
+                trial.worker_host or "?",
+                str(trial.worker_pid) if trial.worker_pid is not None else "?",
+                trial.device or "?",
+                str(trial.epoch) if trial.epoch is not None else "-",
+                _format_age(trial.heartbeat_age_s),
+                _format_age(trial.storage_heartbeat_age_s),
+            )
+        parts.append(workers)
+    return Group(*parts)
+
+
+def _best(study: optuna.Study, definition: StudyDefinition) -> BestTrial | None:
+    try:
+        trial = study.best_trial
+    except ValueError:  # no completed trial yet
+        return None
+    config = trial.user_attrs.get("config")
+    return BestTrial(
+        number=trial.number,
+        value=float(trial.value) if trial.value is not None else float("nan"),
+        params=dict(trial.params),
+        family=_family(trial),
+        config=config if isinstance(config, dict) else None,
+    )
+
+
+def _family(trial: optuna.trial.FrozenTrial) -> str | None:
+    family = trial.user_attrs.get("family") or trial.params.get("family")
+    return str(family) if family is not None else None
+
+
+def _storage_heartbeat_ages(study: optuna.Study, trial_ids: list[int]) -> dict[int, float]:
+    """Seconds since Optuna's own heartbeat per trial id; empty where the storage has none."""
+    if not trial_ids:
+        return {}
+    # Optuna wraps an RDBStorage in a cache; the heartbeat table is only reachable beneath it.
+    storage = getattr(study._storage, "_backend", study._storage)
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return {}
+    query = sqlalchemy.text("SELECT trial_id, heartbeat FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+        sqlalchemy.bindparam("ids", expanding=True)
+    )
+    query = query.columns(trial_id=sqlalchemy.Integer, heartbeat=sqlalchemy.DateTime)
+    try:
+        with storage.engine.connect() as connection:
+            # The database's clock, as Optuna compares heartbeats with it, not this machine's.
+            now = connection.execute(sqlalchemy.select(sqlalchemy.func.now())).scalar_one()
+            rows = connection.execute(query, {"ids": trial_ids}).all()
+    except sqlalchemy.exc.SQLAlchemyError:
+        return {}
+    now = now.replace(tzinfo=None)
+    return {trial_id: max(0.0, (now - beat).total_seconds()) for trial_id, beat in rows}
+
+
+def _age(now: float, timestamp: Any) -> float | None:
+    if not isinstance(timestamp, int | float):
+        return None
+    return max(0.0, now - float(timestamp))
+
+
+def _optional(value: Any, kind: type) -> Any:
+    if value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _format_age(age: float | None) -> str:
+    if age is None:
+        return "-"
+    if age < 120:
+        return f"{age:.0f} s ago"
+    return f"{age / 60:.0f} min ago"

@@ -1,0 +1,344 @@
+"""`ecgsearch retrain`: a small real study -> best trial retrained from scratch -> export bundle + MLflow.
+
+The study is what a worker leaves behind: a definition in the study's user attributes and trials
+trained for real (tiny models, small MIT-BIH slice) with their flat config in user attr `config`.
+`small_study` and `retrained` are cached per test session so test_export.py and test_predict.py
+reuse the same study and bundles instead of training again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from rich.console import Console
+
+import ecgmodels
+import search
+from search.cli import main
+from search.config import TrainConfig, join_config
+from search.data import load_dataset
+from search.errors import EXIT_DATA, EXIT_NOTHING_TO_DO, EXIT_STUDY_MISMATCH, NothingToDo, UsageError
+from search.export import BUNDLE_FILES, load_bundle
+from search.metrics import choose_threshold, classification_metrics
+from search.retrain import RetrainResult, default_patience, retrain
+from search.train import fit, seed_everything
+from studies import StudyDefinition, StudyMismatch, create_or_load_study, open_storage
+
+STUDY = "retrain-small"
+EMPTY_STUDY = "retrain-nothing-done"
+REGISTERED_NAME = "ecg-retrain-test"
+
+TINY_CNN = {
+    "out_channels": [4, 8], "kernel_sizes": [7, 5], "pool_sizes": [4, 4], "batch_norm": True,
+    "activation": "relu", "conv_dropout": 0.0, "head": "avg", "fc_units": [8], "fc_dropout": 0.0,
+}
+TINY_CNN_AE = {
+    "out_channels": [4, 8], "kernel_sizes": [5, 3], "pool_sizes": [4, 2], "batch_norm": True,
+    "activation": "relu", "conv_dropout": 0.0, "latent_channels": 4,
+}
+SEARCH_EPOCHS = 1
+STUDY_EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class SmallStudy:
+    storage_url: str
+    data_dir: Path
+    mlflow_uri: str
+    experiment_id: str
+    parent_run_id: str
+    best_number: int
+    ae_number: int
+    pruned_number: int
+
+
+def _flat_config(family: str, model_params: dict, *, lr: float, seed: int = 0) -> dict:
+    train = TrainConfig(epochs=SEARCH_EPOCHS, batch_size=32, lr=lr, grad_clip=1.0, objective="roc_auc", seed=seed)
+    return join_config(family, model_params, train)
+
+
+def _train_trial(study: optuna.Study, data, config: dict, state: TrialState = TrialState.COMPLETE) -> int:
+    """Train `config` for real, then record it as the trial a worker would have left."""
+    from search.config import split_config
+
+    family, params, cfg = split_config(config)
+    seed_everything(cfg.seed)
+    model = ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, **params)
+    fitted = fit(model, data, cfg, autoencoder=ecgmodels.is_autoencoder(family), device="cpu")
+    distributions = {
+        "family": CategoricalDistribution(list(ecgmodels.FAMILIES)),
+        "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    }
+    values = [h["val_" + cfg.objective] for h in fitted.history]
+    trial = optuna.trial.create_trial(
+        params={"family": family, "lr": cfg.lr},
+        distributions=distributions,
+        value=fitted.best_value if state == TrialState.COMPLETE else None,
+        intermediate_values=dict(enumerate(values, start=1)),
+        state=state,
+        user_attrs={"config": config, "family": family, "n_params": ecgmodels.count_params(model)},
+    )
+    study.add_trial(trial)
+    return study.trials[-1].number
+
+
+def _definition(data_dir: Path, fingerprint: str, data, **mlflow_ids) -> StudyDefinition:
+    return StudyDefinition(
+        space="all", data_path=str(data_dir), data_fingerprint=fingerprint, n_channels=data.n_channels,
+        seq_len=data.seq_len, objective="roc_auc", direction="maximize", epochs=STUDY_EPOCHS, sampler="random",
+        pruner="none", seed=0, max_params=None, trials_budget=None, ecgsearch_version=search.__version__,
+        optuna_version=optuna.__version__, torch_version=torch.__version__, **mlflow_ids,
+    )
+
+
+@functools.cache
+def small_study(data_dir: Path, root: Path) -> SmallStudy:
+    """A study with a COMPLETE cnn trial, a COMPLETE cnn_ae trial and a PRUNED one, plus an empty study,
+    and the MLflow experiment + parent run `ecgsearch start` would have created."""
+    import mlflow
+
+    root.mkdir(parents=True, exist_ok=True)
+    storage_url = f"sqlite:///{root / 'study.db'}"
+    mlflow_uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(STUDY, artifact_location=str(root / "mlartifacts"))
+    parent_run_id = client.create_run(experiment_id, run_name=STUDY).info.run_id
+
+    dataset = load_dataset(data_dir)
+    data, _ = dataset.normalised()
+    storage = open_storage(storage_url)
+    definition = _definition(
+        data_dir, dataset.fingerprint(), dataset, mlflow_tracking_uri=mlflow_uri,
+        mlflow_experiment_id=experiment_id, mlflow_parent_run_id=parent_run_id,
+    )
+    study, _, created = create_or_load_study(storage, STUDY, definition)
+    assert created
+    cnn = _train_trial(study, data, _flat_config("cnn", TINY_CNN, lr=3e-3))
+    ae = _train_trial(study, data, _flat_config("cnn_ae", TINY_CNN_AE, lr=3e-3))
+    pruned = _train_trial(study, data, _flat_config("cnn", TINY_CNN, lr=1e-4), TrialState.PRUNED)
+    empty, _, _ = create_or_load_study(storage, EMPTY_STUDY, definition)
+    _train_trial(empty, data, _flat_config("cnn", TINY_CNN, lr=1e-4), TrialState.PRUNED)
+    best = study.best_trial.number
+    assert best in (cnn, ae)
+    return SmallStudy(storage_url, data_dir, mlflow_uri, experiment_id, parent_run_id, best, ae, pruned)
+
+
+def _quiet() -> Console:
+    return Console(file=open("/dev/null", "w"), width=200)  # lives as long as the test session
+
+
+@functools.cache
+def retrained(data_dir: Path, root: Path, kind: str) -> tuple[SmallStudy, RetrainResult]:
+    """kind 'best': best trial, 1 seed, logged to MLflow and registered; 'ae': the cnn_ae trial, 1 seed,
+    MLflow off; 'seeds': best trial, 2 seeds, MLflow off."""
+    study = small_study(data_dir, root)
+    common = {"storage": study.storage_url, "epochs": STUDY_EPOCHS, "console": _quiet()}
+    if kind == "best":
+        result = retrain(STUDY, out=root / "bundle-best", mlflow_uri=study.mlflow_uri,
+                         register_as=REGISTERED_NAME, **common)
+    elif kind == "ae":
+        result = retrain(STUDY, trial_number=study.ae_number, out=root / "bundle-ae", mlflow_uri="off", **common)
+    elif kind == "seeds":
+        result = retrain(STUDY, seeds=2, out=root / "bundle-seeds", mlflow_uri="off",
+                         register_as="ignored-when-off", **common)
+    else:
+        raise ValueError(kind)
+    return study, result
+
+
+def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder per test session for the cached study and bundles (same path from every module)."""
+    return tmp_path_factory.getbasetemp() / "retrain-shared"
+
+
+@pytest.fixture
+def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return shared_root(tmp_path_factory)
+
+
+def _metrics(bundle: Path) -> dict:
+    return json.loads((bundle / "metrics.json").read_text())
+
+
+def test_best_trial_retrained_into_a_complete_bundle(small_real_dir, session_root):
+    study, result = retrained(small_real_dir, session_root, "best")
+    assert result.trial_number == study.best_number
+    assert sorted(p.name for p in result.out.iterdir()) == sorted(BUNDLE_FILES)
+
+    config = json.loads((result.out / "config.json").read_text())
+    dataset = load_dataset(small_real_dir)
+    _, norm = dataset.normalised()
+    assert config["family"] == "cnn" and config["autoencoder"] is False
+    assert config["score_kind"] == "probability" and config["threshold"] == 0.5
+    assert config["n_channels"] == 3 and config["window_length"] == 2000
+    assert config["leads"] == ["II", "V1", "V5"] and config["sampling_rate_hz"] == 200
+    assert config["normalisation"] == norm.to_dict()
+    assert config["model_params"] == TINY_CNN
+    # The exported config is the trial's config with the retraining budget and the exported seed.
+    assert config["config"]["epochs"] == STUDY_EPOCHS and config["config"]["lr"] == 3e-3
+    assert config["config"]["patience"] == default_patience(STUDY_EPOCHS)
+
+    metrics = _metrics(result.out)
+    assert metrics["study"] == STUDY and metrics["trial_number"] == study.best_number
+    assert metrics["data_fingerprint"] == dataset.fingerprint()
+    assert metrics["exported_seed"] == 0 and len(metrics["seeds"]) == 1
+    for key in ("f1_macro", "f1_0", "f1_1", "precision_macro", "recall_macro", "roc_auc", "pr_auc", "accuracy"):
+        assert 0.0 <= metrics["test"][key] <= 1.0, key
+        assert 0.0 <= metrics["validation"][key] <= 1.0, key
+    assert np.array(metrics["test"]["confusion_matrix"]).sum() == len(dataset.y_test)
+    assert metrics["test_summary"]["roc_auc"] == {"mean": metrics["test"]["roc_auc"], "std": None}
+    assert metrics["onnx_max_abs_diff"] < 1e-4
+    assert {"ecgsearch", "torch", "optuna", "onnx"} <= metrics["versions"].keys()
+    assert 1 <= metrics["seeds"][0]["best_epoch"] <= metrics["seeds"][0]["epochs_run"] <= STUDY_EPOCHS
+
+
+def test_bundle_is_logged_under_the_study_parent_run_and_registered(small_real_dir, session_root):
+    import mlflow
+
+    study, result = retrained(small_real_dir, session_root, "best")
+    assert result.mlflow is not None and result.mlflow.registered_version == "1"
+    client = mlflow.MlflowClient(study.mlflow_uri)
+    run = client.get_run(result.mlflow.run_id)
+    assert run.info.experiment_id == study.experiment_id
+    assert run.data.tags["mlflow.parentRunId"] == study.parent_run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(_metrics(result.out)["test"]["roc_auc"])
+    assert run.data.params["config.family"] == "cnn"
+    logged = {Path(a.path).name for a in client.list_artifacts(result.mlflow.run_id, "bundle")}
+    assert {"config.json", "metrics.json", "model.pt", "README.md"} <= logged
+
+    versions = client.search_model_versions(f"name='{REGISTERED_NAME}'")
+    assert [(v.version, v.run_id) for v in versions] == [(1, result.mlflow.run_id)]
+    info = mlflow.models.get_model_info(result.mlflow.model_uri)
+    assert info.signature is not None and info.flavors.keys() >= {"onnx", "python_function"}
+    # The registered model scores like the bundle.
+    mlflow.set_tracking_uri(study.mlflow_uri)
+    served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_NAME}/1")
+    bundle = load_bundle(result.out)
+    X = load_dataset(small_real_dir).X_test[:5]
+    out = served.predict(bundle.norm.apply(X).numpy())
+    scores = out["score"] if isinstance(out, dict) else np.asarray(out).reshape(-1)
+    np.testing.assert_allclose(np.asarray(scores).reshape(-1), bundle.score(X), atol=1e-5)
+
+
+def test_two_seeds_give_mean_and_std_and_export_the_best_on_validation(small_real_dir, session_root):
+    _, result = retrained(small_real_dir, session_root, "seeds")
+    metrics = _metrics(result.out)
+    per_seed = metrics["seeds"]
+    assert [s["seed"] for s in per_seed] == [0, 1]
+    best_val = max(per_seed, key=lambda s: s["validation"]["roc_auc"])
+    assert metrics["exported_seed"] == best_val["seed"] == result.exported.seed
+    assert metrics["test"] == best_val["test"]
+    for name in ("roc_auc", "f1_macro", "accuracy"):
+        values = [s["test"][name] for s in per_seed]
+        assert metrics["test_summary"][name]["mean"] == pytest.approx(np.mean(values))
+        assert metrics["test_summary"][name]["std"] == pytest.approx(np.std(values, ddof=1))
+    # Two seeds are two different initialisations, not one run twice.
+    assert per_seed[0]["validation"] != per_seed[1]["validation"] or per_seed[0]["test"] != per_seed[1]["test"]
+    assert result.mlflow is None and "MLflow off" in result.mlflow_note and "ignored" in result.mlflow_note
+
+
+def test_autoencoder_trial_threshold_is_chosen_on_validation(small_real_dir, session_root):
+    study, result = retrained(small_real_dir, session_root, "ae")
+    assert result.trial_number == study.ae_number
+    bundle = load_bundle(result.out)
+    assert bundle.autoencoder and bundle.score_kind == "reconstruction_error"
+    dataset = load_dataset(small_real_dir)
+    val_errors = bundle.score(dataset.X_val)
+    # objective roc_auc does not depend on a threshold, so the worker's rule picks F1 macro on validation
+    expected = choose_threshold(val_errors, dataset.y_val, "f1_macro")
+    assert bundle.threshold == pytest.approx(expected, rel=1e-5)
+    validation = classification_metrics(dataset.y_val, val_errors, bundle.threshold)
+    assert _metrics(result.out)["validation"]["f1_macro"] == pytest.approx(validation["f1_macro"])
+    assert _metrics(result.out)["validation"]["confusion_matrix"] == validation["confusion_matrix"]
+
+
+def test_retrain_named_trial_that_is_not_complete_is_refused(small_real_dir, session_root):
+    study = small_study(small_real_dir, session_root)
+    with pytest.raises(UsageError, match=rf"--trial {study.pruned_number}: the trial is PRUNED"):
+        retrain(STUDY, storage=study.storage_url, trial_number=study.pruned_number, console=_quiet())
+    with pytest.raises(UsageError, match="no such trial"):
+        retrain(STUDY, storage=study.storage_url, trial_number=99, console=_quiet())
+
+
+def test_study_without_complete_trial_exits_nothing_to_do(small_real_dir, session_root, tmp_path, capsys):
+    study = small_study(small_real_dir, session_root)
+    with pytest.raises(NothingToDo, match="no COMPLETE trial"):
+        retrain(EMPTY_STUDY, storage=study.storage_url, console=_quiet())
+    code = main(["retrain", "--study", EMPTY_STUDY, "--storage", study.storage_url, "--out", str(tmp_path / "x")])
+    assert code == EXIT_NOTHING_TO_DO == 6
+    assert "no COMPLETE trial" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_other_data_is_refused_as_a_study_mismatch(small_real_dir, tiny_real_dir, session_root, tmp_path, capsys):
+    study = small_study(small_real_dir, session_root)
+    with pytest.raises(StudyMismatch, match="data_fingerprint"):
+        retrain(STUDY, storage=study.storage_url, data=tiny_real_dir, console=_quiet())
+    code = main(["retrain", "--study", STUDY, "--storage", study.storage_url, "--data", str(tiny_real_dir),
+                 "--out", str(tmp_path / "x"), "--mlflow-uri", "off"])
+    assert code == EXIT_STUDY_MISMATCH
+    assert str(tiny_real_dir) in capsys.readouterr().err
+
+
+def test_cli_retrain_with_mlflow_unreachable_still_exports(small_real_dir, session_root, tmp_path, capsys):
+    study = small_study(small_real_dir, session_root)
+    out = tmp_path / "bundle"
+    code = main(["retrain", "--study", STUDY, "--storage", study.storage_url, "--epochs", "1", "--out", str(out),
+                 "--mlflow-uri", "http://127.0.0.1:9", "--device", "cpu"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(BUNDLE_FILES)
+    printed = capsys.readouterr().out
+    assert "could not take the model" in printed and "is complete" in printed
+    assert "test metrics" in printed and "roc_auc" in printed
+    assert _metrics(out)["epochs"] == 1
+
+
+def test_secrets_never_reach_the_bundle(small_real_dir, session_root, postgres_url, tmp_path):
+    """A PostgreSQL study URL with a password: the bundle holds the URL only masked."""
+    study = small_study(small_real_dir, session_root)
+    password = "s3cret-pw-for-retrain"
+    url_with_password = postgres_url.replace("postgres@", f"postgres:{password}@")  # trust auth ignores it
+    optuna.copy_study(from_study_name=STUDY, from_storage=study.storage_url, to_storage=url_with_password)
+    result = retrain(STUDY, storage=url_with_password, epochs=1, out=tmp_path / "b", mlflow_uri="off",
+                     console=_quiet())
+    for path in result.out.iterdir():
+        assert password.encode() not in path.read_bytes(), path.name
+    assert "***" in _metrics(result.out)["storage"]
+
+
+def test_retrain_help_has_an_example(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retrain", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "Example:" in text and "--seeds" in text and "--register-as" in text
+
+
+def test_default_patience_is_a_quarter_of_the_budget_at_least_three():
+    assert [default_patience(e) for e in (1, 8, 12, 40)] == [3, 3, 3, 10]
+
+
+def test_moved_data_is_a_data_error_that_points_at_the_data_flag(small_real_dir, session_root, tmp_path, capsys):
+    from studies import read_definition, write_definition
+
+    study = small_study(small_real_dir, session_root)
+    url = f"sqlite:///{tmp_path / 'moved.db'}"
+    optuna.copy_study(from_study_name=STUDY, from_storage=study.storage_url, to_storage=url)
+    moved = optuna.load_study(study_name=STUDY, storage=url)
+    definition = read_definition(moved)
+    definition.data_path = str(tmp_path / "gone")
+    write_definition(moved, definition)
+    code = main(["retrain", "--study", STUDY, "--storage", url, "--mlflow-uri", "off", "--out", str(tmp_path / "b")])
+    assert code == EXIT_DATA
+    err = " ".join(capsys.readouterr().err.split())
+    assert "gone" in err and "pass --data DIR" in err

@@ -1,0 +1,198 @@
+"""`ecgsearch start` / `worker` end to end on a real MIT-BIH slice: budget, resume, pruning, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.cli import main
+from studies import open_storage
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def load(storage_url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage_url))
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=FINISHED)
+
+
+def start_args(data: Path, storage: str, *extra: str) -> list[str]:
+    return ["start", "--data", str(data), "--storage", storage, "--mlflow-uri", "off", "--no-progress", *extra]
+
+
+def assert_clean_budget(study: optuna.Study, budget: int) -> None:
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)), f"a trial number twice: {numbers}"
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], "trials left RUNNING"
+    assert len(finished(study)) == budget
+
+
+def spawn_worker(study: str, storage: str, *extra: str, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, ECGSEARCH_THREADS="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", storage, "--mlflow-uri", "off",
+         "--no-progress", *extra],
+        cwd=log.parent, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+    )
+
+
+def test_start_runs_budget_then_resume_adds_exactly_the_difference(tiny_real_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "4", "--epochs", "2")) == 0
+    study = load(storage, "cnn")
+    assert len(finished(study)) == 4
+    first_numbers = {t.number for t in finished(study)}
+    for trial in finished(study):
+        assert trial.user_attrs["family"] == "cnn"
+        assert trial.user_attrs["config"]["epochs"] == 2
+        assert trial.user_attrs["n_params"] > 0
+        assert trial.user_attrs["worker_pid"] == os.getpid()
+        assert len(trial.user_attrs["history"]) == len(trial.intermediate_values) >= 1
+
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "6", "--epochs", "2")) == 0
+    study = load(storage, "cnn")
+    assert_clean_budget(study, 6)
+    assert first_numbers < {t.number for t in finished(study)}
+
+
+def test_hyperband_prunes_some_trials(tiny_real_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "pruned", "--trials", "10",
+                      "--epochs", "6", "--sampler", "random", "--max-params", "60000")
+    assert main(args) == 0
+    study = load(storage, "pruned")
+    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    assert pruned, "hyperband pruned nothing in 10 trials × 6 epochs"
+    for trial in pruned:
+        assert trial.user_attrs["pruned_at_epoch"] == max(trial.intermediate_values)
+        assert trial.user_attrs["pruned_at_epoch"] < 6
+
+
+def _two_workers_share_one_study(storage: str, data: Path, tmp_path: Path) -> None:
+    assert main(start_args(data, storage, "--space", "cnn", "--study", "shared", "--trials", "6", "--epochs", "2",
+                           "--max-params", "60000", "--create-only")) == 0
+    workers = [spawn_worker("shared", storage, log=tmp_path / f"worker{i}.log") for i in range(2)]
+    codes = [worker.wait(timeout=400) for worker in workers]
+    logs = "\n".join((tmp_path / f"worker{i}.log").read_text() for i in range(2))
+    assert codes == [0, 0], logs
+    study = load(storage, "shared")
+    assert_clean_budget(study, 6)
+    pids = {t.user_attrs["worker_pid"] for t in finished(study)}
+    assert len(pids) == 2, f"one worker did all the work: {logs}"
+
+
+def test_two_worker_processes_share_a_sqlite_study(tiny_real_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _two_workers_share_one_study(f"sqlite:///{tmp_path / 'study.db'}", tiny_real_dir, tmp_path)
+
+
+@pytest.mark.postgres
+def test_two_worker_processes_share_a_postgres_study(tiny_real_dir, tmp_path, monkeypatch, postgres_url):
+    monkeypatch.chdir(tmp_path)
+    _two_workers_share_one_study(postgres_url, tiny_real_dir, tmp_path)
+
+
+@pytest.mark.postgres
+def test_killed_worker_trial_fails_and_is_rerun(tiny_real_dir, tmp_path, monkeypatch, postgres_url):
+    monkeypatch.chdir(tmp_path)
+    storage = postgres_url
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "killed", "--trials", "3",
+                           "--epochs", "6", "--pruner", "none", "--max-params", "60000", "--create-only")) == 0
+    heartbeat = ["--heartbeat-interval", "1", "--grace-period", "4"]
+    victim = spawn_worker("killed", storage, *heartbeat, log=tmp_path / "victim.log")
+    study = load(storage, "killed")
+    deadline = time.monotonic() + 120
+    killed_number = None
+    while time.monotonic() < deadline and killed_number is None:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get("epoch", 0) >= 1:
+                killed_number = trial.number
+        time.sleep(0.2)
+    assert killed_number is not None, (tmp_path / "victim.log").read_text()
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+
+    survivor = spawn_worker("killed", storage, *heartbeat, log=tmp_path / "survivor.log")
+    assert survivor.wait(timeout=400) == 0, (tmp_path / "survivor.log").read_text()
+    study = load(storage, "killed")
+    assert_clean_budget(study, 3)
+    assert study.trials[killed_number].state == TrialState.FAIL
+    reruns = [t for t in finished(study) if t.system_attrs.get("failed_trial") == killed_number]
+    assert len(reruns) == 1
+    assert reruns[0].params == study.trials[killed_number].params
+    assert reruns[0].user_attrs["retried_from"] == killed_number
+
+
+def test_worker_with_different_data_is_refused(tiny_real_dir, small_real_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "s", "--create-only")) == 0
+    code = main(["worker", "--study", "s", "--storage", storage, "--data", str(small_real_dir), "--mlflow-uri", "off",
+                 "--no-progress"])
+    assert code == 5
+    message = capsys.readouterr().err
+    assert "data_fingerprint" in message and str(small_real_dir) in message.replace("\n", "")
+    assert load(storage, "s").get_trials() == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "words"),
+    [
+        (["--space", "nope"], 2, ["nope", "cnn_lstm"]),
+        (["--space", "cnn", "--sampler", "annealing"], 2, ["annealing", "tpe"]),
+        (["--space", "cnn", "--pruner", "early"], 2, ["early", "hyperband"]),
+        (["--space", "cnn", "--objective", "auc"], 2, ["auc", "roc_auc"]),
+    ],
+)
+def test_bad_names_fail_with_one_paragraph(extra, code, words, tiny_real_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(start_args(tiny_real_dir, f"sqlite:///{tmp_path / 's.db'}", *extra)) == code
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message
+    assert not (tmp_path / "s.db").exists(), "a study database was created before the input was checked"
+
+
+def test_missing_data_folder_is_a_data_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(start_args(tmp_path / "no-such-data", f"sqlite:///{tmp_path / 's.db'}", "--space", "cnn"))
+    assert code == 3
+    assert "no-such-data" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "storage",
+    ["postgresql+psycopg://ecg:s3cret@127.0.0.1:1/ecgsearch", "mysql://ecg:s3cret@localhost/x", "not a url"],
+)
+def test_bad_storage_fails_with_masked_message(storage, tiny_real_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn")) == 4
+    message = capsys.readouterr().err
+    assert "s3cret" not in message
+    assert len(message.strip().splitlines()) <= 6
+
+
+def test_every_command_has_help_with_an_example(capsys):
+    from search.cli import COMMAND_MODULES, build_parser
+
+    parser = build_parser()
+    # argparse has no public accessor for its subparsers.
+    subcommands = parser._subparsers._group_actions[0].choices
+    assert set(COMMAND_MODULES) == {name.replace("-", "_") for name in subcommands}
+    for name, subparser in subcommands.items():
+        assert "Example:" in (subparser.epilog or ""), name

@@ -1,0 +1,188 @@
+"""The MLflow mirror against a real (lean) `mlflow server`: two worker processes mirroring one study at
+once, and a server that is down while trials run and comes up later."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from search.tracking import TrialMirror, names, setup_study_mirror
+from search.tracking.runs import find_runs
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SERVER_READY_TIMEOUT_S = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A lean `mlflow server` on a loopback port chosen up front (nothing listens until `start`)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.backend = f"sqlite:///{folder / 'server.db'}"
+        self.artifacts = folder / "artifacts"
+        self.log = folder / "server.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.process is not None:
+            return
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        command = [str(Path(sys.executable).with_name("mlflow")), "server", "--workers", "1", "--host",
+                   "127.0.0.1", "--port", str(self.port), "--backend-store-uri", self.backend,
+                   "--artifacts-destination", str(self.artifacts)]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+        deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"mlflow server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        pytest.fail(f"mlflow server not ready after {SERVER_READY_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the server and its gunicorn/uvicorn
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=15)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    server = Server(tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    server.stop()
+
+
+WORKER_SCRIPT = """
+import json, sys, time
+from pathlib import Path
+from search.tracking import TrialMirror, setup_study_mirror
+
+uri, study, spool, numbers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+experiment_id, parent_run_id = setup_study_mirror(tracking_uri=uri, study_name=study,
+                                                  tags={"ecgsearch.objective": "roc_auc"})
+mirror = TrialMirror(tracking_uri=uri, study_name=study, experiment_id=experiment_id,
+                     parent_run_id=parent_run_id, spool_dir=Path(spool))
+costs = []
+for n in numbers:
+    started = time.perf_counter()
+    mirror.trial_started(trial_number=n, trial_id=n, params={"lr": 0.001 * (n + 1)},
+                         config={"family": "cnn", "out_channels": [8, 16]}, n_params=100 + n,
+                         tags={"ecgsearch.worker_host": "proc-" + sys.argv[5]})
+    history = []
+    for epoch in (1, 2, 3):
+        metrics = {"val_loss": 1.0 / (n + epoch), "val_roc_auc": 0.5 + 0.01 * (n + epoch)}
+        history.append({"epoch": epoch, **metrics})
+        mirror.epoch(trial_number=n, epoch=epoch, metrics=metrics)
+    mirror.trial_finished(trial_number=n, state="COMPLETE", value=0.5 + 0.01 * (n + 3), history=history,
+                          confusion_matrix=[[5, 1], [1, 5]], best_value=0.5 + 0.01 * (n + 3), best_trial_number=n)
+    costs.append(time.perf_counter() - started)
+print(json.dumps({"ids": [experiment_id, parent_run_id], "costs": costs,
+                  "pending": mirror.spool.pending_trials()}))
+"""
+
+
+def child_runs(client: MlflowClient, experiment_id: str, study: str) -> dict[int, list]:
+    runs: dict[int, list] = {}
+    for run in find_runs(client, experiment_id, {names.TAG_STUDY: study, names.TAG_ROLE: names.ROLE_TRIAL}):
+        runs.setdefault(int(run.data.tags[names.TAG_TRIAL_NUMBER]), []).append(run)
+    return runs
+
+
+def test_server_down_then_up_catches_up_without_duplicates(server: Server, tmp_path: Path) -> None:
+    # `start` created the experiment while the server was up (here: straight into its backend database).
+    ids = setup_study_mirror(tracking_uri=server.backend, study_name="downup", tags={})
+    spool = tmp_path / "spool"
+    mirror = TrialMirror(tracking_uri=server.url, study_name="downup", experiment_id=ids[0],
+                         parent_run_id=ids[1], spool_dir=spool)
+    for n in range(3):
+        started = time.perf_counter()
+        mirror.trial_started(trial_number=n, trial_id=n, params={"lr": 0.01}, config={"family": "cnn"},
+                             n_params=10, tags={})
+        for epoch in (1, 2):
+            mirror.epoch(trial_number=n, epoch=epoch, metrics={"val_loss": 1.0 / epoch})
+        mirror.trial_finished(trial_number=n, state="PRUNED" if n == 1 else "COMPLETE",
+                              value=None if n == 1 else 0.7, pruned_at_epoch=2 if n == 1 else None,
+                              history=[{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}],
+                              best_value=0.7, best_trial_number=0)
+        assert time.perf_counter() - started < 3.0  # 4 calls, each returning at once
+    assert mirror.spool.pending_trials() == [0, 1, 2]
+
+    server.start()
+    assert mirror.flush() == 3 * 4
+    assert mirror.flush() == 0
+    client = MlflowClient(server.url)
+    runs = child_runs(client, ids[0], "downup")
+    assert sorted(runs) == [0, 1, 2] and all(len(r) == 1 for r in runs.values())
+    for n, (run,) in runs.items():
+        assert run.info.status == ("KILLED" if n == 1 else "FINISHED")
+        assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == \
+            [(1, 1.0), (2, 0.5)]
+    best = client.get_metric_history(ids[1], "best_value")
+    assert sorted((m.step, m.value) for m in best) == [(0, 0.7), (1, 0.7), (2, 0.7)]
+
+
+def test_two_processes_mirror_one_study_concurrently(server: Server, tmp_path: Path) -> None:
+    server.start()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    shares = {"a": [0, 2, 4], "b": [1, 3, 5]}
+    procs = {
+        name: subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, server.url, "duo", str(tmp_path / "spool"),
+                                json.dumps(numbers), name], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        for name, numbers in shares.items()
+    }
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-3000:]
+        results[name] = json.loads(out.strip().splitlines()[-1])
+    assert results["a"]["ids"] == results["b"]["ids"]
+    assert results["a"]["pending"] == results["b"]["pending"] == []
+    experiment_id, parent_run_id = results["a"]["ids"]
+    costs = sorted(results["a"]["costs"] + results["b"]["costs"])
+    print(f"per-trial mirror cost through mlflow server (2 processes): median {costs[len(costs) // 2]:.3f} s")
+
+    client = MlflowClient(server.url)
+    parents = find_runs(client, experiment_id, {names.TAG_STUDY: "duo", names.TAG_ROLE: names.ROLE_STUDY})
+    assert [p.info.run_id for p in parents] == [parent_run_id]
+    runs = child_runs(client, experiment_id, "duo")
+    assert sorted(runs) == list(range(6)) and all(len(r) == 1 for r in runs.values())
+    for n, (run,) in runs.items():
+        assert run.data.tags[names.TAG_WORKER_HOST] == ("proc-a" if n % 2 == 0 else "proc-b")
+        assert run.data.params["config.out_channels"] == "[8, 16]"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_roc_auc")] == [1, 2, 3]
+        artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id, "plots"))
+        assert artifacts == ["plots/confusion_matrix.html", "plots/training_curves.html"]
+    best = client.get_metric_history(parent_run_id, "best_value")
+    assert sorted(m.step for m in best) == list(range(6))
+    assert client.get_run(parent_run_id).data.tags[names.TAG_BEST_TRIAL_NUMBER] == "5"
