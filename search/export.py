@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import torch
@@ -47,6 +49,10 @@ ONNX_CHECK_WINDOWS = 32
 
 SCORE_PROBABILITY = "probability"
 SCORE_RECONSTRUCTION = "reconstruction_error"
+
+# Retrain runs are children of the study's parent run beside the trial runs, told apart by this role.
+ROLE_RETRAIN = "retrain"
+MLFLOW_PROBE_TIMEOUT_S = 5.0
 
 # Meta entries longer than this (per-record tables) are left out of config.json.
 META_VALUE_MAX_CHARS = 1000
@@ -516,25 +522,45 @@ class MlflowLogResult:
     registered_version: str | None
 
 
-def _check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on an HTTP tracking server that does not answer (MLflow itself retries for minutes)."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
+def _mlflow_params(cfg: dict[str, Any], metrics: dict[str, Any]) -> list[Any]:
+    from mlflow.entities import Param
 
-    try:
-        with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout_s):
-            pass
-    except (urllib.error.URLError, OSError) as error:
-        raise ConnectionError(f"no answer from {tracking_uri.split('@')[-1]}/health ({error})") from None
+    from search.tracking.names import CONFIG_PARAM_PREFIX
+
+    params = {
+        f"{CONFIG_PARAM_PREFIX}{k}": json.dumps(v) if isinstance(v, list) else v for k, v in cfg["config"].items()
+    }
+    params |= {
+        "n_params": cfg["n_params"],
+        "threshold": cfg["threshold"],
+        "exported_seed": metrics.get("exported_seed"),
+        "seeds": len(metrics.get("seeds", [])),
+    }
+    return [Param(key, str(value)) for key, value in params.items()]
+
+
+def _mlflow_metrics(metrics: dict[str, Any]) -> list[Any]:
+    """Test and validation metrics of the exported seed, and mean/std over seeds; finite numbers only."""
+    from mlflow.entities import Metric
+
+    numbers = {f"test_{k}": v for k, v in metrics.get("test", {}).items()}
+    numbers |= {f"val_{k}": v for k, v in metrics.get("validation", {}).items()}
+    for name, stats in metrics.get("test_summary", {}).items():
+        numbers[f"test_mean_{name}"] = stats.get("mean")
+        numbers[f"test_std_{name}"] = stats.get("std")
+    now = int(time.time() * 1000)
+    return [
+        Metric(key, float(value), now, 0)
+        for key, value in numbers.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ]
 
 
 def log_bundle_to_mlflow(
     bundle_dir: Path,
     *,
     tracking_uri: str,
-    experiment_name: str,
+    study_name: str,
     run_name: str,
     example: np.ndarray,
     experiment_id: str | None = None,
@@ -544,60 +570,47 @@ def log_bundle_to_mlflow(
     """Log the bundle to MLflow: the ONNX model (mlflow.onnx flavour, signature and input example),
     the bundle files as artifacts, config params and test metrics; optionally register the model.
 
-    The run is nested under `parent_run_id` (the study's parent run) when given. The ONNX flavour
-    needs only onnx/onnxruntime to serve and no Python code of ours, unlike the pickled PyTorch one.
+    The run is a child of the study's parent run: `parent_run_id` when it exists in this store,
+    else the one `search.tracking` finds or creates for the study (e.g. a study searched with MLflow
+    off). The ONNX flavour serves with onnx/onnxruntime alone, unlike the pickled PyTorch one that
+    needs our model code importable.
     """
     import mlflow
     import onnx
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
 
-    _check_reachable(tracking_uri)
+    from search.tracking import names, setup_study_mirror
+    from search.tracking.uri import http_reachable, is_http
+
+    if is_http(tracking_uri) and not http_reachable(tracking_uri, MLFLOW_PROBE_TIMEOUT_S):
+        raise ConnectionError(f"nothing answers at {urlsplit(tracking_uri).netloc.rsplit('@', 1)[-1]}")
     bundle_dir = Path(bundle_dir)
     cfg = json.loads((bundle_dir / CONFIG_FILE).read_text())
     metrics = json.loads((bundle_dir / METRICS_FILE).read_text())
     mlflow.set_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
-    if experiment_id is None:
-        existing = client.get_experiment_by_name(experiment_name)
-        experiment_id = existing.experiment_id if existing else client.create_experiment(experiment_name)
     if parent_run_id is not None:
         try:
             client.get_run(parent_run_id)
-        except Exception:  # a parent run deleted or in another store: log the run at the top level
+        except MlflowException:  # deleted, or the ids belong to another store
             parent_run_id = None
+    if experiment_id is None or parent_run_id is None:
+        experiment_id, parent_run_id = setup_study_mirror(tracking_uri=tracking_uri, study_name=study_name, tags={})
 
     example = np.ascontiguousarray(example, dtype=np.float32)
     signature = infer_signature(example, onnx_scores(bundle_dir / ONNX_FILE, example))
     tags = {
-        "ecgsearch.kind": "retrain",
-        "ecgsearch.study": str(metrics.get("study")),
-        "ecgsearch.trial": str(metrics.get("trial_number")),
-        "ecgsearch.family": cfg["family"],
+        names.TAG_STUDY: study_name,
+        names.TAG_ROLE: ROLE_RETRAIN,
+        names.TAG_TRIAL_NUMBER: str(metrics.get("trial_number")),
+        names.TAG_FAMILY: cfg["family"],
+        names.TAG_PARENT_RUN_ID: parent_run_id,
     }
-    if parent_run_id is not None:
-        tags["mlflow.parentRunId"] = parent_run_id
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     try:
-        params = {f"config.{k}": json.dumps(v) if isinstance(v, list) else v for k, v in cfg["config"].items()}
-        params.update(
-            {
-                "n_params": cfg["n_params"],
-                "threshold": cfg["threshold"],
-                "exported_seed": metrics.get("exported_seed"),
-                "seeds": len(metrics.get("seeds", [])),
-            }
-        )
-        for key, value in params.items():
-            client.log_param(run_id, key, value)
-        numbers = {f"test_{k}": v for k, v in metrics.get("test", {}).items()}
-        numbers |= {f"val_{k}": v for k, v in metrics.get("validation", {}).items()}
-        for name, stats in metrics.get("test_summary", {}).items():
-            numbers[f"test_mean_{name}"] = stats.get("mean")
-            numbers[f"test_std_{name}"] = stats.get("std")
-        for key, value in numbers.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                client.log_metric(run_id, key, float(value))
+        client.log_batch(run_id, metrics=_mlflow_metrics(metrics), params=_mlflow_params(cfg, metrics))
         for name in BUNDLE_FILES:
             if name != ONNX_FILE:  # the model itself is logged as the flavour below
                 client.log_artifact(run_id, str(bundle_dir / name), artifact_path="bundle")

@@ -39,7 +39,6 @@ from studies import (
     resolve_storage_url,
 )
 
-MLFLOW_OFF = "off"
 # Metrics shown in the seed table (all scalar metrics go to metrics.json).
 TABLE_METRICS = ("roc_auc", "pr_auc", "f1_macro", "f1_1", "precision_macro", "recall_macro", "accuracy")
 
@@ -132,20 +131,17 @@ def check_data(dataset: ECGDataset, definition: StudyDefinition, data_path: str)
 
 
 def resolve_mlflow_uri(flag: str | None, definition: StudyDefinition, storage_url: str) -> str | None:
-    """`--mlflow-uri` ('off' = None), else $MLFLOW_TRACKING_URI, else the study's own tracking URI
-    (unless stored masked), else sqlite:///mlflow.db beside a SQLite study database (or here)."""
-    if flag:
-        return None if flag == MLFLOW_OFF else flag
-    from_env = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if from_env:
-        return None if from_env == MLFLOW_OFF else from_env
+    """`--mlflow-uri` or $MLFLOW_TRACKING_URI ('off' = None), else the store the study was searched with
+    (unless it was stored masked: its credentials live in the environment), else
+    sqlite:///mlflow.db beside the study database, as `ecgsearch start` chooses."""
+    from search.tracking import resolve_tracking_uri
+
+    if flag or os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return resolve_tracking_uri(flag, storage_url)
     stored = definition.mlflow_tracking_uri
     if stored and "***" not in stored:
         return stored
-    if storage_url.startswith("sqlite:///") and storage_url != "sqlite:///:memory:":
-        database = Path(storage_url.removeprefix("sqlite:///"))
-        return f"sqlite:///{database.parent / 'mlflow.db'}"
-    return "sqlite:///mlflow.db"
+    return resolve_tracking_uri(None, storage_url)
 
 
 def summarise_seeds(results: list[SeedResult]) -> dict[str, dict[str, float | None]]:
@@ -309,7 +305,9 @@ def retrain(
     study, definition = load_study_with_definition(open_storage(storage_url), study_name)
     trial = select_trial(study, trial_number)
     config = trial_config(trial)
-    family, _, train_cfg = split_config(config)  # refuses a config this code cannot build, before loading data
+    family, model_params, train_cfg = split_config(
+        config
+    )  # refuses a config this code cannot build, before loading data
 
     data_path = str(data) if data is not None else definition.data_path
     try:
@@ -348,12 +346,7 @@ def retrain(
     exported = max(results, key=lambda r: _objective_key(r.val_metrics[train_cfg.objective]))
     summary = summarise_seeds(results)
 
-    model = ecgmodels.build(
-        family,
-        n_channels=dataset.n_channels,
-        seq_len=dataset.seq_len,
-        **{k: v for k, v in config.items() if k in ecgmodels.model_param_names(family)},
-    )
+    model = ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, **model_params)
     model.load_state_dict(exported.state)
     exported_config = {**config, "epochs": budget, "patience": patience, "seed": exported.seed}
     metrics = {
@@ -413,7 +406,7 @@ def retrain(
                 out_dir,
                 tracking_uri=tracking_uri,
                 experiment_id=definition.mlflow_experiment_id if same_store else None,
-                experiment_name=study_name,
+                study_name=study_name,
                 parent_run_id=definition.mlflow_parent_run_id if same_store else None,
                 run_name=f"retrain-trial-{trial.number}",
                 example=normalised.X_test[:2].cpu().numpy(),

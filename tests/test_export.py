@@ -32,9 +32,18 @@ from search.train import predict_scores, seed_everything
 
 # Small enough that an LSTM over 2000 raw samples exports and runs in well under a second.
 TINY_OVERRIDES = {
-    "out_channels": [4, 8], "kernel_sizes": [5, 3], "pool_sizes": [4, 4], "fc_units": [8],
-    "lstm_hidden": 8, "d_model": 16, "nhead": 2, "tf_layers": 1, "dim_feedforward": 32,
-    "latent_channels": 4, "latent_dim": 8, "downsample": 8,
+    "out_channels": [4, 8],
+    "kernel_sizes": [5, 3],
+    "pool_sizes": [4, 4],
+    "fc_units": [8],
+    "lstm_hidden": 8,
+    "d_model": 16,
+    "nhead": 2,
+    "tf_layers": 1,
+    "dim_feedforward": 32,
+    "latent_channels": 4,
+    "latent_dim": 8,
+    "downsample": 8,
 }
 
 
@@ -59,8 +68,9 @@ def test_model_pt_reloads_from_config_json_alone_and_reproduces_test_metrics(sma
     _, result = retrained(small_real_dir, session_root, "best")
     dataset, _, _ = real
     cfg = json.loads((result.out / "config.json").read_text())
-    model = ecgmodels.build(cfg["family"], n_channels=cfg["n_channels"], seq_len=cfg["window_length"],
-                            **cfg["model_params"])
+    model = ecgmodels.build(
+        cfg["family"], n_channels=cfg["n_channels"], seq_len=cfg["window_length"], **cfg["model_params"]
+    )
     model.load_state_dict(torch.load(result.out / "model.pt", weights_only=True))
     model.eval()
     mean = torch.tensor(cfg["normalisation"]["mean"]).view(1, -1, 1)
@@ -98,9 +108,17 @@ def test_every_family_exports_to_onnx_with_the_same_scores(family, real, tmp_pat
     model = ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, **tiny_params(family))
     config = join_config(family, tiny_params(family), TrainConfig())
     out = tmp_path / family
-    cfg = write_bundle(out, model=model, config=config, norm=norm, threshold=0.25, meta=dataset.meta,
-                       source=dataset.source, metrics={"study": "t", "trial_number": 0},
-                       check_windows=normalised.X_test[:8])
+    cfg = write_bundle(
+        out,
+        model=model,
+        config=config,
+        norm=norm,
+        threshold=0.25,
+        meta=dataset.meta,
+        source=dataset.source,
+        metrics={"study": "t", "trial_number": 0},
+        check_windows=normalised.X_test[:8],
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(BUNDLE_FILES)
     autoencoder = ecgmodels.is_autoencoder(family)
     assert cfg["autoencoder"] is autoencoder
@@ -142,16 +160,26 @@ def test_scoring_model_matches_training_scores_for_an_autoencoder(real):
     dataset, normalised, _ = real
     model = ecgmodels.build("cnn_ae", n_channels=3, seq_len=dataset.seq_len, **tiny_params("cnn_ae")).eval()
     ours = torch_scores(ScoringModel(model, autoencoder=True), normalised.X_val[:6], batch_size=4)
-    np.testing.assert_allclose(ours, predict_scores(model, normalised.X_val[:6], autoencoder=True).numpy(),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        ours, predict_scores(model, normalised.X_val[:6], autoencoder=True).numpy(), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_readme_explains_the_model_and_its_code_runs(small_real_dir, session_root, real, monkeypatch):
     _, result = retrained(small_real_dir, session_root, "best")
     dataset, _, _ = real
     readme = (result.out / "README.md").read_text()
-    for words in ("cnn", "ODC-By", "Moody GB, Mark RG", "Goldberger AL", "ecgsearch predict", "onnxruntime",
-                  "ecgmodels.build", "roc_auc", "Threshold"):
+    for words in (
+        "cnn",
+        "ODC-By",
+        "Moody GB, Mark RG",
+        "Goldberger AL",
+        "ecgsearch predict",
+        "onnxruntime",
+        "ecgmodels.build",
+        "roc_auc",
+        "Threshold",
+    ):
         assert words in readme, words
     assert f"study `{result.study}`" in readme
     # The PyTorch and ONNX snippets work as written, from the folder holding the bundle.
@@ -171,9 +199,17 @@ def test_readme_explains_the_model_and_its_code_runs(small_real_dir, session_roo
 def test_no_mitdb_attribution_for_other_data(real, tmp_path):
     dataset, normalised, norm = real
     model = ecgmodels.build("cnn", n_channels=3, seq_len=dataset.seq_len, **tiny_params("cnn"))
-    write_bundle(tmp_path, model=model, config=join_config("cnn", tiny_params("cnn"), TrainConfig()), norm=norm,
-                 threshold=0.5, meta={"dataset": "synthetic ECG-like beats", "fs": 250}, source="data/synth",
-                 metrics={}, check_windows=normalised.X_test[:2])
+    write_bundle(
+        tmp_path,
+        model=model,
+        config=join_config("cnn", tiny_params("cnn"), TrainConfig()),
+        norm=norm,
+        threshold=0.5,
+        meta={"dataset": "synthetic ECG-like beats", "fs": 250},
+        source="data/synth",
+        metrics={},
+        check_windows=normalised.X_test[:2],
+    )
     assert "ODC-By" not in (tmp_path / "README.md").read_text()
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["leads"] is None and cfg["sampling_rate_hz"] == 250

@@ -52,8 +52,21 @@ def test_predict_csv_gives_the_model_probabilities(runtime, tolerance, bundle_di
     raw, normalised = real_windows
     np.save(tmp_path / "windows.npy", raw)
     out = tmp_path / "scores.csv"
-    code = main(["predict", "--model", str(bundle_dir), "--input", str(tmp_path / "windows.npy"),
-                 "--out", str(out), "--runtime", runtime, "--batch-size", "16"])
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(bundle_dir),
+            "--input",
+            str(tmp_path / "windows.npy"),
+            "--out",
+            str(out),
+            "--runtime",
+            runtime,
+            "--batch-size",
+            "16",
+        ]
+    )
     assert code == 0
     header, rows = _read_csv(out.read_text())
     assert header == ["window", "probability", "label"]
@@ -68,8 +81,22 @@ def test_predict_json_from_a_pt_tensor_with_onnx(bundle_dir, real_windows, tmp_p
     raw, normalised = real_windows
     torch.save(torch.from_numpy(raw[:10]), tmp_path / "windows.pt")
     out = tmp_path / "scores.json"
-    assert main(["predict", "--model", str(bundle_dir), "--input", str(tmp_path / "windows.pt"), "--out", str(out),
-                 "--runtime", "onnx"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(bundle_dir),
+                "--input",
+                str(tmp_path / "windows.pt"),
+                "--out",
+                str(out),
+                "--runtime",
+                "onnx",
+            ]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())
     expected, threshold = _expected(bundle_dir, normalised[:10])
     assert result["score_kind"] == "probability" and result["threshold"] == threshold
@@ -101,8 +128,22 @@ def test_autoencoder_bundle_predicts_reconstruction_errors(small_real_dir, sessi
     raw, normalised = real_windows
     np.save(tmp_path / "w.npy", raw[:6])
     out = tmp_path / "errors.csv"
-    assert main(["predict", "--model", str(result.out), "--input", str(tmp_path / "w.npy"), "--out", str(out),
-                 "--runtime", "onnx"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(result.out),
+                "--input",
+                str(tmp_path / "w.npy"),
+                "--out",
+                str(out),
+                "--runtime",
+                "onnx",
+            ]
+        )
+        == 0
+    )
     header, rows = _read_csv(out.read_text())
     assert header == ["window", "reconstruction_error", "label"]
     expected, threshold = _expected(result.out, normalised[:6])
@@ -145,8 +186,17 @@ def test_unreadable_inputs_are_data_errors(tmp_path):
 def test_out_suffix_must_be_csv_or_json(bundle_dir, real_windows, tmp_path, capsys):
     raw, _ = real_windows
     np.save(tmp_path / "w.npy", raw[:2])
-    code = main(["predict", "--model", str(bundle_dir), "--input", str(tmp_path / "w.npy"),
-                 "--out", str(tmp_path / "scores.txt")])
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(bundle_dir),
+            "--input",
+            str(tmp_path / "w.npy"),
+            "--out",
+            str(tmp_path / "scores.txt"),
+        ]
+    )
     assert code == 2 and "expected a .csv or .json" in capsys.readouterr().err
 
 

@@ -38,12 +38,24 @@ EMPTY_STUDY = "retrain-nothing-done"
 REGISTERED_NAME = "ecg-retrain-test"
 
 TINY_CNN = {
-    "out_channels": [4, 8], "kernel_sizes": [7, 5], "pool_sizes": [4, 4], "batch_norm": True,
-    "activation": "relu", "conv_dropout": 0.0, "head": "avg", "fc_units": [8], "fc_dropout": 0.0,
+    "out_channels": [4, 8],
+    "kernel_sizes": [7, 5],
+    "pool_sizes": [4, 4],
+    "batch_norm": True,
+    "activation": "relu",
+    "conv_dropout": 0.0,
+    "head": "avg",
+    "fc_units": [8],
+    "fc_dropout": 0.0,
 }
 TINY_CNN_AE = {
-    "out_channels": [4, 8], "kernel_sizes": [5, 3], "pool_sizes": [4, 2], "batch_norm": True,
-    "activation": "relu", "conv_dropout": 0.0, "latent_channels": 4,
+    "out_channels": [4, 8],
+    "kernel_sizes": [5, 3],
+    "pool_sizes": [4, 2],
+    "batch_norm": True,
+    "activation": "relu",
+    "conv_dropout": 0.0,
+    "latent_channels": 4,
 }
 SEARCH_EPOCHS = 1
 STUDY_EPOCHS = 2
@@ -93,10 +105,23 @@ def _train_trial(study: optuna.Study, data, config: dict, state: TrialState = Tr
 
 def _definition(data_dir: Path, fingerprint: str, data, **mlflow_ids) -> StudyDefinition:
     return StudyDefinition(
-        space="all", data_path=str(data_dir), data_fingerprint=fingerprint, n_channels=data.n_channels,
-        seq_len=data.seq_len, objective="roc_auc", direction="maximize", epochs=STUDY_EPOCHS, sampler="random",
-        pruner="none", seed=0, max_params=None, trials_budget=None, ecgsearch_version=search.__version__,
-        optuna_version=optuna.__version__, torch_version=torch.__version__, **mlflow_ids,
+        space="all",
+        data_path=str(data_dir),
+        data_fingerprint=fingerprint,
+        n_channels=data.n_channels,
+        seq_len=data.seq_len,
+        objective="roc_auc",
+        direction="maximize",
+        epochs=STUDY_EPOCHS,
+        sampler="random",
+        pruner="none",
+        seed=0,
+        max_params=None,
+        trials_budget=None,
+        ecgsearch_version=search.__version__,
+        optuna_version=optuna.__version__,
+        torch_version=torch.__version__,
+        **mlflow_ids,
     )
 
 
@@ -117,8 +142,12 @@ def small_study(data_dir: Path, root: Path) -> SmallStudy:
     data, _ = dataset.normalised()
     storage = open_storage(storage_url)
     definition = _definition(
-        data_dir, dataset.fingerprint(), dataset, mlflow_tracking_uri=mlflow_uri,
-        mlflow_experiment_id=experiment_id, mlflow_parent_run_id=parent_run_id,
+        data_dir,
+        dataset.fingerprint(),
+        dataset,
+        mlflow_tracking_uri=mlflow_uri,
+        mlflow_experiment_id=experiment_id,
+        mlflow_parent_run_id=parent_run_id,
     )
     study, _, created = create_or_load_study(storage, STUDY, definition)
     assert created
@@ -143,13 +172,15 @@ def retrained(data_dir: Path, root: Path, kind: str) -> tuple[SmallStudy, Retrai
     study = small_study(data_dir, root)
     common = {"storage": study.storage_url, "epochs": STUDY_EPOCHS, "console": _quiet()}
     if kind == "best":
-        result = retrain(STUDY, out=root / "bundle-best", mlflow_uri=study.mlflow_uri,
-                         register_as=REGISTERED_NAME, **common)
+        result = retrain(
+            STUDY, out=root / "bundle-best", mlflow_uri=study.mlflow_uri, register_as=REGISTERED_NAME, **common
+        )
     elif kind == "ae":
         result = retrain(STUDY, trial_number=study.ae_number, out=root / "bundle-ae", mlflow_uri="off", **common)
     elif kind == "seeds":
-        result = retrain(STUDY, seeds=2, out=root / "bundle-seeds", mlflow_uri="off",
-                         register_as="ignored-when-off", **common)
+        result = retrain(
+            STUDY, seeds=2, out=root / "bundle-seeds", mlflow_uri="off", register_as="ignored-when-off", **common
+        )
     else:
         raise ValueError(kind)
     return study, result
@@ -284,8 +315,21 @@ def test_other_data_is_refused_as_a_study_mismatch(small_real_dir, tiny_real_dir
     study = small_study(small_real_dir, session_root)
     with pytest.raises(StudyMismatch, match="data_fingerprint"):
         retrain(STUDY, storage=study.storage_url, data=tiny_real_dir, console=_quiet())
-    code = main(["retrain", "--study", STUDY, "--storage", study.storage_url, "--data", str(tiny_real_dir),
-                 "--out", str(tmp_path / "x"), "--mlflow-uri", "off"])
+    code = main(
+        [
+            "retrain",
+            "--study",
+            STUDY,
+            "--storage",
+            study.storage_url,
+            "--data",
+            str(tiny_real_dir),
+            "--out",
+            str(tmp_path / "x"),
+            "--mlflow-uri",
+            "off",
+        ]
+    )
     assert code == EXIT_STUDY_MISMATCH
     assert str(tiny_real_dir) in capsys.readouterr().err
 
@@ -293,8 +337,23 @@ def test_other_data_is_refused_as_a_study_mismatch(small_real_dir, tiny_real_dir
 def test_cli_retrain_with_mlflow_unreachable_still_exports(small_real_dir, session_root, tmp_path, capsys):
     study = small_study(small_real_dir, session_root)
     out = tmp_path / "bundle"
-    code = main(["retrain", "--study", STUDY, "--storage", study.storage_url, "--epochs", "1", "--out", str(out),
-                 "--mlflow-uri", "http://127.0.0.1:9", "--device", "cpu"])
+    code = main(
+        [
+            "retrain",
+            "--study",
+            STUDY,
+            "--storage",
+            study.storage_url,
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--mlflow-uri",
+            "http://127.0.0.1:9",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(BUNDLE_FILES)
     printed = capsys.readouterr().out
@@ -303,17 +362,33 @@ def test_cli_retrain_with_mlflow_unreachable_still_exports(small_real_dir, sessi
     assert _metrics(out)["epochs"] == 1
 
 
-def test_secrets_never_reach_the_bundle(small_real_dir, session_root, postgres_url, tmp_path):
-    """A PostgreSQL study URL with a password: the bundle holds the URL only masked."""
+def test_secrets_never_reach_the_bundle_or_mlflow(small_real_dir, session_root, postgres_url, tmp_path):
+    """A PostgreSQL study URL with a password, MLflow in a store the study never used: the bundle holds
+    the URL only masked, and the run goes under the study's parent run, created there for it."""
+    import mlflow
+
+    from search.tracking import names
+
     study = small_study(small_real_dir, session_root)
     password = "s3cret-pw-for-retrain"
     url_with_password = postgres_url.replace("postgres@", f"postgres:{password}@")  # trust auth ignores it
     optuna.copy_study(from_study_name=STUDY, from_storage=study.storage_url, to_storage=url_with_password)
-    result = retrain(STUDY, storage=url_with_password, epochs=1, out=tmp_path / "b", mlflow_uri="off",
-                     console=_quiet())
+    fresh_store = f"sqlite:///{tmp_path / 'other-mlflow.db'}"
+    result = retrain(
+        STUDY, storage=url_with_password, epochs=1, out=tmp_path / "b", mlflow_uri=fresh_store, console=_quiet()
+    )
     for path in result.out.iterdir():
         assert password.encode() not in path.read_bytes(), path.name
     assert "***" in _metrics(result.out)["storage"]
+
+    client = mlflow.MlflowClient(fresh_store)
+    run = client.get_run(result.mlflow.run_id)
+    parent = client.get_run(run.data.tags[names.TAG_PARENT_RUN_ID])
+    assert parent.data.tags[names.TAG_ROLE] == names.ROLE_STUDY and parent.data.tags[names.TAG_STUDY] == STUDY
+    assert run.data.tags[names.TAG_ROLE] == "retrain"
+    assert client.get_experiment(run.info.experiment_id).name == f"ecgsearch/{STUDY}"
+    logged = json.dumps([run.data.params, run.data.tags, parent.data.params, parent.data.tags])
+    assert password not in logged
 
 
 def test_retrain_help_has_an_example(capsys):

@@ -4,13 +4,13 @@ unreachable and resending without duplicates, and rebuilding from the Optuna dat
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_server import free_port
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -31,13 +31,23 @@ SCENARIO = [
 
 
 def epoch_metrics(number: int, epoch: int) -> dict[str, float]:
-    return {"train_loss": 1.0 / (epoch + number), "val_loss": 1.2 / (epoch + number),
-            "val_roc_auc": 0.5 + 0.01 * epoch + 0.001 * number}
+    return {
+        "train_loss": 1.0 / (epoch + number),
+        "val_loss": 1.2 / (epoch + number),
+        "val_roc_auc": 0.5 + 0.01 * epoch + 0.001 * number,
+    }
 
 
 def trial_config(number: int) -> dict:
-    return {"family": "cnn", "out_channels": [16, 32 + number], "lr": 10 ** -(number + 2), "batch_norm": True,
-            "epochs": 3, "objective": "roc_auc", "scheduler": None}
+    return {
+        "family": "cnn",
+        "out_channels": [16, 32 + number],
+        "lr": 10 ** -(number + 2),
+        "batch_norm": True,
+        "epochs": 3,
+        "objective": "roc_auc",
+        "scheduler": None,
+    }
 
 
 def feed(mirror: TrialMirror, durations: list[float] | None = None) -> None:
@@ -52,13 +62,23 @@ def feed(mirror: TrialMirror, durations: list[float] | None = None) -> None:
 
     best: tuple[float, int] | None = None
     for number, state, epochs, value, reason in SCENARIO:
-        tags = {names.TAG_WORKER_HOST: "host-a", names.TAG_WORKER_PID: "4242", names.TAG_DEVICE: "cpu",
-                names.TAG_FAMILY: "cnn"}
+        tags = {
+            names.TAG_WORKER_HOST: "host-a",
+            names.TAG_WORKER_PID: "4242",
+            names.TAG_DEVICE: "cpu",
+            names.TAG_FAMILY: "cnn",
+        }
         if number == 4:
             tags[names.TAG_RETRIED_FROM] = "3"
-        timed(mirror.trial_started, trial_number=number, trial_id=100 + number,
-              params={"lr": 10 ** -(number + 2), "n_conv": 2}, config=trial_config(number),
-              n_params=1000 + number, tags=tags)
+        timed(
+            mirror.trial_started,
+            trial_number=number,
+            trial_id=100 + number,
+            params={"lr": 10 ** -(number + 2), "n_conv": 2},
+            config=trial_config(number),
+            n_params=1000 + number,
+            tags=tags,
+        )
         history = []
         for epoch in range(1, epochs + 1):
             metrics = epoch_metrics(number, epoch)
@@ -66,10 +86,18 @@ def feed(mirror: TrialMirror, durations: list[float] | None = None) -> None:
             timed(mirror.epoch, trial_number=number, epoch=epoch, metrics=metrics)
         if value is not None and (best is None or value > best[0]):
             best = (value, number)
-        timed(mirror.trial_finished, trial_number=number, state=state, value=value, reason=reason,
-              pruned_at_epoch=epochs if state == "PRUNED" else None, history=history,
-              confusion_matrix=[[40, 2], [3, 11]] if state == "COMPLETE" else None,
-              best_value=best[0] if best else None, best_trial_number=best[1] if best else None)
+        timed(
+            mirror.trial_finished,
+            trial_number=number,
+            state=state,
+            value=value,
+            reason=reason,
+            pruned_at_epoch=epochs if state == "PRUNED" else None,
+            history=history,
+            confusion_matrix=[[40, 2], [3, 11]] if state == "COMPLETE" else None,
+            best_value=best[0] if best else None,
+            best_trial_number=best[1] if best else None,
+        )
 
 
 def snapshot(client: MlflowClient, experiment_id: str, study_name: str) -> dict:
@@ -78,10 +106,12 @@ def snapshot(client: MlflowClient, experiment_id: str, study_name: str) -> dict:
     children = find_runs(client, experiment_id, {names.TAG_STUDY: study_name, names.TAG_ROLE: names.ROLE_TRIAL})
     assert len(parents) == 1
     parent = parents[0]
-    out = {"parent": {
-        "tags": {k: v for k, v in parent.data.tags.items() if k.startswith("ecgsearch.")},
-        "best_value": [(m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "best_value")],
-    }}
+    out = {
+        "parent": {
+            "tags": {k: v for k, v in parent.data.tags.items() if k.startswith("ecgsearch.")},
+            "best_value": [(m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "best_value")],
+        }
+    }
     numbers = [run.data.tags[names.TAG_TRIAL_NUMBER] for run in children]
     assert len(numbers) == len(set(numbers)), f"duplicate child runs: {sorted(numbers)}"
     for run in children:
@@ -92,8 +122,9 @@ def snapshot(client: MlflowClient, experiment_id: str, study_name: str) -> dict:
             "status": run.info.status,
             "tags": {k: v for k, v in run.data.tags.items() if k.startswith(("ecgsearch.", "optuna.trial"))},
             "params": dict(run.data.params),
-            "metrics": {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
-                        for key in run.data.metrics},
+            "metrics": {
+                key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics
+            },
             "artifacts": sorted(a.path for a in client.list_artifacts(run_id, "plots")),
         }
     return out
@@ -105,20 +136,20 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def make_mirror(uri: str, study: str, ids: tuple[str, str], spool: Path) -> TrialMirror:
-    return TrialMirror(tracking_uri=uri, study_name=study, experiment_id=ids[0], parent_run_id=ids[1],
-                       spool_dir=spool)
+    return TrialMirror(tracking_uri=uri, study_name=study, experiment_id=ids[0], parent_run_id=ids[1], spool_dir=spool)
 
 
 def parent_tags(study: str) -> dict[str, str]:
-    return study_tags(study_name=study, space="cnn", storage_url="postgresql+psycopg://bob:s3cret@db:5432/ecg",
-                      sampler="tpe", pruner="hyperband", objective="roc_auc", direction="maximize")
+    return study_tags(
+        study_name=study,
+        space="cnn",
+        storage_url="postgresql+psycopg://bob:s3cret@db:5432/ecg",
+        sampler="tpe",
+        pruner="hyperband",
+        objective="roc_auc",
+        direction="maximize",
+    )
 
 
 def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,8 +166,10 @@ def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert resolve_tracking_uri("sqlite:///cli.db", "sqlite:///x.db") == "sqlite:///cli.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "OFF")
     assert resolve_tracking_uri(None, "sqlite:///x.db") is None
-    assert artifact_location(f"sqlite:///{db.parent / 'mlflow.db'}", "my study") == \
-        (db.parent / "mlartifacts" / "my_study").as_uri()
+    assert (
+        artifact_location(f"sqlite:///{db.parent / 'mlflow.db'}", "my study")
+        == (db.parent / "mlartifacts" / "my_study").as_uri()
+    )
     assert artifact_location("http://mlflow:5000", "s") is None
 
 
@@ -148,8 +181,12 @@ def live(store: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     ids = setup_study_mirror(tracking_uri=store, study_name=study, tags=parent_tags(study))
     durations: list[float] = []
     feed(make_mirror(store, study, ids, spool), durations)
-    return {"ids": ids, "spool": spool, "durations": durations,
-            "snapshot": snapshot(MlflowClient(store), ids[0], study)}
+    return {
+        "ids": ids,
+        "spool": spool,
+        "durations": durations,
+        "snapshot": snapshot(MlflowClient(store), ids[0], study),
+    }
 
 
 def test_live_mirror_of_five_trials(store: str, live: dict) -> None:
@@ -242,18 +279,30 @@ def optuna_study(name: str) -> optuna.Study:
     dists = {"lr": FloatDistribution(1e-5, 1e-1, log=True), "n_conv": IntDistribution(1, 4)}
 
     def add(number: int, state: TrialState, value: float | None, epochs: int, *, history: bool) -> None:
-        attrs = {"config": trial_config(number), "n_params": 2000 + number, "worker_host": "h1",
-                 "worker_pid": 7, "device": "cpu", "family": "cnn"}
+        attrs = {
+            "config": trial_config(number),
+            "n_params": 2000 + number,
+            "worker_host": "h1",
+            "worker_pid": 7,
+            "device": "cpu",
+            "family": "cnn",
+        }
         if history:
             attrs["history"] = [{"epoch": e, **epoch_metrics(number, e)} for e in range(1, epochs + 1)]
         if state == TrialState.PRUNED:
             attrs["pruned_at_epoch"] = epochs
         if state == TrialState.FAIL:
             attrs["fail_reason"] = "CUDA out of memory"
-        study.add_trial(create_trial(
-            state=state, value=value, params={"lr": 10 ** -(number + 2), "n_conv": 2}, distributions=dists,
-            user_attrs=attrs,
-            intermediate_values={e: epoch_metrics(number, e)["val_roc_auc"] for e in range(1, epochs + 1)}))
+        study.add_trial(
+            create_trial(
+                state=state,
+                value=value,
+                params={"lr": 10 ** -(number + 2), "n_conv": 2},
+                distributions=dists,
+                user_attrs=attrs,
+                intermediate_values={e: epoch_metrics(number, e)["val_roc_auc"] for e in range(1, epochs + 1)},
+            )
+        )
 
     add(0, TrialState.COMPLETE, 0.8, 3, history=True)
     add(1, TrialState.PRUNED, None, 2, history=True)
@@ -283,8 +332,13 @@ def test_sync_rebuilds_from_optuna_and_is_idempotent(store: str) -> None:
     assert snap["parent"]["best_value"] == [(0, 0.8), (1, 0.8), (2, 0.9), (3, 0.9)]
     assert snap["parent"]["tags"][names.TAG_BEST_TRIAL_NUMBER] == "2"
 
-    again = sync_study(study, tracking_uri=store, experiment_id=summary["experiment_id"],
-                       parent_run_id=summary["parent_run_id"], study_tags=tags)
+    again = sync_study(
+        study,
+        tracking_uri=store,
+        experiment_id=summary["experiment_id"],
+        parent_run_id=summary["parent_run_id"],
+        study_tags=tags,
+    )
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 4)
     assert again["parent_run_id"] == summary["parent_run_id"]
     assert snapshot(client, summary["experiment_id"], "synced") == snap
@@ -296,8 +350,14 @@ def test_sync_completes_a_partial_live_mirror(store: str, tmp_path: Path) -> Non
     ids = setup_study_mirror(tracking_uri=store, study_name="partial", tags=tags)
     live = make_mirror(store, "partial", ids, tmp_path / "spool")
     trial = study.trials[0]
-    live.trial_started(trial_number=0, trial_id=trial._trial_id, params=trial.params,
-                       config=trial.user_attrs["config"], n_params=2000, tags={})
+    live.trial_started(
+        trial_number=0,
+        trial_id=trial._trial_id,
+        params=trial.params,
+        config=trial.user_attrs["config"],
+        n_params=2000,
+        tags={},
+    )
     live.epoch(trial_number=0, epoch=1, metrics=epoch_metrics(0, 1))  # the worker died after epoch 1
 
     summary = sync_study(study, tracking_uri=store, experiment_id=ids[0], parent_run_id=ids[1], study_tags=tags)
@@ -313,14 +373,36 @@ def test_mlflow_sync_command(store: str, tmp_path: Path, capsys: pytest.CaptureF
 
     storage = f"sqlite:///{tmp_path / 'ecg.db'}"
     study = optuna.create_study(study_name="cli", storage=storage, direction="maximize")
-    write_definition(study, StudyDefinition(
-        space="cnn", data_path="data/x", data_fingerprint="f" * 64, n_channels=2, seq_len=360,
-        objective="roc_auc", direction="maximize", epochs=3, sampler="random", pruner="median", seed=0,
-        max_params=None, trials_budget=None, ecgsearch_version="0.1.0", optuna_version=optuna.__version__,
-        torch_version="2.13.0"))
-    study.add_trial(create_trial(state=TrialState.COMPLETE, value=0.7, params={"n_conv": 2},
-                                 distributions={"n_conv": IntDistribution(1, 4)},
-                                 intermediate_values={1: 0.6, 2: 0.7}))
+    write_definition(
+        study,
+        StudyDefinition(
+            space="cnn",
+            data_path="data/x",
+            data_fingerprint="f" * 64,
+            n_channels=2,
+            seq_len=360,
+            objective="roc_auc",
+            direction="maximize",
+            epochs=3,
+            sampler="random",
+            pruner="median",
+            seed=0,
+            max_params=None,
+            trials_budget=None,
+            ecgsearch_version="0.1.0",
+            optuna_version=optuna.__version__,
+            torch_version="2.13.0",
+        ),
+    )
+    study.add_trial(
+        create_trial(
+            state=TrialState.COMPLETE,
+            value=0.7,
+            params={"n_conv": 2},
+            distributions={"n_conv": IntDistribution(1, 4)},
+            intermediate_values={1: 0.6, 2: 0.7},
+        )
+    )
     argv = ["mlflow-sync", "--study", "cli", "--storage", storage, "--mlflow-uri", store]
     assert main(argv) == 0
     out = capsys.readouterr().out
@@ -330,6 +412,8 @@ def test_mlflow_sync_command(store: str, tmp_path: Path, capsys: pytest.CaptureF
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("ecgsearch/cli")
     (run,) = find_runs(client, experiment.experiment_id, {names.TAG_STUDY: "cli", names.TAG_ROLE: "trial"})
-    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_roc_auc")] == \
-        [(1, 0.6), (2, 0.7)]
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_roc_auc")] == [
+        (1, 0.6),
+        (2, 0.7),
+    ]
     assert main(["mlflow-sync", "--study", "nope", "--storage", storage, "--mlflow-uri", store]) == 5

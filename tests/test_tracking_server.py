@@ -5,74 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow_server import REPO_ROOT, Server
 
 from search.tracking import TrialMirror, names, setup_study_mirror
 from search.tracking.runs import find_runs
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SERVER_READY_TIMEOUT_S = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """A lean `mlflow server` on a loopback port chosen up front (nothing listens until `start`)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.backend = f"sqlite:///{folder / 'server.db'}"
-        self.artifacts = folder / "artifacts"
-        self.log = folder / "server.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        if self.process is not None:
-            return
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        command = [str(Path(sys.executable).with_name("mlflow")), "server", "--workers", "1", "--host",
-                   "127.0.0.1", "--port", str(self.port), "--backend-store-uri", self.backend,
-                   "--artifacts-destination", str(self.artifacts)]
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        deadline = time.monotonic() + SERVER_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        pytest.fail(f"mlflow server not ready after {SERVER_READY_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)  # its own session: the server and its gunicorn/uvicorn
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=15)
-        self.process = None
 
 
 @pytest.fixture(scope="module")
@@ -122,18 +65,25 @@ def test_server_down_then_up_catches_up_without_duplicates(server: Server, tmp_p
     # `start` created the experiment while the server was up (here: straight into its backend database).
     ids = setup_study_mirror(tracking_uri=server.backend, study_name="downup", tags={})
     spool = tmp_path / "spool"
-    mirror = TrialMirror(tracking_uri=server.url, study_name="downup", experiment_id=ids[0],
-                         parent_run_id=ids[1], spool_dir=spool)
+    mirror = TrialMirror(
+        tracking_uri=server.url, study_name="downup", experiment_id=ids[0], parent_run_id=ids[1], spool_dir=spool
+    )
     for n in range(3):
         started = time.perf_counter()
-        mirror.trial_started(trial_number=n, trial_id=n, params={"lr": 0.01}, config={"family": "cnn"},
-                             n_params=10, tags={})
+        mirror.trial_started(
+            trial_number=n, trial_id=n, params={"lr": 0.01}, config={"family": "cnn"}, n_params=10, tags={}
+        )
         for epoch in (1, 2):
             mirror.epoch(trial_number=n, epoch=epoch, metrics={"val_loss": 1.0 / epoch})
-        mirror.trial_finished(trial_number=n, state="PRUNED" if n == 1 else "COMPLETE",
-                              value=None if n == 1 else 0.7, pruned_at_epoch=2 if n == 1 else None,
-                              history=[{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}],
-                              best_value=0.7, best_trial_number=0)
+        mirror.trial_finished(
+            trial_number=n,
+            state="PRUNED" if n == 1 else "COMPLETE",
+            value=None if n == 1 else 0.7,
+            pruned_at_epoch=2 if n == 1 else None,
+            history=[{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}],
+            best_value=0.7,
+            best_trial_number=0,
+        )
         assert time.perf_counter() - started < 3.0  # 4 calls, each returning at once
     assert mirror.spool.pending_trials() == [0, 1, 2]
 
@@ -145,8 +95,10 @@ def test_server_down_then_up_catches_up_without_duplicates(server: Server, tmp_p
     assert sorted(runs) == [0, 1, 2] and all(len(r) == 1 for r in runs.values())
     for n, (run,) in runs.items():
         assert run.info.status == ("KILLED" if n == 1 else "FINISHED")
-        assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == \
-            [(1, 1.0), (2, 0.5)]
+        assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == [
+            (1, 1.0),
+            (2, 0.5),
+        ]
     best = client.get_metric_history(ids[1], "best_value")
     assert sorted((m.step, m.value) for m in best) == [(0, 0.7), (1, 0.7), (2, 0.7)]
 
@@ -156,9 +108,22 @@ def test_two_processes_mirror_one_study_concurrently(server: Server, tmp_path: P
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     shares = {"a": [0, 2, 4], "b": [1, 3, 5]}
     procs = {
-        name: subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, server.url, "duo", str(tmp_path / "spool"),
-                                json.dumps(numbers), name], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                WORKER_SCRIPT,
+                server.url,
+                "duo",
+                str(tmp_path / "spool"),
+                json.dumps(numbers),
+                name,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name, numbers in shares.items()
     }
     results = {}

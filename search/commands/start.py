@@ -69,7 +69,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from search.data import load_dataset
     from search.metrics import OBJECTIVES
-    from search.tracking import resolve_tracking_uri, setup_study_mirror, study_tags
+    from search.tracking import resolve_tracking_uri
     from search.worker import budget_of, current_versions
     from studies import (
         StudyDefinition,
@@ -129,23 +129,7 @@ def run(args: argparse.Namespace) -> int:
     tracking_uri = resolve_tracking_uri(args.mlflow_uri, storage_url)
     study, definition, created = create_or_load_study(storage, study_name, given)
     if tracking_uri and not definition.mlflow_parent_run_id:
-        experiment_id, parent_run_id = setup_study_mirror(
-            tracking_uri=tracking_uri,
-            study_name=study_name,
-            tags=study_tags(
-                study_name=study_name,
-                space=definition.space,
-                storage_url=storage_url,
-                sampler=definition.sampler,
-                pruner=definition.pruner,
-                objective=definition.objective,
-                direction=definition.direction,
-            ),
-        )
-        definition.mlflow_experiment_id = experiment_id
-        definition.mlflow_parent_run_id = parent_run_id
-        # Stored masked: the study database is readable by every worker and the dashboard.
-        definition.mlflow_tracking_uri = mask_url(tracking_uri)
+        _set_up_mirror(definition, tracking_uri=tracking_uri, study_name=study_name, storage_url=storage_url)
     if args.trials is not None:
         definition.trials_budget = args.trials
     write_definition(study, definition)
@@ -175,3 +159,41 @@ def _print_outcome(study: optuna.Study, study_name: str) -> None:
         f"next: ecgsearch status --study {study_name} · ecgsearch report --study {study_name} "
         f"--out report.html · ecgsearch retrain --study {study_name}"
     )
+
+
+def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_url: str) -> None:
+    """Create the study's MLflow experiment and parent run once; a store that is down only warns.
+
+    Workers then mirror nothing live, and `ecgsearch mlflow-sync` rebuilds the MLflow side from the study
+    database once the store is back (MLflow mirrors, it never decides).
+    """
+    from search.tracking import setup_study_mirror, study_tags
+    from search.tracking.mirror import limit_http_retries
+    from search.tracking.uri import http_reachable, is_http
+    from studies import mask_url
+
+    # Stored masked: the study database is readable by every worker and the dashboard.
+    definition.mlflow_tracking_uri = mask_url(tracking_uri)
+    if is_http(tracking_uri):
+        limit_http_retries(5.0)
+        if not http_reachable(tracking_uri, timeout_s=3.0):
+            console.print(
+                f"[yellow]warning:[/yellow] MLflow at {mask_url(tracking_uri)} is not reachable: trials run "
+                f"without a live mirror; once it is up, run `ecgsearch mlflow-sync --study {study_name}`"
+            )
+            return
+    experiment_id, parent_run_id = setup_study_mirror(
+        tracking_uri=tracking_uri,
+        study_name=study_name,
+        tags=study_tags(
+            study_name=study_name,
+            space=definition.space,
+            storage_url=storage_url,
+            sampler=definition.sampler,
+            pruner=definition.pruner,
+            objective=definition.objective,
+            direction=definition.direction,
+        ),
+    )
+    definition.mlflow_experiment_id = experiment_id
+    definition.mlflow_parent_run_id = parent_run_id

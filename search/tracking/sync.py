@@ -97,6 +97,15 @@ def _existing_parent(client: MlflowClient, experiment_id: str | None, parent_run
         return False
 
 
+def was_trained(trial: FrozenTrial) -> bool:
+    """Whether a trial got as far as training, as the live mirror sees it.
+
+    A trial rejected before training (an invalid architecture, or one surplus to the budget) has no
+    model and no curve: it is recorded on the Optuna trial with its reason, not as an MLflow run.
+    """
+    return trial.state != TrialState.FAIL or "n_params" in trial.user_attrs
+
+
 def sync_study(
     study: optuna.Study,
     *,
@@ -143,7 +152,7 @@ def sync_study(
         "duplicates_removed": duplicates_removed,
     }
     trials = sorted(study.get_trials(deepcopy=False, states=_MIRRORED_STATES), key=lambda t: t.number)
-    for trial in trials:
+    for trial in filter(was_trained, trials):
         runs = existing.get(str(trial.number))
         if runs:
             run, created = runs[0], False

@@ -1,0 +1,88 @@
+"""`ecgsearch start` mirrors every trial into MLflow; with the server down, `mlflow-sync` catches up later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow_server import Server
+from optuna.trial import TrialState
+
+from search.cli import main
+from search.tracking import names
+from search.tracking.runs import find_runs, param_value
+from search.tracking.sync import was_trained
+from studies import load_study_with_definition, open_storage
+
+STATUS_OF = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+
+
+def mlflow_matches_optuna(client: MlflowClient, study: optuna.Study, experiment_id: str) -> None:
+    """One parent run and one child per trial whose state, params and per-epoch curves match Optuna's."""
+    parents = find_runs(client, experiment_id, {names.TAG_STUDY: study.study_name, names.TAG_ROLE: names.ROLE_STUDY})
+    assert len(parents) == 1
+    children = find_runs(client, experiment_id, {names.TAG_STUDY: study.study_name, names.TAG_ROLE: names.ROLE_TRIAL})
+    trials = [t for t in study.get_trials(deepcopy=False) if was_trained(t)]
+    assert sorted(int(run.data.tags[names.TAG_TRIAL_NUMBER]) for run in children) == [t.number for t in trials]
+    by_number = {int(run.data.tags[names.TAG_TRIAL_NUMBER]): run for run in children}
+    objective_key = f"val_{load_study_with_definition(study._storage, study.study_name)[1].objective}"
+    for trial in trials:
+        run = by_number[trial.number]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.run_name == f"trial-{trial.number}"
+        assert run.info.status == STATUS_OF[trial.state.name]
+        for key, value in trial.params.items():
+            assert run.data.params[key] == param_value(value)
+        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, objective_key)}
+        assert curve == pytest.approx(dict(trial.intermediate_values))
+        if trial.state == TrialState.COMPLETE:
+            assert run.data.metrics["objective"] == pytest.approx(trial.value)
+
+
+def test_start_mirrors_every_trial_to_the_local_store(tiny_real_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    code = main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "5",
+                 "--epochs", "3", "--max-params", "60000", "--no-progress"])
+    assert code == 0
+    assert (tmp_path / "mlflow.db").exists(), "the default store lives beside the study database"
+    study, definition = load_study_with_definition(open_storage(storage), "cnn")
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 5
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow_matches_optuna(client, study, definition.mlflow_experiment_id)
+    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
+        assert trial.user_attrs["mlflow_run_id"]
+
+
+def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server = Server(tmp_path / "server")
+    (tmp_path / "server").mkdir()
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    try:
+        code = main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "3",
+                     "--epochs", "2", "--max-params", "60000", "--no-progress", "--mlflow-uri", server.url])
+        assert code == 0, "the search must finish with the tracking server down"
+        study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
+        assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+
+        server.start()
+        sync = ["mlflow-sync", "--study", "cnn", "--storage", storage, "--mlflow-uri", server.url]
+        assert main(sync) == 0
+        assert main(sync) == 0  # a second sync changes nothing
+        client = MlflowClient(tracking_uri=server.url)
+        experiment = client.get_experiment_by_name(names.experiment_name("cnn"))
+        mlflow_matches_optuna(client, study, experiment.experiment_id)
+    finally:
+        server.stop()
+
+
+def test_mirroring_off_leaves_no_store(tiny_real_dir, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "1",
+                 "--epochs", "1", "--max-params", "60000", "--no-progress", "--mlflow-uri", "off"]) == 0
+    assert not (tmp_path / "mlflow.db").exists()
