@@ -26,6 +26,11 @@ class NothingToDo(Exception):
 
 def exit_code_for(error: BaseException) -> int:
     """The exit code for an error raised anywhere below the CLI."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    code = getattr(error, "exit_code", None)
+    if isinstance(code, int):
+        return code
     # Imported here so `ecgsearch --help` stays fast and each package keeps its own error types.
     from ecgmodels import InvalidArchitecture
     from search.config import ConfigError
@@ -33,11 +38,6 @@ def exit_code_for(error: BaseException) -> int:
     from spaces import UnknownSpace
     from studies import StorageError, StudyMismatch, UnknownComponent
 
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    code = getattr(error, "exit_code", None)
-    if isinstance(code, int):
-        return code
     if isinstance(error, DataError):
         return EXIT_DATA
     if isinstance(error, StorageError):

@@ -343,9 +343,11 @@ def run_worker(
     *,
     on_event: Callable[[TrialEvent], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    storage: optuna.storages.BaseStorage | None = None,
 ) -> WorkerResult:
     """Run trials until the study's budget is spent, the timeout passes, or `should_stop()` says so."""
-    storage = open_storage(
+    # The caller's storage when it has one: each open storage holds its own connection pool.
+    storage = storage or open_storage(
         settings.storage_url,
         heartbeat_interval=settings.heartbeat_interval_s,
         grace_period=settings.grace_period_s,

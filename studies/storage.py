@@ -155,7 +155,7 @@ def _rdb_storage(
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=retries, inherit_intermediate_values=True
+                max_retry=retries, inherit_intermediate_values=False
             ),
         )
 

@@ -157,7 +157,7 @@ def test_sqlite_storage_settings_and_wal(sqlite_url: str) -> None:
     assert storage.get_heartbeat_interval() == 7 and storage.grace_period == 20
     callback = storage.get_heartbeat_stale_trial_callback()
     assert isinstance(callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
-    assert callback._max_retry == 2 and callback._inherit_intermediate_values is True
+    assert callback._max_retry == 2 and callback._inherit_intermediate_values is False
     assert storage.engine_kwargs["connect_args"]["timeout"] >= 30
     with storage.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

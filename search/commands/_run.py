@@ -9,10 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from search.launcher import plan_slots, run_slots
-from search.progress import SearchProgress
-from search.worker import WorkerSettings, budget_of, run_worker
-from studies import StudyDefinition, load_study_with_definition, mask_url, open_storage
+from studies import StudyDefinition, mask_url
 
 console = Console(highlight=False)
 
@@ -82,25 +79,50 @@ def apply_thread_limit() -> None:
 
 
 def run_study_workers(
-    args: argparse.Namespace, *, study_name: str, storage_url: str, mlflow_uri: str | None, data_dir: str | None
+    args: argparse.Namespace,
+    *,
+    study_name: str,
+    storage_url: str,
+    mlflow_uri: str | None,
+    data_dir: str | None,
+    storage: object | None = None,
 ) -> int:
     """Run this machine's workers on the study until its budget is spent; returns the exit code."""
     previous_handler = signal.getsignal(signal.SIGINT)
     install_second_interrupt_exit()
     try:
         return _run_study_workers(
-            args, study_name=study_name, storage_url=storage_url, mlflow_uri=mlflow_uri, data_dir=data_dir
+            args,
+            study_name=study_name,
+            storage_url=storage_url,
+            mlflow_uri=mlflow_uri,
+            data_dir=data_dir,
+            storage=storage,
         )
     finally:
         signal.signal(signal.SIGINT, previous_handler)
 
 
 def _run_study_workers(
-    args: argparse.Namespace, *, study_name: str, storage_url: str, mlflow_uri: str | None, data_dir: str | None
+    args: argparse.Namespace,
+    *,
+    study_name: str,
+    storage_url: str,
+    mlflow_uri: str | None,
+    data_dir: str | None,
+    storage: object | None,
 ) -> int:
+    # Imported here: torch and the engine load only when a command really runs trials.
+    from search.launcher import plan_slots, run_slots
+    from search.progress import SearchProgress
+    from search.worker import WorkerSettings, budget_of, run_worker
+    from studies import load_study_with_definition, open_storage
+
     apply_thread_limit()
     slots = plan_slots(gpus=args.gpus, workers_per_gpu=args.workers_per_gpu, workers=args.workers, device=args.device)
-    storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
+    storage = storage or open_storage(
+        storage_url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period
+    )
     study, definition = load_study_with_definition(storage, study_name)
     budget = budget_of(study, definition)
     if len(slots) == 1:
@@ -119,10 +141,10 @@ def _run_study_workers(
             spool_dir=Path(".ecgsearch") / "mlflow-spool",
         )
         if args.no_progress:
-            result = run_worker(settings, on_event=_print_finished)
+            result = run_worker(settings, on_event=_print_finished, storage=storage)
         else:
             with SearchProgress(study, budget, console=console) as progress:
-                result = run_worker(settings, on_event=progress.on_event)
+                result = run_worker(settings, on_event=progress.on_event, storage=storage)
         console.print(
             f"worker done: {result.trials_run} trials run here ({_tally(result.by_state)}); {result.stopped_because}"
         )

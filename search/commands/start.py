@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import optuna
-import torch
-
 import spaces
 from search.commands._common import add_command, add_mlflow_flag, add_storage_flag
 from search.commands._run import add_worker_flags, console, describe_study, run_study_workers
@@ -67,6 +64,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from search.data import load_dataset
     from search.metrics import OBJECTIVES
     from search.tracking import resolve_tracking_uri
@@ -142,13 +141,20 @@ def run(args: argparse.Namespace) -> int:
     if args.create_only:
         return 0
     code = run_study_workers(
-        args, study_name=study_name, storage_url=storage_url, mlflow_uri=tracking_uri, data_dir=args.data
+        args,
+        study_name=study_name,
+        storage_url=storage_url,
+        mlflow_uri=tracking_uri,
+        data_dir=args.data,
+        storage=storage,
     )
     _print_outcome(study, study_name)
     return code
 
 
-def _print_outcome(study: optuna.Study, study_name: str) -> None:
+def _print_outcome(study, study_name: str) -> None:
+    import optuna
+
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not completed:
         console.print("no completed trial yet.")

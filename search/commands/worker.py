@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_progress:
         console.print("joining " + describe_study(args.study, definition, storage_url, budget_of(study, definition)))
     return run_study_workers(
-        args, study_name=args.study, storage_url=storage_url, mlflow_uri=mlflow_uri, data_dir=args.data
+        args, study_name=args.study, storage_url=storage_url, mlflow_uri=mlflow_uri, data_dir=args.data, storage=storage
     )
 
 
