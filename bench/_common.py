@@ -1,0 +1,183 @@
+"""Shared by every benchmark: data loading, timing, argument parsing, the machine line, result tables.
+
+Each benchmark runs its contender and its baseline in the same process on the same data and reports a
+ratio; absolute times on a shared machine are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python bench/X.py` from a checkout without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+# The real records: $MITDB_DIR, else ../shared/data/mitdb beside the repository (as the tests look).
+DEFAULT_MITDB = REPO_ROOT.parent / "shared" / "data" / "mitdb"
+# Converting MIT-BIH takes ~5–10 s; the converted tensors are kept here and reused by later runs.
+PREPARED_CACHE = Path(tempfile.gettempdir()) / f"ecgsearch-bench-{os.getuid()}" / "mitdb"
+SYNTHETIC_CACHE = Path(tempfile.gettempdir()) / f"ecgsearch-bench-{os.getuid()}" / "synth"
+
+
+def mitdb_source() -> Path | None:
+    """The raw MIT-BIH folder when its records are there, else None."""
+    source = Path(os.environ.get("MITDB_DIR", DEFAULT_MITDB))
+    return source if (source / "100.hea").is_file() else None
+
+
+@dataclass
+class BenchData:
+    folder: Path  # the six-file layout on disk (workers started as processes load it from here)
+    label: str  # what the data is, for the output: real MIT-BIH or synthetic
+
+
+def prepared_data(*, synthetic_sizes: tuple[int, int, int] = (600, 200, 80)) -> BenchData:
+    """The real MIT-BIH set (DS1 train/val, DS2 test) when the raw records exist, else a synthetic one."""
+    from search.data import make_synthetic, prepare_mitdb
+
+    source = mitdb_source()
+    if source is not None:
+        prepare_mitdb(source, PREPARED_CACHE, reuse_existing=True)
+        return BenchData(PREPARED_CACHE, f"real MIT-BIH ({source}), DS1 train/val")
+    n_train, n_val, n_test = synthetic_sizes
+    folder = SYNTHETIC_CACHE / f"{n_train}-{n_val}-{n_test}"
+    make_synthetic(folder, n_train=n_train, n_val=n_val, n_test=n_test, reuse_existing=True)
+    return BenchData(
+        folder,
+        "SYNTHETIC ECG-like data: real MIT-BIH records not found (set MITDB_DIR or place them in "
+        f"{DEFAULT_MITDB}); numbers are not comparable to real-data runs",
+    )
+
+
+def load_split(
+    data: BenchData, *, max_train: int | None, max_val: int | None, max_test: int | None = 2, seed: int = 0
+) -> Any:
+    """The normalised dataset (a stratified subset of it), on the CPU."""
+    from search.data import load_dataset
+
+    dataset = load_dataset(data.folder).subset(max_train=max_train, max_val=max_val, max_test=max_test, seed=seed)
+    normalised, _stats = dataset.normalised()
+    return normalised
+
+
+def save_subset(dataset: Any, folder: Path) -> Path:
+    dataset.save(folder)
+    return folder
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """`--quick` (seconds: proves the script works, asserts nothing about speed) and `--json FILE`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes: proves the script works in seconds; numbers mean nothing"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE", help="append one JSON line per result")
+    return parser
+
+
+def median_seconds(function: Callable[[], Any], *, repeats: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and when the numbers were taken; the load average says how shared the machine was."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = []
+    info: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "loadavg": load,
+        "python": platform.python_version(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def print_header(title: str, *, data_label: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    info = machine_info()
+    print(f"== {title}")
+    print(
+        f"machine: {info['nproc']} cores, {info['cpu']}, load average {info['loadavg']}, "
+        f"torch {info.get('torch')} ({info.get('torch_threads')} threads), CUDA: {info.get('cuda') or 'none'}"
+    )
+    print(f"date: {info['date']}  command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    if data_label:
+        print(f"data: {data_label}")
+    for key, value in (extra or {}).items():
+        print(f"{key}: {value}")
+    return info
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """A small aligned text table (also valid Markdown)."""
+    cells = [[_cell(row.get(column, "")) for column in columns] for row in rows]
+    widths = [max([len(column)] + [len(line[i]) for line in cells]) for i, column in enumerate(columns)]
+    print("| " + " | ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    for line in cells:
+        print("| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + " |")
+
+
+def write_json(path: Path | None, benchmark: str, records: Sequence[dict[str, Any]], info: dict[str, Any]) -> None:
+    """One JSON line per result, each carrying the benchmark name and the machine it ran on."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps({"benchmark": benchmark, **record, "machine": info}, default=str) + "\n")
+
+
+def verdict(ratio: float | None, target: float, *, higher_is_better: bool = True) -> str:
+    if ratio is None:
+        return "not measured"
+    met = ratio >= target if higher_is_better else ratio <= target
+    return "met" if met else "MISSED"
+
+
+if __name__ == "__main__":  # `make bench-quick` runs every bench/*.py: this one shows the machine line
+    print_header("bench/_common.py: shared helpers (no benchmark here)")
