@@ -56,9 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_library_logs() -> None:
+    """Optuna's per-trial log lines and experimental-API warnings would tear through the progress display;
+    the workers report every trial themselves, with its reason when it failed."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    quiet_library_logs()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -65,6 +65,7 @@ class SearchProgress:
             self._progress.update(self._task, current=self.current)
         else:
             self.current = ""
+            self._progress.console.print(describe_finished(event), highlight=False)
             self.refresh()
 
     def poll(self, min_interval_s: float = 1.0) -> None:
@@ -95,3 +96,15 @@ def _best_value(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> 
         return "—"
     best = max(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
     return f"{best:.4f}"
+
+
+def describe_finished(event: TrialEvent) -> str:
+    """One line per finished trial: what it was, how it ended and why."""
+    line = f"trial {event.trial_number} {event.family or '?'}: {event.state}"
+    if event.value is not None and not math.isnan(event.value):
+        line += f" value={event.value:.4f}"
+    if event.state == "COMPLETE":
+        line += f" after {event.epoch} epochs"
+    if event.reason:
+        line += f" ({event.reason})"
+    return line

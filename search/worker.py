@@ -92,6 +92,7 @@ class TrialEvent:
     value: float | None = None
     state: str | None = None
     family: str | None = None
+    reason: str | None = None
 
 
 @dataclass
@@ -190,7 +191,11 @@ class TrialObjective:
             )
         except ecgmodels.InvalidArchitecture as error:
             trial.set_user_attr("fail_reason", f"invalid architecture: {error}")
-            self.on_event(TrialEvent("finished", trial.number, state="FAIL", family=family))
+            self.on_event(
+                TrialEvent(
+                    "finished", trial.number, state="FAIL", family=family, reason=f"invalid architecture: {error}"
+                )
+            )
             raise
         trial.set_user_attr("n_params", n_params)
 
@@ -299,6 +304,7 @@ class TrialObjective:
                     value=value,
                     state=state,
                     family=family,
+                    reason=reason,
                 )
             )
 

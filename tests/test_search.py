@@ -196,3 +196,77 @@ def test_every_command_has_help_with_an_example(capsys):
     assert set(COMMAND_MODULES) == {name.replace("-", "_") for name in subcommands}
     for name, subparser in subcommands.items():
         assert "Example:" in (subparser.epilog or ""), name
+
+
+def test_status_shows_states_best_and_budget(tiny_real_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "2", "--epochs", "1",
+                           "--max-params", "60000")) == 0
+    capsys.readouterr()
+    assert main(["status", "--study", "cnn", "--storage", storage]) == 0
+    shown = capsys.readouterr().out
+    best = load(storage, "cnn").best_trial
+    assert "COMPLETE" in shown and f"{best.value:.4f}" in shown and "budget of 2" in shown
+    assert main(["status", "--storage", storage]) == 0
+    assert "cnn" in capsys.readouterr().out
+    assert main(["status", "--study", "nope", "--storage", storage]) == 5
+    assert "cnn" in capsys.readouterr().err  # the message lists the studies that exist
+
+
+def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_dir, tmp_path, monkeypatch):
+    import torch
+
+    import search.worker
+    from search.train import TrainingDiverged
+
+    monkeypatch.chdir(tmp_path)
+    real_fit = search.worker.fit
+    failures = iter([torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                     TrainingDiverged(1, 3, "the training loss", 3e-3)])
+
+    def flaky_fit(*args, **kwargs):
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(search.worker, "fit", flaky_fit)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "2", "--epochs", "1",
+                           "--max-params", "60000")) == 0
+    study = load(storage, "cnn")
+    reasons = [t.user_attrs.get("fail_reason", "") for t in study.get_trials(states=(TrialState.FAIL,))]
+    assert any(reason.startswith("out of memory on cpu") for reason in reasons), reasons
+    assert any("diverged at epoch 1, batch 3" in reason for reason in reasons), reasons
+    assert len(finished(study)) == 2
+
+
+def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "ctrlc", "--trials", "2",
+                           "--epochs", "8", "--pruner", "none", "--max-params", "60000", "--create-only")) == 0
+    worker = spawn_worker("ctrlc", storage, log=tmp_path / "worker.log")
+    study = load(storage, "ctrlc")
+    deadline = time.monotonic() + 120
+    running = None
+    while time.monotonic() < deadline and running is None:
+        running = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                        if t.user_attrs.get("epoch", 0) >= 1), None)
+        time.sleep(0.2)
+    assert running is not None, (tmp_path / "worker.log").read_text()
+    worker.send_signal(signal.SIGINT)
+    assert worker.wait(timeout=60) == 130, (tmp_path / "worker.log").read_text()
+
+    study = load(storage, "ctrlc")
+    interrupted = study.trials[running.number]
+    assert interrupted.state == TrialState.FAIL
+    assert "interrupted" in interrupted.user_attrs["fail_reason"]
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [interrupted.params]
+    # The study stays usable: the next worker takes the re-queued trial first and finishes the budget.
+    assert main(["worker", "--study", "ctrlc", "--storage", storage, "--mlflow-uri", "off", "--no-progress"]) == 0
+    study = load(storage, "ctrlc")
+    assert_clean_budget(study, 2)
+    assert any(t.user_attrs.get("retried_from") == running.number for t in finished(study))

@@ -176,9 +176,10 @@ def _tally(by_state: dict[str, int]) -> str:
 
 
 def _print_finished(event) -> None:
+    from search.progress import describe_finished
+
     if event.kind == "finished":
-        value = "" if event.value is None else f" value={event.value:.4f}"
-        print(f"[pid {os.getpid()}] trial {event.trial_number} {event.family}: {event.state}{value}", flush=True)
+        print(f"[pid {os.getpid()}] {describe_finished(event)}", flush=True)
 
 
 def describe_study(study_name: str, definition: StudyDefinition, storage_url: str, budget: int | None) -> str:
