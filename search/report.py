@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
+from search.tracking.uri import mlflow_run_link
 from studies import StudyDefinition, count_trials
 
 # PED-ANOVA compares the top quantile of trials with all of them: with fewer completed trials
@@ -63,19 +64,6 @@ def trial_family(trial: FrozenTrial) -> str:
     if not family and isinstance(trial.user_attrs.get("config"), dict):
         family = trial.user_attrs["config"].get("family")
     return str(family) if family else "unknown"
-
-
-def mlflow_run_link(tracking_uri: str | None, experiment_id: str | None, run_id: str) -> str | None:
-    """`<uri>/#/experiments/<exp>/runs/<run>` for an MLflow server; None for a local store."""
-    if not tracking_uri or not experiment_id:
-        return None
-    parts = urlsplit(tracking_uri)
-    if parts.scheme not in ("http", "https"):
-        return None
-    # Credentials in the URI would end up in every link (and the URI is stored masked anyway).
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def build_report_html(

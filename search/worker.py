@@ -163,7 +163,7 @@ class TrialObjective:
         )
         if system_retry is not None:
             retried_from = system_retry
-        for key in ("fail_reason", "pruned_at_epoch", "history", "mlflow_run_id", "val_metrics"):
+        for key in ("fail_reason", "pruned_at_epoch", "history", "mlflow_run_id", "mlflow_run_url", "val_metrics"):
             if key in trial.user_attrs:  # a retried trial inherits its original's attrs
                 trial.set_user_attr(key, None)
         trial.set_user_attr("worker_host", self.host)
@@ -218,6 +218,11 @@ class TrialObjective:
         )
         if run_id:
             trial.set_user_attr("mlflow_run_id", run_id)
+            from search.tracking.uri import mlflow_run_link
+
+            link = mlflow_run_link(self.mirror.tracking_uri, self.mirror.experiment_id, run_id)
+            if link:  # shown by optuna-dashboard beside the trial
+                trial.set_user_attr("mlflow_run_url", link)
 
         objective_key = f"val_{definition.objective}"
         history: list[dict[str, float]] = []

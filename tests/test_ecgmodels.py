@@ -307,9 +307,7 @@ def test_sinusoidal_positional_encoding(d_model: int) -> None:
 
 # The legacy exporter's deprecation notice and torch-internal tracer notes (shape checks in nn.LSTM
 # and multi-head attention that hold for every batch size).
-@pytest.mark.filterwarnings(
-    "ignore::DeprecationWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning"
-)
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_onnx_export_matches_torch_with_a_dynamic_batch(family: str) -> None:
     ort = pytest.importorskip("onnxruntime")

@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 
 from search.cli import main
 from search.errors import EXIT_NOTHING_TO_DO
-from search.report import mlflow_run_link
+from search.tracking.uri import mlflow_run_link
 from studies import StudyDefinition, create_or_load_study, open_storage
 
 FAMILIES = ("cnn", "cnn_lstm", "transformer")

@@ -43,9 +43,24 @@ def assert_clean_budget(study: optuna.Study, budget: int) -> None:
 def spawn_worker(study: str, storage: str, *extra: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, ECGSEARCH_THREADS="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "search.cli", "worker", "--study", study, "--storage", storage, "--mlflow-uri", "off",
-         "--no-progress", *extra],
-        cwd=log.parent, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "search.cli",
+            "worker",
+            "--study",
+            study,
+            "--storage",
+            storage,
+            "--mlflow-uri",
+            "off",
+            "--no-progress",
+            *extra,
+        ],
+        cwd=log.parent,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -72,8 +87,22 @@ def test_start_runs_budget_then_resume_adds_exactly_the_difference(tiny_real_dir
 def test_hyperband_prunes_some_trials(tiny_real_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "pruned", "--trials", "10",
-                      "--epochs", "6", "--sampler", "random", "--max-params", "60000")
+    args = start_args(
+        tiny_real_dir,
+        storage,
+        "--space",
+        "cnn",
+        "--study",
+        "pruned",
+        "--trials",
+        "10",
+        "--epochs",
+        "6",
+        "--sampler",
+        "random",
+        "--max-params",
+        "60000",
+    )
     assert main(args) == 0
     study = load(storage, "pruned")
     pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
@@ -84,8 +113,26 @@ def test_hyperband_prunes_some_trials(tiny_real_dir, tmp_path, monkeypatch):
 
 
 def _two_workers_share_one_study(storage: str, data: Path, tmp_path: Path) -> None:
-    assert main(start_args(data, storage, "--space", "cnn", "--study", "shared", "--trials", "6", "--epochs", "2",
-                           "--max-params", "60000", "--create-only")) == 0
+    assert (
+        main(
+            start_args(
+                data,
+                storage,
+                "--space",
+                "cnn",
+                "--study",
+                "shared",
+                "--trials",
+                "6",
+                "--epochs",
+                "2",
+                "--max-params",
+                "60000",
+                "--create-only",
+            )
+        )
+        == 0
+    )
     workers = [spawn_worker("shared", storage, log=tmp_path / f"worker{i}.log") for i in range(2)]
     codes = [worker.wait(timeout=400) for worker in workers]
     logs = "\n".join((tmp_path / f"worker{i}.log").read_text() for i in range(2))
@@ -111,8 +158,28 @@ def test_two_worker_processes_share_a_postgres_study(tiny_real_dir, tmp_path, mo
 def test_killed_worker_trial_fails_and_is_rerun(tiny_real_dir, tmp_path, monkeypatch, postgres_url):
     monkeypatch.chdir(tmp_path)
     storage = postgres_url
-    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "killed", "--trials", "3",
-                           "--epochs", "6", "--pruner", "none", "--max-params", "60000", "--create-only")) == 0
+    assert (
+        main(
+            start_args(
+                tiny_real_dir,
+                storage,
+                "--space",
+                "cnn",
+                "--study",
+                "killed",
+                "--trials",
+                "3",
+                "--epochs",
+                "6",
+                "--pruner",
+                "none",
+                "--max-params",
+                "60000",
+                "--create-only",
+            )
+        )
+        == 0
+    )
     heartbeat = ["--heartbeat-interval", "1", "--grace-period", "4"]
     victim = spawn_worker("killed", storage, *heartbeat, log=tmp_path / "victim.log")
     study = load(storage, "killed")
@@ -142,8 +209,20 @@ def test_worker_with_different_data_is_refused(tiny_real_dir, small_real_dir, tm
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "s", "--create-only")) == 0
-    code = main(["worker", "--study", "s", "--storage", storage, "--data", str(small_real_dir), "--mlflow-uri", "off",
-                 "--no-progress"])
+    code = main(
+        [
+            "worker",
+            "--study",
+            "s",
+            "--storage",
+            storage,
+            "--data",
+            str(small_real_dir),
+            "--mlflow-uri",
+            "off",
+            "--no-progress",
+        ]
+    )
     assert code == 5
     message = capsys.readouterr().err
     assert "data_fingerprint" in message and str(small_real_dir) in message.replace("\n", "")
@@ -201,8 +280,14 @@ def test_every_command_has_help_with_an_example(capsys):
 def test_status_shows_states_best_and_budget(tiny_real_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "2", "--epochs", "1",
-                           "--max-params", "60000")) == 0
+    assert (
+        main(
+            start_args(
+                tiny_real_dir, storage, "--space", "cnn", "--trials", "2", "--epochs", "1", "--max-params", "60000"
+            )
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["status", "--study", "cnn", "--storage", storage]) == 0
     shown = capsys.readouterr().out
@@ -222,8 +307,12 @@ def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_di
 
     monkeypatch.chdir(tmp_path)
     real_fit = search.worker.fit
-    failures = iter([torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-                     TrainingDiverged(1, 3, "the training loss", 3e-3)])
+    failures = iter(
+        [
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            TrainingDiverged(1, 3, "the training loss", 3e-3),
+        ]
+    )
 
     def flaky_fit(*args, **kwargs):
         error = next(failures, None)
@@ -233,8 +322,14 @@ def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_di
 
     monkeypatch.setattr(search.worker, "fit", flaky_fit)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "2", "--epochs", "1",
-                           "--max-params", "60000")) == 0
+    assert (
+        main(
+            start_args(
+                tiny_real_dir, storage, "--space", "cnn", "--trials", "2", "--epochs", "1", "--max-params", "60000"
+            )
+        )
+        == 0
+    )
     study = load(storage, "cnn")
     reasons = [t.user_attrs.get("fail_reason", "") for t in study.get_trials(states=(TrialState.FAIL,))]
     assert any(reason.startswith("out of memory on cpu") for reason in reasons), reasons
@@ -245,15 +340,41 @@ def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_di
 def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "ctrlc", "--trials", "2",
-                           "--epochs", "8", "--pruner", "none", "--max-params", "60000", "--create-only")) == 0
+    assert (
+        main(
+            start_args(
+                tiny_real_dir,
+                storage,
+                "--space",
+                "cnn",
+                "--study",
+                "ctrlc",
+                "--trials",
+                "2",
+                "--epochs",
+                "8",
+                "--pruner",
+                "none",
+                "--max-params",
+                "60000",
+                "--create-only",
+            )
+        )
+        == 0
+    )
     worker = spawn_worker("ctrlc", storage, log=tmp_path / "worker.log")
     study = load(storage, "ctrlc")
     deadline = time.monotonic() + 120
     running = None
     while time.monotonic() < deadline and running is None:
-        running = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                        if t.user_attrs.get("epoch", 0) >= 1), None)
+        running = next(
+            (
+                t
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if t.user_attrs.get("epoch", 0) >= 1
+            ),
+            None,
+        )
         time.sleep(0.2)
     assert running is not None, (tmp_path / "worker.log").read_text()
     worker.send_signal(signal.SIGINT)

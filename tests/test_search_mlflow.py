@@ -45,8 +45,24 @@ def test_start_mirrors_every_trial_to_the_local_store(tiny_real_dir, tmp_path, m
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    code = main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "5",
-                 "--epochs", "3", "--max-params", "60000", "--no-progress"])
+    code = main(
+        [
+            "start",
+            "--space",
+            "cnn",
+            "--data",
+            str(tiny_real_dir),
+            "--storage",
+            storage,
+            "--trials",
+            "5",
+            "--epochs",
+            "3",
+            "--max-params",
+            "60000",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "mlflow.db").exists(), "the default store lives beside the study database"
     study, definition = load_study_with_definition(open_storage(storage), "cnn")
@@ -63,8 +79,26 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
     (tmp_path / "server").mkdir()
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     try:
-        code = main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "3",
-                     "--epochs", "2", "--max-params", "60000", "--no-progress", "--mlflow-uri", server.url])
+        code = main(
+            [
+                "start",
+                "--space",
+                "cnn",
+                "--data",
+                str(tiny_real_dir),
+                "--storage",
+                storage,
+                "--trials",
+                "3",
+                "--epochs",
+                "2",
+                "--max-params",
+                "60000",
+                "--no-progress",
+                "--mlflow-uri",
+                server.url,
+            ]
+        )
         assert code == 0, "the search must finish with the tracking server down"
         study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
         assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
@@ -76,6 +110,17 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
         client = MlflowClient(tracking_uri=server.url)
         experiment = client.get_experiment_by_name(names.experiment_name("cnn"))
         mlflow_matches_optuna(client, study, experiment.experiment_id)
+
+        # Resuming with the server up mirrors live, into the same experiment, and links each run.
+        code = main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "4",
+                     "--no-progress", "--mlflow-uri", server.url])
+        assert code == 0
+        study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
+        mlflow_matches_optuna(client, study, experiment.experiment_id)
+        last = max(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
+        run_id = last.user_attrs["mlflow_run_id"]
+        expected = f"{server.url}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
+        assert last.user_attrs["mlflow_run_url"] == expected
     finally:
         server.stop()
 
@@ -83,6 +128,27 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
 def test_mirroring_off_leaves_no_store(tiny_real_dir, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    assert main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "1",
-                 "--epochs", "1", "--max-params", "60000", "--no-progress", "--mlflow-uri", "off"]) == 0
+    assert (
+        main(
+            [
+                "start",
+                "--space",
+                "cnn",
+                "--data",
+                str(tiny_real_dir),
+                "--storage",
+                storage,
+                "--trials",
+                "1",
+                "--epochs",
+                "1",
+                "--max-params",
+                "60000",
+                "--no-progress",
+                "--mlflow-uri",
+                "off",
+            ]
+        )
+        == 0
+    )
     assert not (tmp_path / "mlflow.db").exists()

@@ -6,7 +6,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 OFF = "off"
 DEFAULT_DB_NAME = "mlflow.db"
@@ -77,3 +77,16 @@ _PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
 def mask_secrets(text: str) -> str:
     """Any `scheme://user:password@host` inside `text` with the password replaced by `***`."""
     return _PASSWORD_IN_URL.sub(r"\1***@", text)
+
+
+def mlflow_run_link(tracking_uri: str | None, experiment_id: str | None, run_id: str) -> str | None:
+    """`<uri>/#/experiments/<exp>/runs/<run>` for an MLflow server; None for a local store."""
+    if not tracking_uri or not experiment_id:
+        return None
+    parts = urlsplit(tracking_uri)
+    if parts.scheme not in ("http", "https"):
+        return None
+    # Credentials in the URI would end up in every link (and the URI is stored masked anyway).
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    base = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
