@@ -143,9 +143,16 @@ def _two_workers_share_one_study(storage: str, data: Path, tmp_path: Path) -> No
     assert len(pids) == 2, f"one worker did all the work: {logs}"
 
 
-def test_two_worker_processes_share_a_sqlite_study(tiny_real_dir, tmp_path, monkeypatch):
+def test_start_with_two_cpu_workers_shares_a_sqlite_study(tiny_real_dir, tmp_path, monkeypatch):
+    """The launcher path: `start --workers 2` runs two worker processes on one SQLite study."""
     monkeypatch.chdir(tmp_path)
-    _two_workers_share_one_study(f"sqlite:///{tmp_path / 'study.db'}", tiny_real_dir, tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "shared", "--trials", "6",
+                           "--epochs", "2", "--max-params", "60000", "--workers", "2")) == 0
+    study = load(storage, "shared")
+    assert_clean_budget(study, 6)
+    pids = {t.user_attrs["worker_pid"] for t in finished(study)}
+    assert len(pids) == 2 and os.getpid() not in pids
 
 
 @pytest.mark.postgres
