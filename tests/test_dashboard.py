@@ -15,9 +15,10 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
+from study_fixtures import make_definition
 
 from search.dashboard import dashboard_url, is_loopback
-from studies import StudyDefinition, create_or_load_study, open_storage
+from studies import create_or_load_study, open_storage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # optuna-dashboard answers ≈4 s after start here (STACK.md); CI machines can be slower.
@@ -31,23 +32,8 @@ def free_port() -> int:
 
 
 def make_study(storage_url: str, name: str) -> optuna.Study:
-    definition = StudyDefinition(
-        space="cnn",
-        data_path="data/mitdb",
-        data_fingerprint="cd" * 32,
-        n_channels=2,
-        seq_len=360,
-        objective="roc_auc",
-        direction="maximize",
-        epochs=3,
-        sampler="random",
-        pruner="median",
-        seed=1,
-        max_params=None,
-        trials_budget=None,
-        ecgsearch_version="0.1.0",
-        optuna_version=optuna.__version__,
-        torch_version="2.13.0",
+    definition = make_definition(
+        data_fingerprint="cd" * 32, seq_len=360, epochs=3, sampler="random", pruner="median", seed=1
     )
     study, _, _ = create_or_load_study(open_storage(storage_url), name, definition)
     distributions = {"family": CategoricalDistribution(["cnn", "cnn_lstm"]), "lr": FloatDistribution(1e-4, 1e-2)}

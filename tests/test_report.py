@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
+from study_fixtures import make_definition
 
 from search.cli import main
 from search.errors import EXIT_NOTHING_TO_DO
@@ -21,24 +22,11 @@ FAMILIES = ("cnn", "cnn_lstm", "transformer")
 MLFLOW_SERVER = "http://mlflow.lab:5000"
 
 
-def make_definition(*, mlflow_tracking_uri: str | None = MLFLOW_SERVER) -> StudyDefinition:
-    return StudyDefinition(
+def report_definition(*, mlflow_tracking_uri: str | None = MLFLOW_SERVER) -> StudyDefinition:
+    return make_definition(
         space="all",
-        data_path="data/mitdb",
-        data_fingerprint="ab" * 32,
-        n_channels=2,
         seq_len=360,
-        objective="roc_auc",
-        direction="maximize",
-        epochs=6,
-        sampler="tpe",
-        pruner="hyperband",
-        seed=0,
-        max_params=None,
         trials_budget=40,
-        ecgsearch_version="0.1.0",
-        optuna_version=optuna.__version__,
-        torch_version="2.13.0",
         mlflow_experiment_id="7" if mlflow_tracking_uri else None,
         mlflow_tracking_uri=mlflow_tracking_uri,
     )
@@ -93,7 +81,7 @@ def add_trial(study: optuna.Study, number: int, state: TrialState, rng: random.R
 
 
 def make_study(storage_url: str, name: str, states: list[TrialState], **definition_kwargs) -> optuna.Study:
-    study, _, created = create_or_load_study(open_storage(storage_url), name, make_definition(**definition_kwargs))
+    study, _, created = create_or_load_study(open_storage(storage_url), name, report_definition(**definition_kwargs))
     assert created
     rng = random.Random(name)
     for number, state in enumerate(states):

@@ -20,6 +20,7 @@ import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from rich.console import Console
+from study_fixtures import make_definition
 
 import ecgmodels
 import search
@@ -104,22 +105,16 @@ def _train_trial(study: optuna.Study, data, config: dict, state: TrialState = Tr
 
 
 def _definition(data_dir: Path, fingerprint: str, data, **mlflow_ids) -> StudyDefinition:
-    return StudyDefinition(
+    return make_definition(
         space="all",
         data_path=str(data_dir),
         data_fingerprint=fingerprint,
         n_channels=data.n_channels,
         seq_len=data.seq_len,
-        objective="roc_auc",
-        direction="maximize",
         epochs=STUDY_EPOCHS,
         sampler="random",
         pruner="none",
-        seed=0,
-        max_params=None,
-        trials_budget=None,
         ecgsearch_version=search.__version__,
-        optuna_version=optuna.__version__,
         torch_version=torch.__version__,
         **mlflow_ids,
     )

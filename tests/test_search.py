@@ -147,8 +147,27 @@ def test_start_with_two_cpu_workers_shares_a_sqlite_study(tiny_real_dir, tmp_pat
     """The launcher path: `start --workers 2` runs two worker processes on one SQLite study."""
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "shared", "--trials", "6",
-                           "--epochs", "2", "--max-params", "60000", "--workers", "2")) == 0
+    assert (
+        main(
+            start_args(
+                tiny_real_dir,
+                storage,
+                "--space",
+                "cnn",
+                "--study",
+                "shared",
+                "--trials",
+                "6",
+                "--epochs",
+                "2",
+                "--max-params",
+                "60000",
+                "--workers",
+                "2",
+            )
+        )
+        == 0
+    )
     study = load(storage, "shared")
     assert_clean_budget(study, 6)
     pids = {t.user_attrs["worker_pid"] for t in finished(study)}

@@ -112,8 +112,22 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
         mlflow_matches_optuna(client, study, experiment.experiment_id)
 
         # Resuming with the server up mirrors live, into the same experiment, and links each run.
-        code = main(["start", "--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--trials", "4",
-                     "--no-progress", "--mlflow-uri", server.url])
+        code = main(
+            [
+                "start",
+                "--space",
+                "cnn",
+                "--data",
+                str(tiny_real_dir),
+                "--storage",
+                storage,
+                "--trials",
+                "4",
+                "--no-progress",
+                "--mlflow-uri",
+                server.url,
+            ]
+        )
         assert code == 0
         study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
         mlflow_matches_optuna(client, study, experiment.experiment_id)

@@ -8,10 +8,10 @@ import time
 import optuna
 import pytest
 from pg_fixtures import postgres_url  # noqa: F401  (fixture)
+from study_fixtures import make_definition
 
 from studies import (
     StorageError,
-    StudyDefinition,
     StudyMismatch,
     create_or_load_study,
     load_study_with_definition,
@@ -21,24 +21,7 @@ from studies import (
 
 pytestmark = pytest.mark.postgres
 
-DEFINITION = StudyDefinition(
-    space="cnn_lstm",
-    data_path="data/mitdb",
-    data_fingerprint="ef" * 32,
-    n_channels=2,
-    seq_len=2000,
-    objective="roc_auc",
-    direction="maximize",
-    epochs=6,
-    sampler="tpe",
-    pruner="median",
-    seed=1,
-    max_params=None,
-    trials_budget=None,
-    ecgsearch_version="0.1.0",
-    optuna_version=optuna.__version__,
-    torch_version="2.13.0",
-)
+DEFINITION = make_definition(space="cnn_lstm", data_fingerprint="ef" * 32, pruner="median", seed=1)
 
 
 def test_open_storage_uses_pool_settings_and_bare_scheme(postgres_url: str) -> None:  # noqa: F811

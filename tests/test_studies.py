@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import time
 from pathlib import Path
 
 import optuna
 import pytest
+from study_fixtures import make_definition
 
 from studies import (
     DEFAULT_STORAGE_URL,
@@ -41,25 +41,7 @@ SECRET = "s3cr3t-pw"
 
 
 def definition(**changes) -> StudyDefinition:
-    base = StudyDefinition(
-        space="cnn",
-        data_path="data/mitdb",
-        data_fingerprint="ab" * 32,
-        n_channels=2,
-        seq_len=2000,
-        objective="roc_auc",
-        direction="maximize",
-        epochs=9,
-        sampler="tpe",
-        pruner="hyperband",
-        seed=0,
-        max_params=500_000,
-        trials_budget=5,
-        ecgsearch_version="0.1.0",
-        optuna_version=optuna.__version__,
-        torch_version="2.13.0",
-    )
-    return dataclasses.replace(base, **changes)
+    return make_definition(**{"epochs": 9, "max_params": 500_000, "trials_budget": 5, **changes})
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from mlflow_server import free_port
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
+from study_fixtures import make_definition
 
 from search.tracking import TrialMirror, names, resolve_tracking_uri, setup_study_mirror, study_tags, sync_study
 from search.tracking.runs import find_runs
@@ -369,29 +370,14 @@ def test_sync_completes_a_partial_live_mirror(store: str, tmp_path: Path) -> Non
 
 def test_mlflow_sync_command(store: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from search.cli import main
-    from studies import StudyDefinition, write_definition
+    from studies import write_definition
 
     storage = f"sqlite:///{tmp_path / 'ecg.db'}"
     study = optuna.create_study(study_name="cli", storage=storage, direction="maximize")
     write_definition(
         study,
-        StudyDefinition(
-            space="cnn",
-            data_path="data/x",
-            data_fingerprint="f" * 64,
-            n_channels=2,
-            seq_len=360,
-            objective="roc_auc",
-            direction="maximize",
-            epochs=3,
-            sampler="random",
-            pruner="median",
-            seed=0,
-            max_params=None,
-            trials_budget=None,
-            ecgsearch_version="0.1.0",
-            optuna_version=optuna.__version__,
-            torch_version="2.13.0",
+        make_definition(
+            data_path="data/x", data_fingerprint="f" * 64, seq_len=360, epochs=3, sampler="random", pruner="median"
         ),
     )
     study.add_trial(

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from search.errors import UsageError
-    from search.tracking import resolve_tracking_uri, study_tags, sync_study
+    from search.tracking import definition_tags, resolve_tracking_uri, sync_study
     from search.tracking.uri import OFF
     from studies import load_study_with_definition, mask_url, open_storage, resolve_storage_url
 
@@ -54,15 +54,7 @@ def run(args: argparse.Namespace) -> int:
         tracking_uri=tracking_uri,
         experiment_id=definition.mlflow_experiment_id if same_store else None,
         parent_run_id=definition.mlflow_parent_run_id if same_store else None,
-        study_tags=study_tags(
-            study_name=study.study_name,
-            space=definition.space,
-            storage_url=storage_url,
-            sampler=definition.sampler,
-            pruner=definition.pruner,
-            objective=definition.objective,
-            direction=definition.direction,
-        ),
+        study_tags=definition_tags(study_name=study.study_name, definition=definition, storage_url=storage_url),
     )
     Console(highlight=False, soft_wrap=True).print(
         f"MLflow mirror of study [bold]{study.study_name}[/bold] ({mask_url(storage_url)}) at "

@@ -173,7 +173,7 @@ def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_ur
     Workers then mirror nothing live, and `ecgsearch mlflow-sync` rebuilds the MLflow side from the study
     database once the store is back (MLflow mirrors, it never decides).
     """
-    from search.tracking import setup_study_mirror, study_tags
+    from search.tracking import definition_tags, setup_study_mirror
     from search.tracking.mirror import limit_http_retries
     from search.tracking.uri import http_reachable, is_http
     from studies import mask_url
@@ -191,15 +191,7 @@ def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_ur
     experiment_id, parent_run_id = setup_study_mirror(
         tracking_uri=tracking_uri,
         study_name=study_name,
-        tags=study_tags(
-            study_name=study_name,
-            space=definition.space,
-            storage_url=storage_url,
-            sampler=definition.sampler,
-            pruner=definition.pruner,
-            objective=definition.objective,
-            direction=definition.direction,
-        ),
+        tags=definition_tags(study_name=study_name, definition=definition, storage_url=storage_url),
     )
     definition.mlflow_experiment_id = experiment_id
     definition.mlflow_parent_run_id = parent_run_id

@@ -4,12 +4,22 @@ The worker feeds `TrialMirror` live; `sync_study` rebuilds or completes the mirr
 database alone. MLflow mirrors and never decides: if it is down, trials go on and the mirror catches up.
 """
 
+from typing import Any
+
 from search.tracking.mirror import TrialMirror
 from search.tracking.runs import setup_study_mirror
 from search.tracking.sync import sync_study
 from search.tracking.uri import mask_secrets, resolve_tracking_uri
 
-__all__ = ["TrialMirror", "mask_secrets", "resolve_tracking_uri", "setup_study_mirror", "study_tags", "sync_study"]
+__all__ = [
+    "TrialMirror",
+    "definition_tags",
+    "mask_secrets",
+    "resolve_tracking_uri",
+    "setup_study_mirror",
+    "study_tags",
+    "sync_study",
+]
 
 
 def study_tags(
@@ -28,3 +38,16 @@ def study_tags(
         names.TAG_OBJECTIVE: objective,
         names.TAG_DIRECTION: direction,
     }
+
+
+def definition_tags(*, study_name: str, definition: Any, storage_url: str) -> dict[str, str]:
+    """`study_tags` for a `studies.StudyDefinition`: what `start` and `mlflow-sync` put on the parent run."""
+    return study_tags(
+        study_name=study_name,
+        space=definition.space,
+        storage_url=storage_url,
+        sampler=definition.sampler,
+        pruner=definition.pruner,
+        objective=definition.objective,
+        direction=definition.direction,
+    )
