@@ -23,9 +23,7 @@ def make_activation(name: str) -> nn.Module:
     try:
         return _ACTIVATIONS[name]()
     except KeyError:
-        raise InvalidArchitecture(
-            f"activation must be one of {', '.join(_ACTIVATIONS)}, got {name!r}"
-        ) from None
+        raise InvalidArchitecture(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {name!r}") from None
 
 
 def _conv_same(in_channels: int, out_channels: int, kernel_size: int, *, bias: bool) -> nn.Conv1d:
@@ -127,9 +125,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         return x + self.pe[:, : x.size(1)]
 
 
-def fc_head(
-    in_features: int, fc_units: Sequence[int], dropout: float, activation: str = "relu"
-) -> nn.Sequential:
+def fc_head(in_features: int, fc_units: Sequence[int], dropout: float, activation: str = "relu") -> nn.Sequential:
     """[Linear → activation → Dropout] per entry of `fc_units`, then Linear to one logit."""
     layers: list[nn.Module] = []
     features = in_features

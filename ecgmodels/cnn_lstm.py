@@ -39,9 +39,7 @@ class CNNLSTM(nn.Module):
             config.bidirectional,
         )
         directions = 2 if config.bidirectional else 1
-        self.head = fc_head(
-            config.lstm_hidden * directions, config.fc_units, config.fc_dropout, config.activation
-        )
+        self.head = fc_head(config.lstm_hidden * directions, config.fc_units, config.fc_dropout, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps = self.features(x).transpose(1, 2)  # (batch, steps, channels)

@@ -51,6 +51,4 @@ class LSTMAutoencoder(nn.Module):
         reconstruction = self.output(decoded).transpose(1, 2)  # (batch, leads, steps)
         if self.steps == self.seq_len:
             return reconstruction
-        return nn.functional.interpolate(
-            reconstruction, size=self.seq_len, mode="linear", align_corners=False
-        )
+        return nn.functional.interpolate(reconstruction, size=self.seq_len, mode="linear", align_corners=False)

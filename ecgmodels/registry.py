@@ -46,9 +46,7 @@ def _family(name: str) -> Family:
     try:
         return _FAMILIES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown model family {name!r}; valid families: {', '.join(list_models())}"
-        ) from None
+        raise ValueError(f"unknown model family {name!r}; valid families: {', '.join(list_models())}") from None
 
 
 def list_models() -> list[str]:

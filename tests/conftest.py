@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from pg_fixtures import postgres_url  # noqa: F401 - shared fixture: a fresh PostgreSQL database per test
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -15,10 +15,10 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
-from study_fixtures import make_definition
 
 from search.dashboard import dashboard_url, is_loopback
 from studies import create_or_load_study, open_storage
+from study_fixtures import make_definition
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # optuna-dashboard answers ≈4 s after start here (STACK.md); CI machines can be slower.

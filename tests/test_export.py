@@ -10,7 +10,6 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from test_retrain import retrained, shared_root
 
 import ecgmodels
 from search.cli import main
@@ -29,6 +28,7 @@ from search.export import (
 )
 from search.metrics import classification_metrics, scalar_metrics
 from search.train import predict_scores, seed_everything
+from test_retrain import retrained, shared_root
 
 # Small enough that an LSTM over 2000 raw samples exports and runs in well under a second.
 TINY_OVERRIDES = {

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_retrain import retrained, shared_root
 
 from search.cli import main
 from search.data import DataError, load_dataset
@@ -17,6 +16,7 @@ from search.errors import EXIT_DATA
 from search.export import load_bundle
 from search.predict import load_windows
 from search.train import predict_scores
+from test_retrain import retrained, shared_root
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
-from study_fixtures import make_definition
 
 from search.cli import main
 from search.errors import EXIT_NOTHING_TO_DO
 from search.tracking.uri import mlflow_run_link
 from studies import StudyDefinition, create_or_load_study, open_storage
+from study_fixtures import make_definition
 
 FAMILIES = ("cnn", "cnn_lstm", "transformer")
 MLFLOW_SERVER = "http://mlflow.lab:5000"

@@ -20,7 +20,6 @@ import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from rich.console import Console
-from study_fixtures import make_definition
 
 import ecgmodels
 import search
@@ -33,6 +32,7 @@ from search.metrics import choose_threshold, classification_metrics
 from search.retrain import RetrainResult, default_patience, retrain
 from search.train import fit, seed_everything
 from studies import StudyDefinition, StudyMismatch, create_or_load_study, open_storage
+from study_fixtures import make_definition
 
 STUDY = "retrain-small"
 EMPTY_STUDY = "retrain-nothing-done"

@@ -7,9 +7,9 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from mlflow_server import Server
 from optuna.trial import TrialState
 
+from mlflow_server import Server
 from search.cli import main
 from search.tracking import names
 from search.tracking.runs import find_runs, param_value

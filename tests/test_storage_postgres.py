@@ -7,9 +7,8 @@ import time
 
 import optuna
 import pytest
-from pg_fixtures import postgres_url  # noqa: F401  (fixture)
-from study_fixtures import make_definition
 
+from pg_fixtures import postgres_url  # noqa: F401  (fixture)
 from studies import (
     StorageError,
     StudyMismatch,
@@ -18,6 +17,7 @@ from studies import (
     open_storage,
     summarise,
 )
+from study_fixtures import make_definition
 
 pytestmark = pytest.mark.postgres
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from study_fixtures import make_definition
 
 from studies import (
     DEFAULT_STORAGE_URL,
@@ -36,6 +35,7 @@ from studies import (
     trials_used,
 )
 from studies.definition import USER_ATTR_KEY
+from study_fixtures import make_definition
 
 SECRET = "s3cr3t-pw"
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
-from mlflow_server import free_port
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
-from study_fixtures import make_definition
 
+from mlflow_server import free_port
 from search.tracking import TrialMirror, names, resolve_tracking_uri, setup_study_mirror, study_tags, sync_study
 from search.tracking.runs import find_runs
 from search.tracking.uri import artifact_location
+from study_fixtures import make_definition
 
 METRIC_KEYS = ("train_loss", "val_loss", "val_roc_auc")
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from mlflow_server import REPO_ROOT, Server
 
+from mlflow_server import REPO_ROOT, Server
 from search.tracking import TrialMirror, names, setup_study_mirror
 from search.tracking.runs import find_runs
 
