@@ -1,0 +1,205 @@
+"""The in-memory dataset every other package works with, and the per-lead normalisation statistics."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from search.data.errors import DataError
+from search.data.store import write_layout
+from search.data.validation import FIELDS, SPLITS, validate_arrays
+
+__all__ = ["FIELDS", "SPLITS", "ECGDataset", "NormStats", "split_counts"]
+
+STD_FLOOR = 1e-6
+_FINGERPRINT_VERSION = b"ecgsearch-dataset-v1\n"
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Per-lead mean and standard deviation, computed on the training split only."""
+
+    mean: list[float]
+    std: list[float]
+
+    def apply(self, X: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        """`(X - mean) / std` per lead, for `(N, leads, samples)` or `(leads, samples)` input."""
+        if X.ndim < 2 or X.shape[-2] != len(self.mean):
+            raise ValueError(
+                f"input of shape {tuple(X.shape)} has {X.shape[-2] if X.ndim >= 2 else 0} leads; "
+                f"expected {len(self.mean)} leads in dimension -2 (…, leads, samples)"
+            )
+        if isinstance(X, torch.Tensor):
+            dtype = X.dtype if X.is_floating_point() else torch.float32
+            mean = torch.tensor(self.mean, dtype=dtype, device=X.device).unsqueeze(-1)
+            std = torch.tensor(self.std, dtype=dtype, device=X.device).unsqueeze(-1)
+            return (X.to(dtype) - mean) / std
+        dtype = X.dtype if X.dtype.kind == "f" else np.float32
+        mean = np.asarray(self.mean, dtype=dtype)[:, None]
+        std = np.asarray(self.std, dtype=dtype)[:, None]
+        return (X.astype(dtype, copy=False) - mean) / std
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NormStats:
+        missing = [key for key in ("mean", "std") if key not in data]
+        if missing:
+            raise ValueError(f"normalisation stats lack {', '.join(missing)}; expected keys 'mean' and 'std'")
+        mean = [float(v) for v in data["mean"]]
+        std = [float(v) for v in data["std"]]
+        if len(mean) != len(std) or not mean:
+            raise ValueError(
+                f"normalisation stats have {len(mean)} means and {len(std)} stds; expected one of each per lead"
+            )
+        if any(not np.isfinite(s) or s <= 0 for s in std) or any(not np.isfinite(m) for m in mean):
+            raise ValueError(f"normalisation stats need finite means and positive stds; got std={std}")
+        return cls(mean=mean, std=std)
+
+
+@dataclass
+class ECGDataset:
+    """Train/validation/test ECG windows: X float32 `(N, leads, samples)`, y float32 `(N,)` of 0/1.
+
+    Treated as immutable: every transformation returns a new dataset.
+    """
+
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    X_test: torch.Tensor
+    y_test: torch.Tensor
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        arrays: Mapping[str, object],
+        *,
+        source: str = "<arrays>",
+        meta: Mapping[str, Any] | None = None,
+        origins: Mapping[str, str | Path] | None = None,
+    ) -> ECGDataset:
+        """A validated dataset from six tensors or numpy arrays keyed `X_train … y_test`."""
+        origins = origins or {name: source for name in FIELDS}
+        missing = [name for name in FIELDS if name not in arrays]
+        if missing:
+            raise DataError(source, ", ".join(missing), f"missing; expected all of {', '.join(FIELDS)}")
+        tensors = validate_arrays(arrays, origins)
+        return cls(**tensors, source=source, meta=dict(meta or {}))
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.X_train.shape[2])
+
+    @property
+    def device(self) -> torch.device:
+        return self.X_train.device
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, name) for name in FIELDS}
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, f"X_{name}"), getattr(self, f"y_{name}")
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) over the shapes, dtypes and contents of the six arrays; the same in any process."""
+        digest = hashlib.sha256(_FINGERPRINT_VERSION)
+        for name, tensor in self.tensors().items():
+            array = tensor.detach().cpu().contiguous().numpy()
+            digest.update(f"{name}:{tuple(array.shape)}:{array.dtype.str}\n".encode())
+            digest.update(memoryview(array).cast("B"))
+        return digest.hexdigest()
+
+    def norm_stats(self) -> NormStats:
+        var, mean = torch.var_mean(self.X_train.to(torch.float64), dim=(0, 2), correction=0)
+        std = var.sqrt().clamp_min(STD_FLOOR)
+        return NormStats(mean=mean.tolist(), std=std.tolist())
+
+    def normalised(self) -> tuple[ECGDataset, NormStats]:
+        """Every split scaled by the training split's per-lead mean/std (std floored at 1e-6)."""
+        stats = self.norm_stats()
+        scaled = {
+            name: (stats.apply(tensor) if name.startswith("X_") else tensor) for name, tensor in self.tensors().items()
+        }
+        return self._replace(scaled), stats
+
+    def to(self, device: torch.device | str) -> ECGDataset:
+        return self._replace({name: tensor.to(device) for name, tensor in self.tensors().items()})
+
+    def subset(
+        self,
+        max_train: int | None = None,
+        max_val: int | None = None,
+        max_test: int | None = None,
+        seed: int = 0,
+    ) -> ECGDataset:
+        """At most `max_<split>` samples per split (None = all), stratified so both classes stay in
+        every split, chosen deterministically from `seed`, in their original order."""
+        limits = {"train": max_train, "val": max_val, "test": max_test}
+        chosen: dict[str, torch.Tensor] = {}
+        for index, split in enumerate(SPLITS):
+            X, y = self.split(split)
+            keep = _stratified_indices(y, limits[split], np.random.default_rng([seed, index]), split)
+            keep_t = torch.as_tensor(keep, device=y.device)
+            chosen[f"X_{split}"], chosen[f"y_{split}"] = X[keep_t], y[keep_t]
+        result = self._replace(chosen)
+        meta = {k: v for k, v in self.meta.items() if k not in ("prepare", "files")}
+        meta["subset"] = {
+            "from": self.source,
+            **{f"max_{s}": limit for s, limit in limits.items()},
+            "seed": seed,
+        }
+        meta["counts"] = split_counts(result)
+        result.meta = meta
+        return result
+
+    def save(self, folder: str | Path) -> Path:
+        """The six-file layout in `folder` (created), plus `meta.json` when `meta` is set."""
+        return write_layout(folder, self.tensors(), self.meta or None)
+
+    def _replace(self, tensors: Mapping[str, torch.Tensor]) -> ECGDataset:
+        return ECGDataset(**{**self.tensors(), **tensors}, source=self.source, meta=copy.deepcopy(self.meta))
+
+
+def split_counts(data: ECGDataset) -> dict[str, dict[str, int]]:
+    """Windows and windows labelled 1 per split."""
+    counts = {}
+    for split in SPLITS:
+        _, y = data.split(split)
+        counts[split] = {"windows": len(y), "labelled_1": int((y == 1).sum())}
+    return counts
+
+
+def _stratified_indices(y: torch.Tensor, limit: int | None, rng: np.random.Generator, split: str) -> np.ndarray:
+    n = len(y)
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 2:
+        raise ValueError(f"max_{split}={limit} cannot keep both classes; expected at least 2 (or None for all)")
+    labels = y.detach().cpu().numpy()
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels != 1)
+    n_pos = round(limit * len(positives) / n)
+    # At least one of each class, wherever the split has one to give.
+    lowest = max(min(1, len(positives)), limit - len(negatives))
+    highest = min(len(positives), limit - min(1, len(negatives)))
+    n_pos = min(max(n_pos, lowest), highest)
+    n_neg = limit - n_pos
+    keep = np.concatenate([rng.choice(positives, n_pos, replace=False), rng.choice(negatives, n_neg, replace=False)])
+    return np.sort(keep)
