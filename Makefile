@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU wheel by default (0.75 GB); users with GPUs: make run TORCH_SPEC='torch==2.13.0' PIP_EXTRA='--index-url …'
 TORCH_SPEC ?= torch==2.13.0
+PIP_EXTRA ?=
 MITDB_DIR ?= ../shared/data/mitdb
 DATA_DIR ?= data/mitdb
 SPACE ?= cnn
@@ -17,7 +18,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@# A bare torch range would resolve to a 5.5 GB CUDA build: install the pinned wheel first.
-	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_SPEC)"
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(PIP_EXTRA) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
