@@ -47,7 +47,7 @@ test: venv
 	$(MAKE) bench-quick
 
 bench-quick: venv
-	@for script in bench/*.py; do \
+	@for script in bench/[!_]*.py; do \
 		[ -f "$$script" ] || continue; \
 		echo "== $$script --quick"; \
 		$(BIN)/python "$$script" --quick || exit 1; \
