@@ -17,6 +17,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # rejected models fail loudly at WARNING
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data = _common.prepared_data()
     dataset = _common.load_split(data, max_train=max_train, max_val=max_val)
     info = _common.print_header(

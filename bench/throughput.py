@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         row["target"] = target
         row["verdict"] = "quick run" if args.quick else _common.verdict(row["speedup"], target)
         rows.append(row)
+        print(
+            f"  {family}: ecgsearch {row['ecgsearch_s']} s, notebook {row['notebook_s']} s -> {row['speedup']:.2f}x",
+            flush=True,
+        )
         if args.profile:
             profile(family, dataset, device, 1)
     print()
