@@ -25,8 +25,18 @@ from search.metrics import choose_threshold, classification_metrics, scalar_metr
 
 # How often (in batches) the device-side NaN/inf flag is read back: one host sync per this many steps.
 NAN_CHECK_EVERY = 25
-# Evaluation needs no activations for backward, so it runs in larger batches.
+# Evaluation needs no activations for backward, so on a GPU it runs in larger batches. On a CPU the
+# larger activations fall out of cache: a 512-window batch ran 2.7x slower than 128 for the default
+# cnn here (1,300 vs 3,500 windows/s), so CPU evaluation keeps the training batch size.
 EVAL_BATCH_FACTOR = 4
+CPU_EVAL_BATCH = 128
+
+
+def eval_batch_size(device: torch.device | str, train_batch_size: int | None = None) -> int:
+    """Windows per evaluation forward pass on `device`."""
+    if torch.device(device).type == "cuda":
+        return (train_batch_size or CPU_EVAL_BATCH) * EVAL_BATCH_FACTOR
+    return min(train_batch_size or CPU_EVAL_BATCH, CPU_EVAL_BATCH)
 # ReduceLROnPlateau settings: halve the learning rate after this many epochs without improvement.
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
@@ -141,11 +151,12 @@ def predict_scores(
     *,
     autoencoder: bool,
     device: torch.device | str = "cpu",
-    batch_size: int = 512,
+    batch_size: int | None = None,
     amp: bool = True,
 ) -> Tensor:
     """Anomaly scores as a 1-D CPU float tensor: sigmoid probabilities, or reconstruction errors."""
     device = torch.device(device)
+    batch_size = batch_size or eval_batch_size(device)
     model.to(device)
     raw = _raw_outputs(model, X.to(device), autoencoder=autoencoder, batch_size=batch_size, amp=amp)
     return (raw if autoencoder else torch.sigmoid(raw)).cpu()
@@ -159,7 +170,7 @@ def evaluate(
     autoencoder: bool,
     threshold: float,
     device: torch.device | str = "cpu",
-    batch_size: int = 512,
+    batch_size: int | None = None,
 ) -> dict[str, Any]:
     """The full metric set at `threshold` (for autoencoders, ROC/PR-AUC are those of the error)."""
     scores = predict_scores(model, X, autoencoder=autoencoder, device=device, batch_size=batch_size)
@@ -262,7 +273,7 @@ def fit(
     optimizer = _make_optimizer(model, cfg, device)
     scheduler = _make_scheduler(optimizer, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    eval_batch = cfg.batch_size * EVAL_BATCH_FACTOR
+    eval_batch = eval_batch_size(device, cfg.batch_size)
     threshold_metric = cfg.objective if cfg.objective in AE_THRESHOLD_OBJECTIVES else "f1_macro"
 
     history: list[dict[str, Any]] = []
