@@ -37,12 +37,13 @@ run: venv
 		$(BIN)/ecgsearch start --space $(SPACE) --data data/synth --study $(SPACE)-synth --trials $(TRIALS) --epochs $(EPOCHS); \
 	fi
 
+PY_DIRS := search spaces ecgmodels studies tests bench
+
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check $(PY_DIRS)
 
-test: venv
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) bench-quick
 

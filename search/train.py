@@ -37,6 +37,8 @@ def eval_batch_size(device: torch.device | str, train_batch_size: int | None = N
     if torch.device(device).type == "cuda":
         return (train_batch_size or CPU_EVAL_BATCH) * EVAL_BATCH_FACTOR
     return min(train_batch_size or CPU_EVAL_BATCH, CPU_EVAL_BATCH)
+
+
 # ReduceLROnPlateau settings: halve the learning rate after this many epochs without improvement.
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2

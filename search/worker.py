@@ -109,7 +109,7 @@ def describe_device(device: torch.device) -> str:
     return str(device)
 
 
-def budget_of(study: optuna.Study, definition: StudyDefinition | None = None) -> int | None:
+def budget_of(study: optuna.Study) -> int | None:
     """The budget as the study stores it now: `start --trials` may have raised it since creation."""
     return read_definition(study).trials_budget
 
@@ -146,7 +146,7 @@ class TrialObjective:
             return None
 
     def _check_budget(self, trial: optuna.Trial) -> None:
-        budget = budget_of(trial.study, self.definition)
+        budget = budget_of(trial.study)
         if budget is None:
             return
         ahead = [t for t in trial.study.get_trials(deepcopy=False, states=BUDGET_STATES) if t.number < trial.number]
@@ -381,7 +381,7 @@ def run_worker(
         optuna.storages.fail_stale_trials(study)
         counts = count_trials(study)
         finished = trials_used(study)
-        budget = budget_of(study, definition)
+        budget = budget_of(study)
         if budget is not None and finished >= budget:
             result.stopped_because = f"budget of {budget} trials reached"
             break

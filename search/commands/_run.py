@@ -123,8 +123,8 @@ def _run_study_workers(
     storage = storage or open_storage(
         storage_url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period
     )
-    study, definition = load_study_with_definition(storage, study_name)
-    budget = budget_of(study, definition)
+    study, _ = load_study_with_definition(storage, study_name)  # refuses a study ecgsearch did not create
+    budget = budget_of(study)
     if len(slots) == 1:
         slot = slots[0]
         device = args.device if slot.gpu is None or args.device != "auto" else "cuda"

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trials is not None:
         definition.trials_budget = args.trials
     write_definition(study, definition)
-    budget = budget_of(study, definition)
+    budget = budget_of(study)
     console.print(
         ("created " if created else "resuming ") + describe_study(study_name, definition, storage_url, budget)
     )

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     study, definition = load_study_with_definition(storage, args.study)
     mlflow_uri = resolve_worker_tracking_uri(args.mlflow_uri, definition.mlflow_tracking_uri)
     if not args.no_progress:
-        console.print("joining " + describe_study(args.study, definition, storage_url, budget_of(study, definition)))
+        console.print("joining " + describe_study(args.study, definition, storage_url, budget_of(study)))
     return run_study_workers(
         args, study_name=args.study, storage_url=storage_url, mlflow_uri=mlflow_uri, data_dir=args.data, storage=storage
     )
