@@ -64,7 +64,7 @@ def spawn_worker(study: str, storage: str, *extra: str, log: Path) -> subprocess
     )
 
 
-def test_start_runs_budget_then_resume_adds_exactly_the_difference(tiny_real_dir, tmp_path, monkeypatch):
+def test_start_runs_budget_then_resume_adds_exactly_the_difference(tiny_real_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "4", "--epochs", "2")) == 0
@@ -78,9 +78,12 @@ def test_start_runs_budget_then_resume_adds_exactly_the_difference(tiny_real_dir
         assert trial.user_attrs["worker_pid"] == os.getpid()
         assert len(trial.user_attrs["history"]) == len(trial.intermediate_values) >= 1
 
-    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "6", "--epochs", "2")) == 0
+    capsys.readouterr()
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "6", "--epochs", "3")) == 0
+    assert "ignored: --epochs 3 (the study keeps 2)" in " ".join(capsys.readouterr().out.split())
     study = load(storage, "cnn")
     assert_clean_budget(study, 6)
+    assert {t.user_attrs["config"]["epochs"] for t in finished(study)} == {2}
     assert first_numbers < {t.number for t in finished(study)}
 
 

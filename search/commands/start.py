@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
     study, definition, created = create_or_load_study(storage, study_name, given)
     if tracking_uri and not definition.mlflow_parent_run_id:
         _set_up_mirror(definition, tracking_uri=tracking_uri, study_name=study_name, storage_url=storage_url)
+    if not created:
+        _warn_about_ignored_settings(args, definition)
     if args.trials is not None:
         definition.trials_budget = args.trials
     write_definition(study, definition)
@@ -195,3 +197,19 @@ def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_ur
     )
     definition.mlflow_experiment_id = experiment_id
     definition.mlflow_parent_run_id = parent_run_id
+
+
+def _warn_about_ignored_settings(args: argparse.Namespace, stored) -> None:
+    """A resumed study keeps its stored settings (workers must agree on them); say so when they differ."""
+    ignored = [
+        f"{flag} {given} (the study keeps {kept})"
+        for flag, given, kept in (
+            ("--epochs", args.epochs, stored.epochs),
+            ("--sampler", args.sampler, stored.sampler),
+            ("--pruner", args.pruner, stored.pruner),
+            ("--max-params", args.max_params, stored.max_params),
+        )
+        if given != kept
+    ]
+    if ignored:
+        console.print("[yellow]warning:[/yellow] resuming keeps the study's settings; ignored: " + ", ".join(ignored))
