@@ -440,4 +440,5 @@ def build_mirror(settings: WorkerSettings, definition: StudyDefinition) -> Any |
         experiment_id=definition.mlflow_experiment_id,
         parent_run_id=definition.mlflow_parent_run_id,
         spool_dir=settings.spool_dir,
+        background=True,  # a trial never waits for MLflow; `flush()` at the end waits for the sender
     )

@@ -137,8 +137,15 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
-def make_mirror(uri: str, study: str, ids: tuple[str, str], spool: Path) -> TrialMirror:
-    return TrialMirror(tracking_uri=uri, study_name=study, experiment_id=ids[0], parent_run_id=ids[1], spool_dir=spool)
+def make_mirror(uri: str, study: str, ids: tuple[str, str], spool: Path, *, background: bool = False) -> TrialMirror:
+    return TrialMirror(
+        tracking_uri=uri,
+        study_name=study,
+        experiment_id=ids[0],
+        parent_run_id=ids[1],
+        spool_dir=spool,
+        background=background,
+    )
 
 
 def parent_tags(study: str) -> dict[str, str]:
@@ -232,6 +239,17 @@ def test_live_mirror_of_five_trials(store: str, live: dict) -> None:
     assert not list(live["spool"].rglob("*.jsonl")), "the spool is emptied once MLflow has everything"
     # Per call against a local SQLite store (the report quotes the median).
     assert sorted(durations)[len(durations) // 2] < 1.0
+
+
+def test_background_sender_mirrors_the_same_as_a_synchronous_one(store: str, live: dict, tmp_path: Path) -> None:
+    """The worker's mode: epoch and finish events go out from a thread; after `flush()` nothing differs."""
+    study = "background"
+    ids = setup_study_mirror(tracking_uri=store, study_name=study, tags=parent_tags(study))
+    mirror = make_mirror(store, study, ids, tmp_path / "spool", background=True)
+    feed(mirror)
+    mirror.flush()
+    assert mirror.spool.pending_trials() == []
+    assert snapshot(MlflowClient(store), ids[0], study) == live["snapshot"]
 
 
 def test_unreachable_store_spools_fast_then_flush_catches_up(store: str, live: dict, tmp_path: Path) -> None:

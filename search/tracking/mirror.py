@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import os
+import queue
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ class TrialMirror:
         parent_run_id: str,
         spool_dir: Path,
         timeout_s: float = 5.0,
+        background: bool = False,
     ) -> None:
         self.tracking_uri = tracking_uri
         self.study_name = study_name
@@ -84,6 +87,15 @@ class TrialMirror:
         self._runs: dict[int, RunState] = {}
         self._down_until = 0.0
         self._probed_ok_at = -math.inf
+        # The file lock of a spool excludes other processes, not threads: this lock orders this process's
+        # sender thread and its callers.
+        self._lock = threading.RLock()
+        self._outbox: queue.Queue[int | None] | None = None
+        if background:
+            # Epoch and finish events are spooled at once (durable) and sent by one thread, so a trial
+            # does not wait for MLflow; `trial_started` stays synchronous because it returns the run id.
+            self._outbox = queue.Queue()
+            threading.Thread(target=self._send_in_background, name="mlflow-mirror", daemon=True).start()
 
     # ---- the worker's API -------------------------------------------------------------------------
 
@@ -142,12 +154,20 @@ class TrialMirror:
             "end_time_ms": now_ms(),
         }
         self._submit(trial_number, event)
-        if self._up():
+        if self._outbox is None and self._up():
             self.flush()
 
     def flush(self) -> int:
-        """Resend every spooled event of this study, trial by trial, in order; returns how many were sent."""
-        self._down_until = 0.0
+        """Resend every spooled event of this study, trial by trial, in order; returns how many were sent.
+
+        With a background sender, first waits until it has handled every event queued so far."""
+        if self._outbox is not None:
+            self._outbox.join()
+        with self._lock:
+            self._down_until = 0.0
+            return self._send_pending()
+
+    def _send_pending(self) -> int:
         sent = 0
         for trial_number in self.spool.pending_trials():
             if not self._up():
@@ -156,14 +176,34 @@ class TrialMirror:
                 sent += self._replay(trial_spool)
         return sent
 
+    def _send_in_background(self) -> None:
+        assert self._outbox is not None
+        while True:
+            trial_number = self._outbox.get()
+            try:
+                with self._lock:
+                    if self._up():
+                        with self.spool.locked(trial_number) as trial_spool:
+                            self._replay(trial_spool)
+                        if self._outbox.empty():
+                            self._send_pending()  # catch up on trials spooled while the store was down
+            except Exception:  # the mirror must never stop training, nor its own sender
+                log.warning("MLflow mirror: sending the events of trial %d failed", trial_number, exc_info=True)
+            finally:
+                self._outbox.task_done()
+
     # ---- delivery ---------------------------------------------------------------------------------
 
     def _submit(self, trial_number: int, event: dict) -> None:
+        send_later = self._outbox is not None and event["kind"] != "started"
         try:
-            with self.spool.locked(trial_number) as trial_spool:
+            with self._lock, self.spool.locked(trial_number) as trial_spool:
                 trial_spool.append(event)
-                if self._up():
+                if not send_later and self._up():
                     self._replay(trial_spool)
+            if send_later:
+                assert self._outbox is not None
+                self._outbox.put(trial_number)
         except Exception:  # the mirror must never stop training
             log.warning("MLflow mirror: could not record an event of trial %d", trial_number, exc_info=True)
 
