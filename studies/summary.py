@@ -128,8 +128,12 @@ def render_summary(summary: StudySummary) -> Any:
         (f"Study {summary.study_name}", "bold"),
         f"  space {definition.space} · objective {definition.objective} ({definition.direction})"
         f" · {definition.epochs} epochs · sampler {definition.sampler} · pruner {definition.pruner}",
-        f"\n{summary.n_trials} trials"
-        + (f" of a budget of {budget} ({summary.trials_remaining} left)" if budget is not None else ""),
+        (
+            f"\n{budget - summary.trials_remaining} of a budget of {budget} trials finished (COMPLETE + PRUNED), "
+            f"{summary.trials_remaining} left; {summary.n_trials} trials in all"
+            if budget is not None and summary.trials_remaining is not None
+            else f"\n{summary.n_trials} trials, no budget"
+        ),
     )
     states = Table(title="Trials by state", show_header=True)
     for name in summary.counts:
