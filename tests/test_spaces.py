@@ -138,3 +138,13 @@ def test_validate_config_rejects_with_the_reason() -> None:
         spaces.validate_config(too_much_pooling, n_channels=N_CHANNELS, seq_len=20)
     with pytest.raises(ValueError, match="'family'"):
         spaces.validate_config({"lr": 0.001}, n_channels=N_CHANNELS, seq_len=SEQ_LEN)
+
+
+def test_sgd_samples_its_own_learning_rate_range() -> None:
+    by_optimizer: dict[str, list[float]] = defaultdict(list)
+    for config, trial in sample("cnn", 60):
+        by_optimizer[config["optimizer"]].append(config["lr"])
+        assert ("train_lr_sgd" in trial.params) == (config["optimizer"] == "sgd")
+    assert by_optimizer["sgd"] and by_optimizer["adam"] + by_optimizer["adamw"]
+    assert all(1e-3 <= lr <= 1e-1 for lr in by_optimizer["sgd"])
+    assert all(1e-4 <= lr <= 3e-3 for lr in by_optimizer["adam"] + by_optimizer["adamw"])
