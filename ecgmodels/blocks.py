@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,6 +68,19 @@ class ConvStack(nn.Sequential):
             channels = width
         super().__init__(*layers)
         self.out_features = channels
+
+    @classmethod
+    def from_config(cls, in_channels: int, config: Any) -> ConvStack:
+        """The stack a family's `ConvStackParams` describe (every conv family builds it the same way)."""
+        return cls(
+            in_channels,
+            config.out_channels,
+            config.kernel_sizes,
+            config.pool_sizes,
+            batch_norm=config.batch_norm,
+            activation=config.activation,
+            dropout=config.conv_dropout,
+        )
 
 
 class ConvDecoder(nn.Sequential):

@@ -28,15 +28,7 @@ class CNN(nn.Module):
     def __init__(self, config: CNNConfig, *, n_channels: int, seq_len: int) -> None:
         super().__init__()
         self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
-        self.features = ConvStack(
-            n_channels,
-            config.out_channels,
-            config.kernel_sizes,
-            config.pool_sizes,
-            batch_norm=config.batch_norm,
-            activation=config.activation,
-            dropout=config.conv_dropout,
-        )
+        self.features = ConvStack.from_config(n_channels, config)
         in_features = self.features.out_features
         if config.head == "flatten":
             in_features *= reduced_length(seq_len, config.pool_sizes)

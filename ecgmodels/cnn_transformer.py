@@ -22,15 +22,7 @@ class CNNTransformer(nn.Module):
     def __init__(self, config: CNNTransformerConfig, *, n_channels: int, seq_len: int) -> None:
         super().__init__()
         self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
-        self.features = ConvStack(
-            n_channels,
-            config.out_channels,
-            config.kernel_sizes,
-            config.pool_sizes,
-            batch_norm=config.batch_norm,
-            activation=config.activation,
-            dropout=config.conv_dropout,
-        )
+        self.features = ConvStack.from_config(n_channels, config)
         self.project = nn.Linear(self.features.out_features, config.d_model)
         steps = reduced_length(seq_len, config.pool_sizes)
         self.position = SinusoidalPositionalEncoding(config.d_model, max_len=steps)
