@@ -166,3 +166,42 @@ def test_mirroring_off_leaves_no_store(tiny_real_dir, tmp_path: Path, monkeypatc
         == 0
     )
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_same_study_name_in_two_databases_gets_two_experiments(tiny_real_dir, tmp_path, monkeypatch):
+    """One tracking store, two study databases, one study name: neither study's runs mix into the other's."""
+    monkeypatch.chdir(tmp_path)
+    store = f"sqlite:///{tmp_path / 'shared-mlflow.db'}"
+    experiments = []
+    for folder in ("alice", "bob"):
+        (tmp_path / folder).mkdir()
+        storage = f"sqlite:///{tmp_path / folder / 'study.db'}"
+        assert (
+            main(
+                [
+                    "start",
+                    "--space",
+                    "cnn",
+                    "--data",
+                    str(tiny_real_dir),
+                    "--storage",
+                    storage,
+                    "--trials",
+                    "1",
+                    "--epochs",
+                    "1",
+                    "--max-params",
+                    "60000",
+                    "--no-progress",
+                    "--mlflow-uri",
+                    store,
+                ]
+            )
+            == 0
+        )
+        study, definition = load_study_with_definition(open_storage(storage), "cnn")
+        experiments.append(definition.mlflow_experiment_id)
+        mlflow_matches_optuna(MlflowClient(tracking_uri=store), study, definition.mlflow_experiment_id)
+    assert experiments[0] != experiments[1]
+    names_seen = [MlflowClient(tracking_uri=store).get_experiment(e).name for e in experiments]
+    assert names_seen[0] == "ecgsearch/cnn" and names_seen[1].startswith("ecgsearch/cnn@")

@@ -128,7 +128,9 @@ def run(args: argparse.Namespace) -> int:
     tracking_uri = resolve_tracking_uri(args.mlflow_uri, storage_url)
     study, definition, created = create_or_load_study(storage, study_name, given)
     if tracking_uri and not definition.mlflow_parent_run_id:
-        _set_up_mirror(definition, tracking_uri=tracking_uri, study_name=study_name, storage_url=storage_url)
+        _set_up_mirror(
+            definition, tracking_uri=tracking_uri, study_name=study_name, storage_url=storage_url, created=created
+        )
     if not created:
         _warn_about_ignored_settings(args, definition)
     if args.trials is not None:
@@ -169,7 +171,7 @@ def _print_outcome(study, study_name: str) -> None:
     )
 
 
-def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_url: str) -> None:
+def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_url: str, created: bool) -> None:
     """Create the study's MLflow experiment and parent run once; a store that is down only warns.
 
     Workers then mirror nothing live, and `ecgsearch mlflow-sync` rebuilds the MLflow side from the study
@@ -194,6 +196,7 @@ def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_ur
         tracking_uri=tracking_uri,
         study_name=study_name,
         tags=definition_tags(study_name=study_name, definition=definition, storage_url=storage_url),
+        new_study=created,
     )
     definition.mlflow_experiment_id = experiment_id
     definition.mlflow_parent_run_id = parent_run_id

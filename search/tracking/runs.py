@@ -9,6 +9,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
@@ -230,14 +231,18 @@ def find_or_create_run(
     return created, True
 
 
-def get_or_create_experiment(client: MlflowClient, *, tracking_uri: str, study_name: str) -> str:
-    name = names.experiment_name(study_name)
+def get_or_create_experiment(
+    client: MlflowClient, *, tracking_uri: str, study_name: str, label: str | None = None
+) -> str:
+    """The experiment `ecgsearch/<label>` (label defaults to the study name), created if missing."""
+    label = label or study_name
+    name = names.experiment_name(label)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
             return client.create_experiment(
                 name,
-                artifact_location=artifact_location(tracking_uri, study_name),
+                artifact_location=artifact_location(tracking_uri, label),
                 tags={names.TAG_STUDY: study_name},
             )
         except MlflowException:
@@ -250,19 +255,30 @@ def get_or_create_experiment(client: MlflowClient, *, tracking_uri: str, study_n
     return experiment.experiment_id
 
 
-def setup_study_mirror(*, tracking_uri: str, study_name: str, tags: dict[str, str]) -> tuple[str, str]:
+def setup_study_mirror(
+    *, tracking_uri: str, study_name: str, tags: dict[str, str], new_study: bool = False
+) -> tuple[str, str]:
     """Get-or-create the study's experiment (`ecgsearch/<study>`) and its one parent run.
 
     The parent run is found again by its tags (`optuna.study`, `ecgsearch.role=study`), never created
     twice; `tags` (space, masked storage, sampler, pruner, objective, …) are set on it.
+    `new_study`: the study was just created, so a parent run already in `ecgsearch/<study>` belongs to
+    another study of the same name (another database, or one deleted since); this study then gets
+    its own experiment, `ecgsearch/<study>@<UTC time>`, rather than mixing its trials into that one's.
     Returns (experiment_id, parent_run_id).
     """
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = get_or_create_experiment(client, tracking_uri=tracking_uri, study_name=study_name)
+    parent_match = {names.TAG_STUDY: study_name, names.TAG_ROLE: names.ROLE_STUDY}
+    if new_study and find_runs(client, experiment_id, parent_match):
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        experiment_id = get_or_create_experiment(
+            client, tracking_uri=tracking_uri, study_name=study_name, label=f"{study_name}@{stamp}"
+        )
     run, _ = find_or_create_run(
         client,
         experiment_id=experiment_id,
-        match={names.TAG_STUDY: study_name, names.TAG_ROLE: names.ROLE_STUDY},
+        match=parent_match,
         tags={},
         run_name=study_name,
     )
