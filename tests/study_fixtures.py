@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import optuna
 
@@ -31,3 +32,10 @@ BASE = StudyDefinition(
 def make_definition(**changes) -> StudyDefinition:
     """`BASE` with `changes`; `__post_init__` runs again, so e.g. an MLflow URI is stored masked."""
     return dataclasses.replace(BASE, **changes)
+
+
+def start_args(data: Path, storage: str, *extra: str, mlflow_uri: str | None = "off") -> list[str]:
+    """`ecgsearch start` arguments for a test: its data and storage, no progress bar, mirroring off by
+    default (`mlflow_uri=None` leaves the flag out, so the default tracking store is used)."""
+    mirror = [] if mlflow_uri is None else ["--mlflow-uri", mlflow_uri]
+    return ["start", "--data", str(data), "--storage", storage, *mirror, "--no-progress", *extra]

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from studies import open_storage
+from study_fixtures import start_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -28,8 +29,15 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=FINISHED)
 
 
-def start_args(data: Path, storage: str, *extra: str) -> list[str]:
-    return ["start", "--data", str(data), "--storage", storage, "--mlflow-uri", "off", "--no-progress", *extra]
+def wait_for_trial_mid_training(study: optuna.Study, log: Path, timeout_s: float = 120) -> optuna.trial.FrozenTrial:
+    """A RUNNING trial that has finished at least one epoch (so a signal lands inside training)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get("epoch", 0) >= 1:
+                return trial
+        time.sleep(0.2)
+    raise AssertionError(f"no trial reached epoch 1 within {timeout_s} s:\n{log.read_text()}")
 
 
 def assert_clean_budget(study: optuna.Study, budget: int) -> None:
@@ -212,14 +220,7 @@ def test_killed_worker_trial_fails_and_is_rerun(tiny_real_dir, tmp_path, monkeyp
     heartbeat = ["--heartbeat-interval", "1", "--grace-period", "4"]
     victim = spawn_worker("killed", storage, *heartbeat, log=tmp_path / "victim.log")
     study = load(storage, "killed")
-    deadline = time.monotonic() + 120
-    killed_number = None
-    while time.monotonic() < deadline and killed_number is None:
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("epoch", 0) >= 1:
-                killed_number = trial.number
-        time.sleep(0.2)
-    assert killed_number is not None, (tmp_path / "victim.log").read_text()
+    killed_number = wait_for_trial_mid_training(study, tmp_path / "victim.log").number
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
 
@@ -394,19 +395,7 @@ def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path,
     )
     worker = spawn_worker("ctrlc", storage, log=tmp_path / "worker.log")
     study = load(storage, "ctrlc")
-    deadline = time.monotonic() + 120
-    running = None
-    while time.monotonic() < deadline and running is None:
-        running = next(
-            (
-                t
-                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                if t.user_attrs.get("epoch", 0) >= 1
-            ),
-            None,
-        )
-        time.sleep(0.2)
-    assert running is not None, (tmp_path / "worker.log").read_text()
+    running = wait_for_trial_mid_training(study, tmp_path / "worker.log")
     worker.send_signal(signal.SIGINT)
     assert worker.wait(timeout=60) == 130, (tmp_path / "worker.log").read_text()
 

@@ -15,6 +15,7 @@ from search.tracking import names
 from search.tracking.runs import find_runs, param_value
 from search.tracking.sync import was_trained
 from studies import load_study_with_definition, open_storage
+from study_fixtures import start_args
 
 STATUS_OF = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 
@@ -46,22 +47,19 @@ def test_start_mirrors_every_trial_to_the_local_store(tiny_real_dir, tmp_path, m
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     code = main(
-        [
-            "start",
+        start_args(
+            tiny_real_dir,
+            storage,
             "--space",
             "cnn",
-            "--data",
-            str(tiny_real_dir),
-            "--storage",
-            storage,
             "--trials",
             "5",
             "--epochs",
             "3",
             "--max-params",
             "60000",
-            "--no-progress",
-        ]
+            mlflow_uri=None,
+        )
     )
     assert code == 0
     assert (tmp_path / "mlflow.db").exists(), "the default store lives beside the study database"
@@ -80,24 +78,19 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     try:
         code = main(
-            [
-                "start",
+            start_args(
+                tiny_real_dir,
+                storage,
                 "--space",
                 "cnn",
-                "--data",
-                str(tiny_real_dir),
-                "--storage",
-                storage,
                 "--trials",
                 "3",
                 "--epochs",
                 "2",
                 "--max-params",
                 "60000",
-                "--no-progress",
-                "--mlflow-uri",
-                server.url,
-            ]
+                mlflow_uri=server.url,
+            )
         )
         assert code == 0, "the search must finish with the tracking server down"
         study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
@@ -112,22 +105,7 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
         mlflow_matches_optuna(client, study, experiment.experiment_id)
 
         # Resuming with the server up mirrors live, into the same experiment, and links each run.
-        code = main(
-            [
-                "start",
-                "--space",
-                "cnn",
-                "--data",
-                str(tiny_real_dir),
-                "--storage",
-                storage,
-                "--trials",
-                "4",
-                "--no-progress",
-                "--mlflow-uri",
-                server.url,
-            ]
-        )
+        code = main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "4", mlflow_uri=server.url))
         assert code == 0
         study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
         mlflow_matches_optuna(client, study, experiment.experiment_id)
@@ -144,24 +122,9 @@ def test_mirroring_off_leaves_no_store(tiny_real_dir, tmp_path: Path, monkeypatc
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert (
         main(
-            [
-                "start",
-                "--space",
-                "cnn",
-                "--data",
-                str(tiny_real_dir),
-                "--storage",
-                storage,
-                "--trials",
-                "1",
-                "--epochs",
-                "1",
-                "--max-params",
-                "60000",
-                "--no-progress",
-                "--mlflow-uri",
-                "off",
-            ]
+            start_args(
+                tiny_real_dir, storage, "--space", "cnn", "--trials", "1", "--epochs", "1", "--max-params", "60000"
+            )
         )
         == 0
     )
@@ -178,24 +141,19 @@ def test_same_study_name_in_two_databases_gets_two_experiments(tiny_real_dir, tm
         storage = f"sqlite:///{tmp_path / folder / 'study.db'}"
         assert (
             main(
-                [
-                    "start",
+                start_args(
+                    tiny_real_dir,
+                    storage,
                     "--space",
                     "cnn",
-                    "--data",
-                    str(tiny_real_dir),
-                    "--storage",
-                    storage,
                     "--trials",
                     "1",
                     "--epochs",
                     "1",
                     "--max-params",
                     "60000",
-                    "--no-progress",
-                    "--mlflow-uri",
-                    store,
-                ]
+                    mlflow_uri=store,
+                )
             )
             == 0
         )
