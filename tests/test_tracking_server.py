@@ -49,6 +49,8 @@ for n in numbers:
     mirror.trial_finished(trial_number=n, state="COMPLETE", value=0.5 + 0.01 * (n + 3), history=history,
                           confusion_matrix=[[5, 1], [1, 5]], best_value=0.5 + 0.01 * (n + 3), best_trial_number=n)
     costs.append(time.perf_counter() - started)
+# As a worker does before it exits: a request that timed out on the loaded server left events spooled.
+mirror.flush()
 print(json.dumps({"ids": [experiment_id, parent_run_id], "costs": costs,
                   "pending": mirror.spool.pending_trials()}))
 """
