@@ -3,7 +3,7 @@
 Small ECG models leave a big GPU mostly idle with one process; `ecgsearch start --workers-per-gpu K`
 runs K. This benchmark starts K spawned processes (as the launcher does: one process per slot,
 `CUDA_VISIBLE_DEVICES` set to the GPU), each loading the data onto the device once and then running
-`search.train.fit` on one fixed config trial after trial. All start together after a warm-up; the
+`search.training.loop.fit` on one fixed config trial after trial. All start together after a warm-up; the
 aggregate rate over the common window is compared with K = 1.
 
 Full mode needs CUDA (it says so and exits 0 without it). `--quick` runs the same machinery on the
@@ -71,9 +71,9 @@ def worker(
     import torch
 
     import ecgmodels
-    from search.config import split_config
     from search.data import load_dataset
-    from search.train import fit
+    from search.training.config import split_config
+    from search.training.loop import fit
 
     device = torch.device("cuda" if gpu is not None else "cpu")
     if device.type == "cpu":

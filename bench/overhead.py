@@ -177,13 +177,13 @@ def profile_worker(data_dir: Path, *, backend: str, trials: int, epochs: int, ma
     print(f"\n-- cProfile of one `ecgsearch worker` on {backend} ({trials} trials, {epochs} epoch(s) each)")
     print("   cumulative seconds of the calls that make up a trial's overhead:")
     wanted = (
-        ("search/train.py", "fit"),
-        ("search/worker.py", "_optimize_one"),
-        ("search/worker.py", "__call__"),
-        ("search/worker.py", "prepare_data"),
-        ("search/worker.py", "_check_budget"),
-        ("search/worker.py", "_best_of"),
-        ("search/worker.py", "on_epoch"),
+        ("search/training/loop.py", "fit"),
+        ("search/optimize/worker.py", "_optimize_one"),
+        ("search/optimize/worker.py", "__call__"),
+        ("search/optimize/worker.py", "prepare_data"),
+        ("search/optimize/worker.py", "_check_budget"),
+        ("search/optimize/worker.py", "_best_of"),
+        ("search/optimize/worker.py", "on_epoch"),
         ("search/tracking/mirror.py", "trial_started"),
         ("search/tracking/mirror.py", "epoch"),
         ("search/tracking/mirror.py", "trial_finished"),

@@ -1,6 +1,6 @@
 """Training throughput: ecgsearch's `fit` against the training notebooks' loop, same model and data.
 
-Contender: `search.train.fit` (data resident on the device, index-slice batches, loss kept on the device,
+Contender: `search.training.loop.fit` (data resident on the device, index-slice batches, loss kept on the device,
 logits + BCE-with-logits, bf16 autocast on CUDA, one metric pass per epoch).
 Baseline: the loop the notebooks wrote — TensorDataset + DataLoader(batch 128, shuffle), fp32, a Sigmoid
 inside the model with nn.BCELoss, `.item()` every batch, predictions gathered into CPU Python lists and
@@ -38,13 +38,13 @@ def build_model(family: str, dataset: Any) -> Any:
 
 
 def train_config(epochs: int) -> Any:
-    from search.config import TrainConfig
+    from search.training.config import TrainConfig
 
     return TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, optimizer="adam", lr=1e-3, objective="roc_auc", seed=0)
 
 
 def run_contender(family: str, dataset_on_device: Any, epochs: int, device: Any) -> None:
-    from search.train import fit
+    from search.training.loop import fit
 
     model = build_model(family, dataset_on_device)
     fit(model, dataset_on_device, train_config(epochs), autoencoder=False, device=device)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per family")
     args = parser.parse_args(argv)
 
-    from search.train import resolve_device
+    from search.training.loop import resolve_device
 
     device = resolve_device(args.device)
     families = [f.strip() for f in args.families.split(",") if f.strip()]

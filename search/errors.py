@@ -33,8 +33,8 @@ def exit_code_for(error: BaseException) -> int:
         return code
     # Imported here so `ecgsearch --help` stays fast and each package keeps its own error types.
     from ecgmodels import InvalidArchitecture
-    from search.config import ConfigError
     from search.data import DataError
+    from search.training.config import ConfigError
     from spaces import UnknownSpace
     from studies import StorageError, StudyMismatch, UnknownComponent
 

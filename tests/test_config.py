@@ -1,4 +1,4 @@
-"""search.config: TrainConfig validation, and splitting/joining the flat trial config."""
+"""search.training.config: TrainConfig validation, and splitting/joining the flat trial config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from search.config import TRAIN_FIELDS, ConfigError, TrainConfig, join_config, split_config
+from search.training.config import TRAIN_FIELDS, ConfigError, TrainConfig, join_config, split_config
 
 
 def test_defaults_are_valid() -> None:

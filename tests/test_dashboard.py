@@ -16,7 +16,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from search.dashboard import dashboard_url, is_loopback
+from search.report.dashboard import dashboard_url, is_loopback
 from studies import create_or_load_study, open_storage
 from study_fixtures import make_definition
 

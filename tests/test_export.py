@@ -13,10 +13,9 @@ import torch
 
 import ecgmodels
 from search.cli import main
-from search.config import TrainConfig, join_config
 from search.data import load_dataset
 from search.errors import EXIT_DATA
-from search.export import (
+from search.ship.bundle import (
     BUNDLE_FILES,
     BundleError,
     OnnxExportError,
@@ -26,8 +25,9 @@ from search.export import (
     torch_scores,
     write_bundle,
 )
-from search.metrics import classification_metrics, scalar_metrics
-from search.train import predict_scores, seed_everything
+from search.training.config import TrainConfig, join_config
+from search.training.loop import predict_scores, seed_everything
+from search.training.metrics import classification_metrics, scalar_metrics
 from test_retrain import retrained, shared_root
 
 # Small enough that an LSTM over 2000 raw samples exports and runs in well under a second.
@@ -137,7 +137,7 @@ def test_export_refuses_an_onnx_graph_that_scores_differently(real, tmp_path, mo
     dataset, normalised, _ = real
     model = ecgmodels.build("cnn", n_channels=3, seq_len=dataset.seq_len, **tiny_params("cnn"))
     real_onnx_scores = onnx_scores
-    monkeypatch.setattr("search.export.onnx_scores", lambda path, X, **kw: real_onnx_scores(path, X) + 1e-3)
+    monkeypatch.setattr("search.ship.bundle.onnx_scores", lambda path, X, **kw: real_onnx_scores(path, X) + 1e-3)
     with pytest.raises(OnnxExportError, match=r"'cnn' scores differently .* max abs difference 0\.001"):
         export_onnx(model, family="cnn", autoencoder=False, windows=normalised.X_test[:4], path=tmp_path / "m.onnx")
 
@@ -155,7 +155,7 @@ def test_export_failure_names_the_family(real, tmp_path, monkeypatch):
 
 
 def test_scoring_model_matches_training_scores_for_an_autoencoder(real):
-    from search.export import ScoringModel
+    from search.ship.bundle import ScoringModel
 
     dataset, normalised, _ = real
     model = ecgmodels.build("cnn_ae", n_channels=3, seq_len=dataset.seq_len, **tiny_params("cnn_ae")).eval()

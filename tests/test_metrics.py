@@ -1,4 +1,4 @@
-"""search.metrics: values checked against hand-computed confusion counts."""
+"""search.training.metrics: values checked against hand-computed confusion counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from search.metrics import OBJECTIVES, choose_threshold, classification_metrics, scalar_metrics
+from search.training.metrics import OBJECTIVES, choose_threshold, classification_metrics, scalar_metrics
 
 
 def test_classification_metrics_match_hand_computed_values() -> None:

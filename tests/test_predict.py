@@ -13,9 +13,9 @@ import torch
 from search.cli import main
 from search.data import DataError, load_dataset
 from search.errors import EXIT_DATA
-from search.export import load_bundle
-from search.predict import load_windows
-from search.train import predict_scores
+from search.ship.bundle import load_bundle
+from search.ship.predict import load_windows
+from search.training.loop import predict_scores
 from test_retrain import retrained, shared_root
 
 

@@ -172,7 +172,7 @@ def test_local_mlflow_store_shows_run_ids_and_the_ui_command(storage_url: str, t
 
 def test_password_in_storage_url_never_reaches_the_page(tmp_path: Path, monkeypatch) -> None:
     """The study is reached through a URL with a password; the page shows it masked only."""
-    from search.report import write_report
+    from search.report.page import write_report
     from studies import load_study_with_definition
 
     url = f"sqlite:///{tmp_path / 'studies.db'}"

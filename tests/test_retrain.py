@@ -24,13 +24,13 @@ from rich.console import Console
 import ecgmodels
 import search
 from search.cli import main
-from search.config import TrainConfig, join_config
 from search.data import load_dataset
 from search.errors import EXIT_DATA, EXIT_NOTHING_TO_DO, EXIT_STUDY_MISMATCH, NothingToDo, UsageError
-from search.export import BUNDLE_FILES, load_bundle
-from search.metrics import choose_threshold, classification_metrics
-from search.retrain import RetrainResult, default_patience, retrain
-from search.train import fit, seed_everything
+from search.ship.bundle import BUNDLE_FILES, load_bundle
+from search.ship.retrain import RetrainResult, default_patience, retrain
+from search.training.config import TrainConfig, join_config
+from search.training.loop import fit, seed_everything
+from search.training.metrics import choose_threshold, classification_metrics
 from studies import StudyDefinition, StudyMismatch, create_or_load_study, open_storage
 from study_fixtures import make_definition
 
@@ -81,7 +81,7 @@ def _flat_config(family: str, model_params: dict, *, lr: float, seed: int = 0) -
 
 def _train_trial(study: optuna.Study, data, config: dict, state: TrialState = TrialState.COMPLETE) -> int:
     """Train `config` for real, then record it as the trial a worker would have left."""
-    from search.config import split_config
+    from search.training.config import split_config
 
     family, params, cfg = split_config(config)
     seed_everything(cfg.seed)

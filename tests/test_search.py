@@ -333,11 +333,11 @@ def test_status_shows_states_best_and_budget(tiny_real_dir, tmp_path, monkeypatc
 def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_dir, tmp_path, monkeypatch):
     import torch
 
-    import search.worker
-    from search.train import TrainingDiverged
+    import search.optimize.worker
+    from search.training.loop import TrainingDiverged
 
     monkeypatch.chdir(tmp_path)
-    real_fit = search.worker.fit
+    real_fit = search.optimize.worker.fit
     failures = iter(
         [
             torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
@@ -351,7 +351,7 @@ def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_di
             raise error
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(search.worker, "fit", flaky_fit)
+    monkeypatch.setattr(search.optimize.worker, "fit", flaky_fit)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert (
         main(

@@ -61,7 +61,7 @@ def test_registry() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_SPACES))
 def test_space_samples_valid_configs(name: str) -> None:
-    from search.config import split_config
+    from search.training.config import split_config
 
     families = Counter()
     smallest: tuple[int, dict] | None = None

@@ -1,4 +1,4 @@
-"""search.train: the loop on toy problems (fast, exact assertions) and on a real MIT-BIH slice."""
+"""search.training.loop: the loop on toy problems (fast, exact assertions) and on a real MIT-BIH slice."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from search.config import ConfigError, TrainConfig
 from search.errors import UsageError
-from search.metrics import OBJECTIVES
-from search.train import (
+from search.training.config import ConfigError, TrainConfig
+from search.training.loop import (
     FitResult,
     TrainingDiverged,
     evaluate,
@@ -23,6 +22,7 @@ from search.train import (
     resolve_device,
     seed_everything,
 )
+from search.training.metrics import OBJECTIVES
 
 CHANNELS, LENGTH = 2, 32
 

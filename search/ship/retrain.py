@@ -24,12 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import ecgmodels
-from search.config import split_config
 from search.data import DataError, ECGDataset, load_dataset
 from search.errors import NothingToDo, UsageError
-from search.export import MlflowLogResult, log_bundle_to_mlflow, write_bundle
-from search.metrics import classification_metrics, scalar_metrics
-from search.train import TrainingDiverged, fit, predict_scores, resolve_device, seed_everything
+from search.ship.bundle import MlflowLogResult, log_bundle_to_mlflow, write_bundle
+from search.training.config import split_config
+from search.training.loop import TrainingDiverged, fit, predict_scores, resolve_device, seed_everything
+from search.training.metrics import classification_metrics, scalar_metrics
 from studies import (
     StudyDefinition,
     StudyMismatch,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from search.commands._common import add_command, add_storage_flag
+from search.cli.options import add_command, add_storage_flag
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -42,8 +42,8 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.dashboard import is_loopback, open_existing_storage, serve_dashboard
     from search.errors import UsageError
+    from search.report.dashboard import is_loopback, open_existing_storage, serve_dashboard
     from studies import mask_url, resolve_storage_url
 
     if not 0 < args.port < 65536:

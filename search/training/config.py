@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from search.metrics import OBJECTIVES
+from search.training.metrics import OBJECTIVES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "plateau", "cosine")
@@ -23,7 +23,7 @@ def _field_error(name: str, value: Any, expected: str) -> ConfigError:
 
 @dataclass
 class TrainConfig:
-    """Everything `search.train.fit` needs besides the model and the data."""
+    """Everything `search.training.loop.fit` needs besides the model and the data."""
 
     epochs: int = 10
     batch_size: int = 64

@@ -18,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from search.worker import TrialEvent
+from search.optimize.worker import TrialEvent
 
 
 class SearchProgress:

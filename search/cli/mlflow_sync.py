@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from search.commands._common import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
 
 
 def register(subparsers) -> argparse.ArgumentParser:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from search.commands._common import add_command, add_storage_flag
+from search.cli.options import add_command, add_storage_flag
 
-# Kept here rather than imported from search.report so `ecgsearch --help` does not load plotly.
+# Kept here rather than imported from search.report.page so `ecgsearch --help` does not load plotly.
 DEFAULT_TOP_N = 20
 
 
@@ -31,9 +31,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.dashboard import open_existing_storage
     from search.errors import UsageError
-    from search.report import write_report
+    from search.report.dashboard import open_existing_storage
+    from search.report.page import write_report
     from studies import load_study_with_definition, mask_url, resolve_storage_url
 
     if args.top < 1:

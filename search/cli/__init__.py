@@ -1,4 +1,4 @@
-"""`ecgsearch` command line: one module per subcommand under `search/commands/`.
+"""`ecgsearch` command line: one module per subcommand under `search/cli/`.
 
 Each command module defines `register(subparsers) -> argparse.ArgumentParser` (adding its own
 parser with `help`, a description and an `Example:` epilog) and sets `func=run` on it, where
@@ -53,9 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
-            module = importlib.import_module(f"search.commands.{name}")
+            module = importlib.import_module(f"search.cli.{name}")
         except ModuleNotFoundError as error:
-            if error.name == f"search.commands.{name}":
+            if error.name == f"search.cli.{name}":
                 continue
             raise
         module.register(subparsers)

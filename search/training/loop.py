@@ -19,9 +19,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from search.config import ConfigError, TrainConfig
 from search.errors import UsageError
-from search.metrics import choose_threshold, classification_metrics, scalar_metrics
+from search.training.config import ConfigError, TrainConfig
+from search.training.metrics import choose_threshold, classification_metrics, scalar_metrics
 
 # How often (in batches) the device-side NaN/inf flag is read back: one host sync per this many steps.
 NAN_CHECK_EVERY = 25

@@ -113,9 +113,9 @@ def _run_study_workers(
     storage: object | None,
 ) -> int:
     # Imported here: torch and the engine load only when a command really runs trials.
-    from search.launcher import plan_slots, run_slots
-    from search.progress import SearchProgress
-    from search.worker import WorkerSettings, budget_of, run_worker
+    from search.cli.progress import SearchProgress
+    from search.optimize.launcher import plan_slots, run_slots
+    from search.optimize.worker import WorkerSettings, budget_of, run_worker
     from studies import load_study_with_definition, open_storage
 
     apply_thread_limit()
@@ -176,7 +176,7 @@ def _tally(by_state: dict[str, int]) -> str:
 
 
 def _print_finished(event) -> None:
-    from search.progress import describe_finished
+    from search.cli.progress import describe_finished
 
     if event.kind == "finished":
         print(f"[pid {os.getpid()}] {describe_finished(event)}", flush=True)

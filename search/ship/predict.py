@@ -13,7 +13,7 @@ import torch
 
 from search.data import DataError
 from search.errors import UsageError
-from search.export import ONNX_FILE, Bundle, onnx_scores, torch_scores
+from search.ship.bundle import ONNX_FILE, Bundle, onnx_scores, torch_scores
 
 RUNTIMES = ("torch", "onnx")
 INPUT_SUFFIXES = (".pt", ".npy", ".npz")

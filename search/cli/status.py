@@ -7,7 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from search.commands._common import add_command, add_storage_flag
+from search.cli.options import add_command, add_storage_flag
 
 console = Console(highlight=False)
 

@@ -85,7 +85,7 @@ class ScoringModel(nn.Module):
     """A model plus its score head: sigmoid probability (classifiers) or per-window MSE (autoencoders).
 
     This is what the ONNX graph contains and what `predict` runs in PyTorch, so both runtimes
-    compute the score the same way, and the same way `search.train.predict_scores` does.
+    compute the score the same way, and the same way `search.training.loop.predict_scores` does.
     """
 
     def __init__(self, model: nn.Module, autoencoder: bool) -> None:
@@ -413,7 +413,7 @@ def render_readme(cfg: dict[str, Any], metrics: dict[str, Any], *, out_name: str
         "```",
         "",
         "```python",
-        "from search.export import load_bundle",
+        "from search.ship.bundle import load_bundle",
         f'bundle = load_bundle("{out_name}")',
         "scores = bundle.score(X)  # X: raw float tensor (N, leads, samples)",
         "labels = scores >= bundle.threshold",

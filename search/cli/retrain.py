@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.commands._common import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -66,7 +66,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.retrain import retrain
+    from search.ship.retrain import retrain
 
     retrain(
         args.study,

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 import spaces
-from search.commands._common import add_command, add_mlflow_flag, add_storage_flag
-from search.commands._run import add_worker_flags, console, describe_study, run_study_workers
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.run_workers import add_worker_flags, console, describe_study, run_study_workers
 from search.errors import UsageError
 
 DEFAULT_TRIALS = 20
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from search.data import load_dataset
-    from search.metrics import OBJECTIVES
+    from search.optimize.worker import budget_of, current_versions
     from search.tracking import resolve_tracking_uri
-    from search.worker import budget_of, current_versions
+    from search.training.metrics import OBJECTIVES
     from studies import (
         StudyDefinition,
         StudyNotFound,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from search.commands._common import add_command, add_mlflow_flag, add_storage_flag
-from search.commands._run import add_worker_flags, console, describe_study, run_study_workers
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.run_workers import add_worker_flags, console, describe_study, run_study_workers
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -33,7 +33,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.worker import budget_of
+    from search.optimize.worker import budget_of
     from studies import load_study_with_definition, open_storage, resolve_storage_url
 
     storage_url = resolve_storage_url(args.storage)

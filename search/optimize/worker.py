@@ -23,10 +23,10 @@ from optuna.trial import TrialState
 
 import ecgmodels
 import spaces
-from search.config import split_config
 from search.data import ECGDataset, load_dataset
 from search.errors import UsageError
-from search.train import TrainingDiverged, fit, resolve_device
+from search.training.config import split_config
+from search.training.loop import TrainingDiverged, fit, resolve_device
 from studies import (
     StudyDefinition,
     StudyMismatch,

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from search.commands._common import add_command
+from search.cli.options import add_command
 
 console = Console(highlight=False)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.commands._common import add_command
+from search.cli.options import add_command
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from search.export import load_bundle
-    from search.predict import check_out_suffix, check_shape, load_windows, predict, to_csv, write_predictions
+    from search.ship.bundle import load_bundle
+    from search.ship.predict import check_out_suffix, check_shape, load_windows, predict, to_csv, write_predictions
 
     if args.out is not None:
         check_out_suffix(args.out)  # before any work, so a typo costs nothing

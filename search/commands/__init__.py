@@ -1,1 +1,0 @@
-"""One module per `ecgsearch` subcommand; see `search/cli.py` for the contract."""

@@ -1,0 +1,1 @@
+"""Looking at a study: the HTML report and optuna-dashboard."""

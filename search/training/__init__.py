@@ -1,0 +1,1 @@
+"""Training one model: the flat config's training part, the loop, losses, scoring and metrics."""
