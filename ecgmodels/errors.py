@@ -5,3 +5,5 @@ from __future__ import annotations
 
 class InvalidArchitecture(ValueError):
     """A parameter combination that cannot build a working model; the message names the reason."""
+
+    exit_code = 2  # search.errors.EXIT_USAGE (ecgmodels imports torch only)

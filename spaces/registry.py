@@ -17,6 +17,8 @@ SpaceFn = Callable[[optuna.Trial, SpaceContext], dict[str, Any]]
 class UnknownSpace(ValueError):
     """A space name that is not registered; the message lists the valid ones."""
 
+    exit_code = 2  # search.errors.EXIT_USAGE (spaces cannot import search)
+
 
 @dataclass(frozen=True)
 class SearchSpace:

@@ -15,9 +15,9 @@ from typing import Any
 
 import optuna
 
+from studies.masking import mask_secrets
 from studies.pruners import make_pruner
 from studies.samplers import make_sampler
-from studies.storage import mask_url
 
 USER_ATTR_KEY = "ecgsearch"
 # Fields that make two studies of one name different searches: resuming must not change them.
@@ -26,16 +26,25 @@ IDENTITY_FIELDS = ("space", "objective", "direction", "data_fingerprint", "n_cha
 _DEFINITION_WAIT_S = 10.0
 
 
+# Exit code of study errors (`search.errors.EXIT_STUDY`); studies cannot import search, so it is
+# restated here as the attribute the CLI reads.
+EXIT_STUDY = 5
+
+
 class StudyMismatch(Exception):
     """A study and what is asked of it disagree; `differences` lists each `field: stored vs given`."""
+
+    exit_code = EXIT_STUDY
 
     def __init__(self, message: str, differences: list[str] | None = None) -> None:
         super().__init__(message)
         self.differences = differences or []
 
 
-class StudyNotFound(StudyMismatch):
+class StudyNotFound(LookupError):
     """No study of that name in the storage; the message lists the studies that exist."""
+
+    exit_code = EXIT_STUDY
 
 
 class NotAnEcgsearchStudy(StudyMismatch):
@@ -71,7 +80,7 @@ class StudyDefinition:
 
     def __post_init__(self) -> None:
         if self.mlflow_tracking_uri is not None:
-            self.mlflow_tracking_uri = mask_url(self.mlflow_tracking_uri)
+            self.mlflow_tracking_uri = mask_secrets(self.mlflow_tracking_uri)
         if self.direction not in ("maximize", "minimize"):
             raise ValueError(f"StudyDefinition.direction must be 'maximize' or 'minimize', got {self.direction!r}")
 
@@ -220,31 +229,6 @@ def check_compatible(definition: StudyDefinition, *, data_fingerprint: str, vers
             f"optuna_version: study {definition.optuna_version} vs this worker {optuna_version} (must match exactly)"
         )
     return differences
-
-
-def count_trials(study: optuna.Study) -> dict[str, int]:
-    """Number of trials in each state, by state name (every state present, zero included)."""
-    counts = {state.name: 0 for state in optuna.trial.TrialState}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name] += 1
-    return counts
-
-
-def trials_used(study: optuna.Study) -> int:
-    """Trials that have spent the budget: COMPLETE + PRUNED, counted on the database.
-
-    FAIL trials do not count: an invalid architecture, a diverged run or a dead worker's trial
-    (re-queued as a copy by the heartbeat callback) leaves its place in the budget to another trial.
-    """
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return len(study.get_trials(deepcopy=False, states=finished))
-
-
-def trials_remaining(study: optuna.Study, definition: StudyDefinition) -> int | None:
-    """How many more trials the budget allows; None when the study has no budget."""
-    if definition.trials_budget is None:
-        return None
-    return max(0, definition.trials_budget - trials_used(study))
 
 
 def _major_minor(version: str) -> tuple[str, ...]:

@@ -7,9 +7,7 @@ dies mid-trial has its trial failed and retried instead of left RUNNING forever)
 
 from __future__ import annotations
 
-import contextlib
 import os
-import re
 import sqlite3
 import warnings
 from pathlib import Path
@@ -19,6 +17,8 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
+
+from studies.masking import mask_secrets
 
 DEFAULT_STORAGE_URL = "sqlite:///ecgsearch.db"
 STORAGE_ENV_VAR = "ECGSEARCH_STORAGE"
@@ -45,16 +45,11 @@ POSTGRES_CONNECT_TIMEOUT_S = 10
 # Several local processes share one SQLite file: wait for its lock rather than fail at once.
 SQLITE_BUSY_TIMEOUT_S = 60
 
-# Userinfo password: everything between `user:` and the LAST `@`, so a password holding an
-# unescaped `@` is masked whole rather than split (SQLAlchemy's parser splits it at the first).
-_USERINFO_PASSWORD = re.compile(
-    r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:@/?#]*:)(?P<password>[^?#]*)@(?P<tail>[^@]*)$"
-)
-_QUERY_PASSWORD = re.compile(r"(?P<key>[?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
-
 
 class StorageError(Exception):
     """The study storage cannot be used; the message names the masked URL and what to do."""
+
+    exit_code = 4  # search.errors.EXIT_STORAGE (studies cannot import search)
 
 
 def resolve_storage_url(cli_value: str | None) -> str:
@@ -65,25 +60,19 @@ def resolve_storage_url(cli_value: str | None) -> str:
     return from_env or DEFAULT_STORAGE_URL
 
 
-def mask_url(url: str) -> str:
-    """`url` with any password replaced by `***`; strings that are not URLs come back unchanged."""
-    masked = _USERINFO_PASSWORD.sub(lambda m: f"{m['head']}***@{m['tail']}" if m["password"] else m[0], url)
-    return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", masked)
-
-
 def normalise_storage_url(url: str) -> URL:
     """The parsed URL with the driver this installation has; `StorageError` for anything else."""
     try:
         parsed = make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError) as error:
         raise StorageError(
-            f"Storage URL {_describe_unparsed(url)!r} is not a database URL ({_no_secrets(str(error), url)}). "
+            f"Storage URL {mask_secrets(url, url)!r} is not a database URL ({mask_secrets(str(error), url)}). "
             f"Expected {_EXPECTED_SHAPES}; pass it with --storage or ${STORAGE_ENV_VAR}."
         ) from None
     driver = _SUPPORTED_DRIVERS.get(parsed.drivername)
     if driver is None:
         raise StorageError(
-            f"Storage URL {mask_url(url)!r} uses {parsed.drivername!r}, which ecgsearch does not "
+            f"Storage URL {mask_secrets(url)!r} uses {parsed.drivername!r}, which ecgsearch does not "
             f"support. Expected {_EXPECTED_SHAPES} (sqlite for one machine, PostgreSQL through "
             "psycopg 3 for many workers)."
         )
@@ -136,8 +125,8 @@ def open_storage(
         raise StorageError(_connection_failure_message(parsed, url, error)) from None
     except RuntimeError as error:  # Optuna's schema-version check
         raise StorageError(
-            f"Storage {mask_url(url)!r} holds an Optuna schema this version cannot use "
-            f"({_no_secrets(str(error), url)}). Run `optuna storage upgrade --storage URL` with "
+            f"Storage {mask_secrets(url)!r} holds an Optuna schema this version cannot use "
+            f"({mask_secrets(str(error), url)}). Run `optuna storage upgrade --storage URL` with "
             "the Optuna version every worker runs, or point --storage at a new database."
         ) from None
     return storage
@@ -167,7 +156,7 @@ def _check_sqlite_location(parsed: URL, url: str) -> None:
     folder = Path(database).expanduser().resolve().parent
     if not folder.is_dir():
         raise StorageError(
-            f"Storage URL {mask_url(url)!r} points at a SQLite file in {folder}, which does not "
+            f"Storage URL {mask_secrets(url)!r} points at a SQLite file in {folder}, which does not "
             f"exist. Create the folder (mkdir -p {folder}) or pass another --storage, e.g. "
             f"{DEFAULT_STORAGE_URL} for the working directory."
         )
@@ -184,14 +173,14 @@ def _use_write_ahead_log(database: str, url: str) -> None:
             connection.close()
     except sqlite3.DatabaseError as error:
         raise StorageError(
-            f"Could not open the SQLite study storage {mask_url(url)!r}: {error}. Expected a "
+            f"Could not open the SQLite study storage {mask_secrets(url)!r}: {error}. Expected a "
             "SQLite database file (or a path where one can be created)."
         ) from None
 
 
 def _connection_failure_message(parsed: URL, url: str, error: Exception) -> str:
-    masked = mask_url(url)
-    detail = _no_secrets(str(getattr(error, "orig", None) or error).strip().splitlines()[0], url)
+    masked = mask_secrets(url)
+    detail = mask_secrets(str(getattr(error, "orig", None) or error).strip().splitlines()[0], url)
     if parsed.get_backend_name() == "sqlite":
         return (
             f"Could not open the SQLite study storage {masked!r}: {detail}. Expected a writable "
@@ -215,24 +204,3 @@ def _connection_failure_message(parsed: URL, url: str, error: Exception) -> str:
             f"(Then create the database with `createdb -h {host} -p {port} -U {user} {database}`.)"
         )
     return f"Could not open the PostgreSQL study storage {masked!r}: {detail}. {hint}"
-
-
-def _no_secrets(text: str, url: str) -> str:
-    """`text` with the URL's password removed, in case a driver echoed it back."""
-    passwords = {m["password"] for m in [_USERINFO_PASSWORD.match(url)] if m}
-    passwords |= {m[0].split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(url)}
-    with contextlib.suppress(sqlalchemy.exc.ArgumentError, ValueError):
-        passwords.add(str(make_url(url).password or ""))
-    text = text.replace(url, mask_url(url))
-    for password in sorted(passwords, key=len, reverse=True):
-        if password:
-            text = text.replace(password, "***")
-    return text
-
-
-def _describe_unparsed(url: str) -> str:
-    """A string that failed to parse, with whatever may be a password (before the last `@`) hidden."""
-    if "@" not in url:
-        return url
-    head, _, tail = url.rpartition("@")
-    return f"{head.split(':')[0]}:***@{tail}"

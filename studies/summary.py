@@ -14,7 +14,8 @@ import optuna
 import sqlalchemy
 import sqlalchemy.exc
 
-from studies.definition import USER_ATTR_KEY, StudyDefinition, count_trials, trials_remaining
+from studies.definition import USER_ATTR_KEY, StudyDefinition
+from studies.trials import best_trial, count_trials, trial_family, trials_remaining
 
 
 @dataclass
@@ -78,7 +79,7 @@ def summarise(study: optuna.Study, definition: StudyDefinition) -> StudySummary:
             epoch=_optional(trial.user_attrs.get("epoch"), int),
             heartbeat_age_s=_age(now, trial.user_attrs.get("heartbeat_at")),
             storage_heartbeat_age_s=storage_ages.get(trial._trial_id),
-            family=_family(trial),
+            family=trial_family(trial),
             retried_from=_optional(trial.system_attrs.get("failed_trial"), int),
         )
         for trial in running_trials
@@ -88,8 +89,8 @@ def summarise(study: optuna.Study, definition: StudyDefinition) -> StudySummary:
         definition=definition,
         counts=counts,
         n_trials=sum(counts.values()),
-        trials_remaining=trials_remaining(study, definition),
-        best=_best(study, definition),
+        trials_remaining=trials_remaining(study, definition.trials_budget),
+        best=_best(study),
         running=running,
     )
 
@@ -171,24 +172,18 @@ def render_summary(summary: StudySummary) -> Any:
     return Group(*parts)
 
 
-def _best(study: optuna.Study, definition: StudyDefinition) -> BestTrial | None:
-    try:
-        trial = study.best_trial
-    except ValueError:  # no completed trial yet
+def _best(study: optuna.Study) -> BestTrial | None:
+    trial = best_trial(study)
+    if trial is None:
         return None
     config = trial.user_attrs.get("config")
     return BestTrial(
         number=trial.number,
-        value=float(trial.value) if trial.value is not None else float("nan"),
+        value=float(trial.value),
         params=dict(trial.params),
-        family=_family(trial),
+        family=trial_family(trial),
         config=config if isinstance(config, dict) else None,
     )
-
-
-def _family(trial: optuna.trial.FrozenTrial) -> str | None:
-    family = trial.user_attrs.get("family") or trial.params.get("family")
-    return str(family) if family is not None else None
 
 
 def _storage_heartbeat_ages(study: optuna.Study, trial_ids: list[int]) -> dict[int, float]:

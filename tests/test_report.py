@@ -179,9 +179,9 @@ def test_password_in_storage_url_never_reaches_the_page(tmp_path: Path, monkeypa
     make_study(url, "secret", MIXED[:6], mlflow_tracking_uri="http://u:s3cret@mlflow.lab:5000")
     study, definition = load_study_with_definition(open_storage(url), "secret")
     out = tmp_path / "report.html"
-    from studies import mask_url
+    from studies import mask_secrets
 
-    write_report(study, definition, out, storage_label=mask_url("postgresql+psycopg://u:s3cret@h/db"))
+    write_report(study, definition, out, storage_label=mask_secrets("postgresql+psycopg://u:s3cret@h/db"))
     page = out.read_text()
     assert "s3cret" not in page
     assert "postgresql+psycopg://u:***@h/db" in page

@@ -25,13 +25,13 @@ import ecgmodels
 import search
 from search.cli import main
 from search.data import load_dataset
-from search.errors import EXIT_DATA, EXIT_NOTHING_TO_DO, EXIT_STUDY_MISMATCH, NothingToDo, UsageError
+from search.errors import EXIT_DATA, EXIT_NOTHING_TO_DO, EXIT_STUDY
 from search.ship.bundle import BUNDLE_FILES, load_bundle
 from search.ship.retrain import RetrainResult, default_patience, retrain
 from search.training.config import TrainConfig, join_config
 from search.training.loop import fit, seed_everything
 from search.training.metrics import choose_threshold, classification_metrics
-from studies import StudyDefinition, StudyMismatch, create_or_load_study, open_storage
+from studies import NoCompletedTrial, StudyDefinition, StudyMismatch, TrialNotUsable, create_or_load_study, open_storage
 from study_fixtures import make_definition
 
 STUDY = "retrain-small"
@@ -290,15 +290,15 @@ def test_autoencoder_trial_threshold_is_chosen_on_validation(small_real_dir, ses
 
 def test_retrain_named_trial_that_is_not_complete_is_refused(small_real_dir, session_root):
     study = small_study(small_real_dir, session_root)
-    with pytest.raises(UsageError, match=rf"--trial {study.pruned_number}: the trial is PRUNED"):
+    with pytest.raises(TrialNotUsable, match=rf"--trial {study.pruned_number}: the trial is PRUNED"):
         retrain(STUDY, storage=study.storage_url, trial_number=study.pruned_number, console=_quiet())
-    with pytest.raises(UsageError, match="no such trial"):
+    with pytest.raises(TrialNotUsable, match="no such trial"):
         retrain(STUDY, storage=study.storage_url, trial_number=99, console=_quiet())
 
 
 def test_study_without_complete_trial_exits_nothing_to_do(small_real_dir, session_root, tmp_path, capsys):
     study = small_study(small_real_dir, session_root)
-    with pytest.raises(NothingToDo, match="no COMPLETE trial"):
+    with pytest.raises(NoCompletedTrial, match="no COMPLETE trial"):
         retrain(EMPTY_STUDY, storage=study.storage_url, console=_quiet())
     code = main(["retrain", "--study", EMPTY_STUDY, "--storage", study.storage_url, "--out", str(tmp_path / "x")])
     assert code == EXIT_NOTHING_TO_DO == 6
@@ -325,7 +325,7 @@ def test_other_data_is_refused_as_a_study_mismatch(small_real_dir, tiny_real_dir
             "off",
         ]
     )
-    assert code == EXIT_STUDY_MISMATCH
+    assert code == EXIT_STUDY
     assert str(tiny_real_dir) in capsys.readouterr().err
 
 

@@ -44,7 +44,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from search.errors import UsageError
     from search.report.dashboard import is_loopback, open_existing_storage, serve_dashboard
-    from studies import mask_url, resolve_storage_url
+    from studies import mask_secrets, resolve_storage_url
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: expected a port number between 1 and 65535")
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     def announce(dashboard: str) -> None:
-        print(f"optuna-dashboard for {mask_url(url)}", flush=True)
+        print(f"optuna-dashboard for {mask_secrets(url)}", flush=True)
         print(f"  open {dashboard}  (Ctrl-C to stop)", flush=True)
 
     try:

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from search.errors import UsageError
     from search.tracking import definition_tags, resolve_tracking_uri, sync_study
     from search.tracking.uri import OFF
-    from studies import load_study_with_definition, mask_url, open_storage, resolve_storage_url
+    from studies import load_study_with_definition, mask_secrets, open_storage, resolve_storage_url
 
     storage_url = resolve_storage_url(args.storage)
     study, definition = load_study_with_definition(open_storage(storage_url), args.study)
@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         study_tags=definition_tags(study_name=study.study_name, definition=definition, storage_url=storage_url),
     )
     Console(highlight=False, soft_wrap=True).print(
-        f"MLflow mirror of study [bold]{study.study_name}[/bold] ({mask_url(storage_url)}) at "
-        f"{mask_url(tracking_uri)}, experiment {summary['experiment_id']}: "
+        f"MLflow mirror of study [bold]{study.study_name}[/bold] ({mask_secrets(storage_url)}) at "
+        f"{mask_secrets(tracking_uri)}, experiment {summary['experiment_id']}: "
         f"{summary['created']} runs created, {summary['updated']} updated, {summary['unchanged']} unchanged"
         + (f", {summary['duplicates_removed']} duplicates removed" if summary["duplicates_removed"] else "")
         + "."

@@ -19,6 +19,7 @@ from rich.progress import (
 )
 
 from search.optimize.worker import TrialEvent
+from studies import best_trial
 
 
 class SearchProgress:
@@ -81,21 +82,14 @@ class SearchProgress:
         for trial in trials:
             by_state[trial.state] = by_state.get(trial.state, 0) + 1
         done = by_state.get(TrialState.COMPLETE, 0) + by_state.get(TrialState.PRUNED, 0)
-        best = _best_value(self.study, trials)
+        best_trial_ = best_trial(self.study, trials)
+        best = "—" if best_trial_ is None else f"{best_trial_.value:.4f}"
         tally = f"pruned {by_state.get(TrialState.PRUNED, 0)} · failed {by_state.get(TrialState.FAIL, 0)} · best {best}"
         fields: dict[str, str] = {"tally": tally}
         if show_running:
             running = [t for t in trials if t.state == TrialState.RUNNING]
             fields["current"] = " ".join(f"#{t.number} e{t.user_attrs.get('epoch', 0)}" for t in running[:6])
         self._progress.update(self._task, completed=done, **fields)
-
-
-def _best_value(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> str:
-    values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    if not values:
-        return "—"
-    best = max(values) if study.direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
-    return f"{best:.4f}"
 
 
 def describe_finished(event: TrialEvent) -> str:

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from search.errors import UsageError
     from search.report.dashboard import open_existing_storage
     from search.report.page import write_report
-    from studies import load_study_with_definition, mask_url, resolve_storage_url
+    from studies import load_study_with_definition, mask_secrets, resolve_storage_url
 
     if args.top < 1:
         raise UsageError(f"--top {args.top}: expected a positive number of trials to list")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     url = resolve_storage_url(args.storage)
     storage = open_existing_storage(url)
     study, definition = load_study_with_definition(storage, args.study)
-    summary = write_report(study, definition, args.out, storage_label=mask_url(url), top_n=args.top)
+    summary = write_report(study, definition, args.out, storage_label=mask_secrets(url), top_n=args.top)
     best = (
         f"best {definition.objective} {summary.best_value:.4f} (trial {summary.best_trial})"
         if summary.best_value is not None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from studies import StudyDefinition, mask_url
+from studies import StudyDefinition, mask_secrets
 
 console = Console(highlight=False)
 
@@ -115,8 +115,8 @@ def _run_study_workers(
     # Imported here: torch and the engine load only when a command really runs trials.
     from search.cli.progress import SearchProgress
     from search.optimize.launcher import plan_slots, run_slots
-    from search.optimize.worker import WorkerSettings, budget_of, run_worker
-    from studies import load_study_with_definition, open_storage
+    from search.optimize.worker import WorkerSettings, run_worker
+    from studies import budget_of, load_study_with_definition, open_storage
 
     apply_thread_limit()
     slots = plan_slots(gpus=args.gpus, workers_per_gpu=args.workers_per_gpu, workers=args.workers, device=args.device)
@@ -187,5 +187,5 @@ def describe_study(study_name: str, definition: StudyDefinition, storage_url: st
         f"study [bold]{study_name}[/bold] · space {definition.space} · objective "
         f"{definition.objective} ({definition.direction}) · {definition.epochs} epochs · sampler "
         f"{definition.sampler} · pruner {definition.pruner} · budget {budget or 'unlimited'} trials · "
-        f"storage {mask_url(storage_url)}"
+        f"storage {mask_secrets(storage_url)}"
     )

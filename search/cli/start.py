@@ -67,17 +67,18 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from search.data import load_dataset
-    from search.optimize.worker import budget_of, current_versions
+    from search.optimize.worker import current_versions
     from search.tracking import resolve_tracking_uri
     from search.training.metrics import OBJECTIVES
     from studies import (
         StudyDefinition,
         StudyNotFound,
+        budget_of,
         create_or_load_study,
         load_study_with_definition,
         make_pruner,
         make_sampler,
-        mask_url,
+        mask_secrets,
         open_storage,
         resolve_storage_url,
         write_definition,
@@ -141,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         ("created " if created else "resuming ") + describe_study(study_name, definition, storage_url, budget)
     )
     if tracking_uri:
-        console.print(f"MLflow: {mask_url(tracking_uri)} (experiment {definition.mlflow_experiment_id})")
+        console.print(f"MLflow: {mask_secrets(tracking_uri)} (experiment {definition.mlflow_experiment_id})")
     if args.create_only:
         return 0
     code = run_study_workers(
@@ -180,15 +181,15 @@ def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_ur
     from search.tracking import definition_tags, setup_study_mirror
     from search.tracking.mirror import limit_http_retries
     from search.tracking.uri import http_reachable, is_http
-    from studies import mask_url
+    from studies import mask_secrets
 
     # Stored masked: the study database is readable by every worker and the dashboard.
-    definition.mlflow_tracking_uri = mask_url(tracking_uri)
+    definition.mlflow_tracking_uri = mask_secrets(tracking_uri)
     if is_http(tracking_uri):
         limit_http_retries(5.0)
         if not http_reachable(tracking_uri, timeout_s=3.0):
             console.print(
-                f"[yellow]warning:[/yellow] MLflow at {mask_url(tracking_uri)} is not reachable: trials run "
+                f"[yellow]warning:[/yellow] MLflow at {mask_secrets(tracking_uri)} is not reachable: trials run "
                 f"without a live mirror; once it is up, run `ecgsearch mlflow-sync --study {study_name}`"
             )
             return

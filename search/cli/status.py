@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from studies import (
         list_studies,
         load_study_with_definition,
-        mask_url,
+        mask_secrets,
         open_storage,
         render_summary,
         resolve_storage_url,
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(render_summary(summarise(study, definition)))
         return 0
     listings = list_studies(storage)
-    table = Table(title=f"studies in {mask_url(storage_url)}")
+    table = Table(title=f"studies in {mask_secrets(storage_url)}")
     for column in ("study", "space", "objective", "trials", "best", "created"):
         table.add_column(column)
     for listing in listings:
@@ -59,5 +59,7 @@ def run(args: argparse.Namespace) -> int:
             best,
             listing.created_at or "",
         )
-    console.print(table if listings else f"no study yet in {mask_url(storage_url)}; create one with `ecgsearch start`")
+    console.print(
+        table if listings else f"no study yet in {mask_secrets(storage_url)}; create one with `ecgsearch start`"
+    )
     return 0

@@ -33,8 +33,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.optimize.worker import budget_of
-    from studies import load_study_with_definition, open_storage, resolve_storage_url
+    from studies import budget_of, load_study_with_definition, open_storage, resolve_storage_url
 
     storage_url = resolve_storage_url(args.storage)
     storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)

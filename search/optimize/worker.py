@@ -28,20 +28,17 @@ from search.errors import UsageError
 from search.training.config import split_config
 from search.training.loop import TrainingDiverged, fit, resolve_device
 from studies import (
+    BUDGET_STATES,
     StudyDefinition,
     StudyMismatch,
+    budget_of,
     check_compatible,
     count_trials,
     load_study_with_definition,
     make_sampler,
     open_storage,
-    read_definition,
     trials_used,
 )
-
-FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
-# Trials that hold a place in the budget while they run or once they are done.
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
 
 class BudgetReached(Exception):
@@ -107,11 +104,6 @@ def describe_device(device: torch.device) -> str:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return str(device)
-
-
-def budget_of(study: optuna.Study) -> int | None:
-    """The budget as the study stores it now: `start --trials` may have raised it since creation."""
-    return read_definition(study).trials_budget
 
 
 class TrialObjective:

@@ -16,7 +16,7 @@ import optuna
 import optuna_dashboard
 from sqlalchemy.engine import make_url
 
-from studies import StorageError, mask_url, open_storage
+from studies import StorageError, mask_secrets, open_storage
 
 
 class _ThreadedWSGIServer(ThreadingMixIn, WSGIServer):
@@ -44,7 +44,7 @@ def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
         database = parsed.database
         if database not in (None, "", ":memory:") and not Path(database).expanduser().is_file():
             raise StorageError(
-                f"Storage {mask_url(url)!r}: the SQLite file {Path(database).expanduser().resolve()} does "
+                f"Storage {mask_secrets(url)!r}: the SQLite file {Path(database).expanduser().resolve()} does "
                 "not exist. Pass the database the studies live in with --storage (or $ECGSEARCH_STORAGE), "
                 "or run the command from the folder where `ecgsearch start` created ecgsearch.db."
             )

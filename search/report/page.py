@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
 from search.tracking.uri import mlflow_run_link
-from studies import StudyDefinition, count_trials
+from studies import StudyDefinition, best_trial, count_trials, trial_family
 
 # PED-ANOVA compares the top quantile of trials with all of them: with fewer completed trials
 # than this, the "importances" are noise and would mislead more than inform.
@@ -58,12 +58,8 @@ class _Section:
     body: str
 
 
-def trial_family(trial: FrozenTrial) -> str:
-    """The architecture family of a trial: user attr, else the sampled param, else its config."""
-    family = trial.user_attrs.get("family") or trial.params.get("family")
-    if not family and isinstance(trial.user_attrs.get("config"), dict):
-        family = trial.user_attrs["config"].get("family")
-    return str(family) if family else "unknown"
+def family_label(trial: FrozenTrial) -> str:
+    return trial_family(trial) or "unknown"
 
 
 def build_report_html(
@@ -130,7 +126,7 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     completed = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = _best(completed, study.direction == optuna.study.StudyDirection.MAXIMIZE)
+    best = best_trial(study, completed)
     return ReportSummary(
         path=out,
         n_trials=len(trials),
@@ -160,12 +156,6 @@ class _Figures:
         )
         self.ids.append(div_id)
         return fragment
-
-
-def _best(completed: list[FrozenTrial], maximize: bool) -> FrozenTrial | None:
-    if not completed:
-        return None
-    return (max if maximize else min)(completed, key=lambda t: t.value)
 
 
 def _importances(study: optuna.Study, completed: list[FrozenTrial]) -> tuple[dict[str, float], str]:
@@ -201,7 +191,7 @@ def _curves_figure(trials: list[FrozenTrial], objective: str) -> tuple[str, go.F
         style = _STATE_STYLE.get(trial.state, _STATE_STYLE[TrialState.RUNNING])
         steps = sorted(trial.intermediate_values)
         values = [trial.intermediate_values[s] for s in steps]
-        family = trial_family(trial)
+        family = family_label(trial)
         fig.add_trace(
             go.Scatter(
                 x=steps,
@@ -270,7 +260,7 @@ def _parallel_figure(
 def _family_figure(trials: list[FrozenTrial], maximize: bool, objective: str) -> tuple[str, go.Figure] | str:
     by_family: dict[str, list[FrozenTrial]] = {}
     for trial in trials:
-        by_family.setdefault(trial_family(trial), []).append(trial)
+        by_family.setdefault(family_label(trial), []).append(trial)
     best: dict[str, float] = {}
     for family, members in by_family.items():
         values = [t.value for t in members if t.state == TrialState.COMPLETE and t.value is not None]
@@ -344,7 +334,7 @@ def _top_table(
         n_params = trial.user_attrs.get("n_params")
         rows.append(
             f'<tr id="trial-{trial.number}"><td>{rank}</td><td>{trial.number}</td>'
-            f"<td>{html.escape(trial_family(trial))}</td><td>{trial.value:.4f}</td>"
+            f"<td>{html.escape(family_label(trial))}</td><td>{trial.value:.4f}</td>"
             f"<td>{trial.state.name.lower()}</td>"
             f"<td>{f'{n_params:,}' if isinstance(n_params, int) else '—'}</td>"
             f'<td class="params">{params}</td><td>{_mlflow_cell(trial, definition)}</td></tr>'
@@ -386,11 +376,10 @@ def _page(
     storage_label: str,
     sections: list[_Section],
 ) -> str:
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    best = _best(completed, maximize)
+    best = best_trial(study, completed)
     counts = {state: n for state, n in count_trials(study).items() if n}
     best_text = (
-        f"{best.value:.4f} (trial {best.number}, {html.escape(trial_family(best))})"
+        f"{best.value:.4f} (trial {best.number}, {html.escape(family_label(best))})"
         if best
         else "none yet: no trial has completed"
     )

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 import ecgmodels
 from search.data import NormStats
-from search.errors import EXIT_DATA
+from search.errors import EXIT_DATA, EcgSearchError
 
 BUNDLE_FORMAT = "ecgsearch-bundle/1"
 MODEL_FILE = "model.pt"
@@ -71,7 +71,7 @@ from it must cite:
 """
 
 
-class BundleError(Exception):
+class BundleError(EcgSearchError):
     """A bundle folder that cannot be loaded; the message names the file and what was expected."""
 
     exit_code = EXIT_DATA

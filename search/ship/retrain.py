@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import optuna
 import torch
-from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import ecgmodels
 from search.data import DataError, ECGDataset, load_dataset
-from search.errors import NothingToDo, UsageError
+from search.errors import UsageError
 from search.ship.bundle import MlflowLogResult, log_bundle_to_mlflow, write_bundle
 from search.training.config import split_config
 from search.training.loop import TrainingDiverged, fit, predict_scores, resolve_device, seed_everything
@@ -34,9 +32,11 @@ from studies import (
     StudyDefinition,
     StudyMismatch,
     load_study_with_definition,
-    mask_url,
+    mask_secrets,
     open_storage,
     resolve_storage_url,
+    select_trial,
+    trial_config,
 )
 
 # Metrics shown in the seed table (all scalar metrics go to metrics.json).
@@ -74,48 +74,6 @@ class RetrainResult:
     test_summary: dict[str, dict[str, float | None]]
     mlflow: MlflowLogResult | None
     mlflow_note: str
-
-
-def select_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
-    """The best COMPLETE trial, or trial `number` (which must be COMPLETE)."""
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if number is None:
-        if not complete:
-            states = (
-                ", ".join(
-                    f"{sum(t.state == s for t in trials)} {s.name.lower()}"
-                    for s in TrialState
-                    if any(t.state == s for t in trials)
-                )
-                or "no trials"
-            )
-            raise NothingToDo(
-                f"study {study.study_name!r} has no COMPLETE trial to retrain yet ({states}); "
-                "let `ecgsearch start` or `ecgsearch worker` finish at least one trial first"
-            )
-        return study.best_trial
-    by_number = {t.number: t for t in trials}
-    if number not in by_number:
-        span = f"0..{max(by_number)}" if by_number else "none"
-        raise UsageError(f"--trial {number}: study {study.study_name!r} has no such trial (trials: {span})")
-    trial = by_number[number]
-    if trial.state != TrialState.COMPLETE:
-        best = f"; the best COMPLETE trial is {study.best_trial.number}" if complete else ""
-        raise UsageError(
-            f"--trial {number}: the trial is {trial.state.name}, only a COMPLETE trial can be retrained{best}"
-        )
-    return trial
-
-
-def trial_config(trial: FrozenTrial) -> dict[str, Any]:
-    config = trial.user_attrs.get("config")
-    if not isinstance(config, dict) or "family" not in config:
-        raise StudyMismatch(
-            f"trial {trial.number} has no usable user attribute 'config' (a flat config dict with "
-            "'family'); it was not written by an ecgsearch worker"
-        )
-    return dict(config)
 
 
 def check_data(dataset: ECGDataset, definition: StudyDefinition, data_path: str) -> None:
@@ -354,7 +312,7 @@ def retrain(
         "trial_number": trial.number,
         "search_value": trial.value,
         "objective": train_cfg.objective,
-        "storage": mask_url(storage_url),
+        "storage": mask_secrets(storage_url),
         "data_path": data_path,
         "data_fingerprint": definition.data_fingerprint,
         "epochs": budget,
@@ -398,7 +356,7 @@ def retrain(
         if register_as:
             mlflow_note += f" and --register-as {register_as} was ignored"
     else:
-        same_store = definition.mlflow_tracking_uri is not None and mask_url(tracking_uri) == (
+        same_store = definition.mlflow_tracking_uri is not None and mask_secrets(tracking_uri) == (
             definition.mlflow_tracking_uri
         )
         try:
@@ -414,12 +372,12 @@ def retrain(
             )
         except Exception as error:  # MLflow mirrors, never decides: the bundle on disk is complete
             mlflow_note = (
-                f"MLflow at {mask_url(tracking_uri)} could not take the model "
+                f"MLflow at {mask_secrets(tracking_uri)} could not take the model "
                 f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
                 f"the bundle in {out_dir} is complete"
             )
         else:
-            mlflow_note = f"logged to MLflow {mask_url(tracking_uri)} run {mlflow_result.run_id}" + (
+            mlflow_note = f"logged to MLflow {mask_secrets(tracking_uri)} run {mlflow_result.run_id}" + (
                 f", registered as {register_as} version {mlflow_result.registered_version}" if register_as else ""
             )
 

@@ -9,12 +9,11 @@ from typing import Any
 from search.tracking.mirror import TrialMirror
 from search.tracking.runs import setup_study_mirror
 from search.tracking.sync import sync_study
-from search.tracking.uri import mask_secrets, resolve_tracking_uri
+from search.tracking.uri import resolve_tracking_uri
 
 __all__ = [
     "TrialMirror",
     "definition_tags",
-    "mask_secrets",
     "resolve_tracking_uri",
     "setup_study_mirror",
     "study_tags",
@@ -27,12 +26,12 @@ def study_tags(
 ) -> dict[str, str]:
     """The parent run's tags, named as `search.tracking.names` spells them (the storage password masked)."""
     from search.tracking import names
-    from studies import mask_url
+    from studies import mask_secrets
 
     return {
         names.TAG_STUDY: study_name,
         names.TAG_SPACE: space,
-        names.TAG_STORAGE: mask_secrets(mask_url(storage_url)),
+        names.TAG_STORAGE: mask_secrets(storage_url),
         names.TAG_SAMPLER: sampler,
         names.TAG_PRUNER: pruner,
         names.TAG_OBJECTIVE: objective,

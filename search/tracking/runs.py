@@ -18,7 +18,8 @@ from mlflow.tracking import MlflowClient
 
 from search.tracking import names
 from search.tracking.plots import log_figure
-from search.tracking.uri import artifact_location, mask_secrets
+from search.tracking.uri import artifact_location
+from studies import mask_secrets
 
 # MLflow's limits (mlflow.utils.validation); a value beyond them is refused by the server.
 MAX_PARAM_VALUE = 6000

@@ -71,14 +71,6 @@ def http_reachable(tracking_uri: str, timeout_s: float) -> bool:
         return False
 
 
-_PASSWORD_IN_URL = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
-
-
-def mask_secrets(text: str) -> str:
-    """Any `scheme://user:password@host` inside `text` with the password replaced by `***`."""
-    return _PASSWORD_IN_URL.sub(r"\1***@", text)
-
-
 def mlflow_run_link(tracking_uri: str | None, experiment_id: str | None, run_id: str) -> str | None:
     """`<uri>/#/experiments/<exp>/runs/<run>` for an MLflow server; None for a local store."""
     if not tracking_uri or not experiment_id:

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from search.errors import EXIT_USAGE, EcgSearchError
 from search.training.metrics import OBJECTIVES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -13,8 +14,10 @@ SCHEDULERS = ("none", "plateau", "cosine")
 LOSSES = ("bce", "focal")
 
 
-class ConfigError(ValueError):
+class ConfigError(EcgSearchError, ValueError):
     """A config value cannot work; the message names the field, the value and what was expected."""
+
+    exit_code = EXIT_USAGE
 
 
 def _field_error(name: str, value: Any, expected: str) -> ConfigError:

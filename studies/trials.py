@@ -1,0 +1,118 @@
+"""Questions asked of a study's trials, answered once: the budget, states, the best trial, a chosen trial.
+
+The budget is the whole study's: COMPLETE + PRUNED trials on the database, across every worker.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from studies.definition import StudyMismatch, read_definition
+
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+# Trials that hold a place in the budget while they run or once they are done.
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class NoCompletedTrial(LookupError):
+    """The study has no COMPLETE trial to act on yet; the message says what it has."""
+
+    exit_code = 6  # search.errors.EXIT_NOTHING_TO_DO (studies cannot import search)
+
+
+class TrialNotUsable(ValueError):
+    """The trial asked for does not exist or is not COMPLETE; the message says which exist."""
+
+    exit_code = 2  # search.errors.EXIT_USAGE
+
+
+def count_trials(study: optuna.Study) -> dict[str, int]:
+    """Number of trials in each state, by state name (every state present, zero included)."""
+    counts = {state.name: 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+    return counts
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """`3 complete, 1 pruned` for the states present, or `no trials`."""
+    return ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n) or "no trials"
+
+
+def trials_used(study: optuna.Study) -> int:
+    """Trials that have spent the budget: COMPLETE + PRUNED, counted on the database.
+
+    FAIL trials do not count: an invalid architecture, a diverged run or a dead worker's trial
+    (re-queued as a copy by the heartbeat callback) leaves its place in the budget to another trial.
+    """
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def budget_of(study: optuna.Study) -> int | None:
+    """The budget as the study stores it now: `start --trials` may have raised it since creation."""
+    return read_definition(study).trials_budget
+
+
+def trials_remaining(study: optuna.Study, budget: int | None) -> int | None:
+    """How many more trials the budget allows; None when the study has no budget."""
+    if budget is None:
+        return None
+    return max(0, budget - trials_used(study))
+
+
+def best_trial(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> FrozenTrial | None:
+    """The best COMPLETE trial with a finite value (of `trials` when given), None when there is none."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trials is None else trials
+    scored = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    if not scored:
+        return None
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return (max if maximize else min)(scored, key=lambda t: t.value)
+
+
+def select_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
+    """The best COMPLETE trial, or trial `number` (which must be COMPLETE)."""
+    trials = study.get_trials(deepcopy=False)
+    best = best_trial(study, trials)
+    if number is None:
+        if best is None:
+            counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
+            raise NoCompletedTrial(
+                f"study {study.study_name!r} has no COMPLETE trial yet ({describe_counts(counts)}); "
+                "let `ecgsearch start` or `ecgsearch worker` finish at least one trial first"
+            )
+        return best
+    by_number = {t.number: t for t in trials}
+    if number not in by_number:
+        span = f"0..{max(by_number)}" if by_number else "none"
+        raise TrialNotUsable(f"--trial {number}: study {study.study_name!r} has no such trial (trials: {span})")
+    trial = by_number[number]
+    if trial.state != TrialState.COMPLETE:
+        hint = f"; the best COMPLETE trial is {best.number}" if best is not None else ""
+        raise TrialNotUsable(
+            f"--trial {number}: the trial is {trial.state.name}, only a COMPLETE trial can be retrained{hint}"
+        )
+    return trial
+
+
+def trial_config(trial: FrozenTrial) -> dict[str, Any]:
+    """The flat config a worker stored on the trial."""
+    config = trial.user_attrs.get("config")
+    if not isinstance(config, dict) or "family" not in config:
+        raise StudyMismatch(
+            f"trial {trial.number} has no usable user attribute 'config' (a flat config dict with "
+            "'family'); it was not written by an ecgsearch worker"
+        )
+    return dict(config)
+
+
+def trial_family(trial: FrozenTrial) -> str | None:
+    """The architecture family of a trial: user attr, else the sampled param, else its config."""
+    family = trial.user_attrs.get("family") or trial.params.get("family")
+    if not family and isinstance(trial.user_attrs.get("config"), dict):
+        family = trial.user_attrs["config"].get("family")
+    return str(family) if family else None
