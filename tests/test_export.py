@@ -22,12 +22,12 @@ from search.ship.bundle import (
     export_onnx,
     load_bundle,
     onnx_scores,
-    torch_scores,
     write_bundle,
 )
 from search.training.config import TrainConfig, join_config
-from search.training.loop import predict_scores, seed_everything
+from search.training.loop import seed_everything
 from search.training.metrics import classification_metrics, scalar_metrics
+from search.training.scoring import score_windows
 from test_retrain import retrained, shared_root
 
 # Small enough that an LSTM over 2000 raw samples exports and runs in well under a second.
@@ -92,7 +92,7 @@ def test_onnx_gives_the_pytorch_scores_on_real_windows_for_any_batch(small_real_
     session = onnxruntime.InferenceSession(str(result.out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["x"] and [o.name for o in session.get_outputs()] == ["score"]
     X = normalised.X_test.numpy()
-    expected = predict_scores(bundle.model, normalised.X_test, autoencoder=False).numpy()
+    expected = score_windows(bundle.model, normalised.X_test, autoencoder=False)
     for batch in (X[:1], X[:7], X):
         got = session.run(["score"], {"x": batch})[0]
         assert got.shape == (batch.shape[0],)
@@ -127,7 +127,7 @@ def test_every_family_exports_to_onnx_with_the_same_scores(family, real, tmp_pat
     bundle = load_bundle(out)
     windows = normalised.X_test[8:13]  # windows the export check did not see, another batch size
     from_onnx = onnx_scores(out / "model.onnx", windows.numpy())
-    expected = predict_scores(bundle.model, windows, autoencoder=autoencoder).numpy()
+    expected = score_windows(bundle.model, windows, autoencoder=autoencoder)
     assert np.max(np.abs(from_onnx - expected)) < 1e-4
     assert np.max(np.abs(bundle.score(dataset.X_test[8:13]) - expected)) < 1e-5
     assert json.loads((out / "metrics.json").read_text())["onnx_max_abs_diff"] < 1e-4
@@ -152,17 +152,6 @@ def test_export_failure_names_the_family(real, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.onnx, "export", refuse)
     with pytest.raises(OnnxExportError, match=r"'lstm' could not be exported to ONNX .*aten::made_up"):
         export_onnx(model, family="lstm", autoencoder=False, windows=normalised.X_test[:2], path=tmp_path / "m.onnx")
-
-
-def test_scoring_model_matches_training_scores_for_an_autoencoder(real):
-    from search.ship.bundle import ScoringModel
-
-    dataset, normalised, _ = real
-    model = ecgmodels.build("cnn_ae", n_channels=3, seq_len=dataset.seq_len, **tiny_params("cnn_ae")).eval()
-    ours = torch_scores(ScoringModel(model, autoencoder=True), normalised.X_val[:6], batch_size=4)
-    np.testing.assert_allclose(
-        ours, predict_scores(model, normalised.X_val[:6], autoencoder=True).numpy(), rtol=1e-6, atol=1e-7
-    )
 
 
 def test_readme_explains_the_model_and_its_code_runs(small_real_dir, session_root, real, monkeypatch):

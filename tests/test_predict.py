@@ -15,7 +15,7 @@ from search.data import DataError, load_dataset
 from search.errors import EXIT_DATA
 from search.ship.bundle import load_bundle
 from search.ship.predict import load_windows
-from search.training.loop import predict_scores
+from search.training.scoring import score_windows
 from test_retrain import retrained, shared_root
 
 
@@ -38,7 +38,7 @@ def real_windows(small_real_dir):
 def _expected(bundle_dir, normalised_X) -> tuple[np.ndarray, float]:
     """The model's scores computed in Python the way training evaluated it."""
     bundle = load_bundle(bundle_dir)
-    scores = predict_scores(bundle.model, normalised_X, autoencoder=bundle.autoencoder).numpy()
+    scores = score_windows(bundle.model, normalised_X, autoencoder=bundle.autoencoder)
     return scores, bundle.threshold
 
 

@@ -6,6 +6,7 @@ import math
 import pickle
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -15,14 +16,13 @@ from search.training.config import ConfigError, TrainConfig
 from search.training.loop import (
     FitResult,
     TrainingDiverged,
-    evaluate,
     fit,
     focal_loss,
-    predict_scores,
     resolve_device,
     seed_everything,
 )
-from search.training.metrics import OBJECTIVES
+from search.training.metrics import OBJECTIVES, classification_metrics
+from search.training.scoring import score_windows
 
 CHANNELS, LENGTH = 2, 32
 
@@ -263,19 +263,21 @@ def test_autoencoder_trains_on_normal_windows_only_and_thresholds_on_validation(
     assert losses[-1] < losses[0]
     assert result.threshold != 0.5 and result.threshold == result.best_metrics["threshold"]
     assert result.best_metrics["val_f1_macro"] > 0.8
-    errors = predict_scores(model, data.X_val, autoencoder=True)
-    normal_val = data.y_val == 0
+    errors = score_windows(model, data.X_val, autoencoder=True)
+    normal_val = (data.y_val == 0).numpy()
     assert result.best_metrics["val_loss"] == pytest.approx(errors[normal_val].mean().item(), rel=1e-5)
 
 
-def test_evaluate_and_predict_scores() -> None:
+def test_score_windows_and_metrics() -> None:
     data = make_toy_data()
     model = fresh_classifier()
     result = fit(model, data, quick(epochs=4), autoencoder=False)
-    scores = predict_scores(model, data.X_test, autoencoder=False, batch_size=7)
-    assert scores.shape == (data.X_test.shape[0],) and scores.device.type == "cpu"
+    scores = score_windows(model, data.X_test, autoencoder=False, batch_size=7)
+    assert scores.shape == (data.X_test.shape[0],) and scores.dtype == np.float32
     assert ((scores >= 0) & (scores <= 1)).all()
-    metrics = evaluate(model, data.X_test, data.y_test, autoencoder=False, threshold=result.threshold, batch_size=5)
+    metrics = classification_metrics(
+        data.y_test, score_windows(model, data.X_test, autoencoder=False, batch_size=5), result.threshold
+    )
     assert metrics["roc_auc"] > 0.9
     assert sum(map(sum, metrics["confusion_matrix"])) == data.X_test.shape[0]
 
@@ -339,5 +341,7 @@ def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, s
         scalars = {k: v for k, v in entry.items() if k != "val_confusion_matrix"}
         assert all(math.isfinite(v) for v in scalars.values()), scalars
     assert 0.0 <= result.best_value <= 1.0 and math.isfinite(result.threshold)
-    test_metrics = evaluate(model, data.X_test, data.y_test, autoencoder=autoencoder, threshold=result.threshold)
+    test_metrics = classification_metrics(
+        data.y_test, score_windows(model, data.X_test, autoencoder=autoencoder), result.threshold
+    )
     assert all(math.isfinite(v) for k, v in test_metrics.items() if k != "confusion_matrix")

@@ -6,9 +6,10 @@ DIR/metrics.json  validation/test metrics, per-seed test metrics with mean/std, 
 DIR/model.onnx    the scoring graph (model + score head), dynamic batch axis, opset 17
 DIR/README.md     what the model is, how to load it, and the data licence when it is MIT-BIH
 
-The ONNX graph ends in the same score head `ScoringModel` applies in PyTorch, so ONNX and PyTorch
-give the same number (checked with onnxruntime before the bundle is declared done). Normalisation
-stays outside the graph: it is stored in config.json and `ecgsearch predict` applies it.
+The ONNX graph ends in the one score head, `search.training.scoring.ScoringModel`, that training and
+`predict` use too, so ONNX and PyTorch give the same number (checked with onnxruntime before the
+bundle is declared done). Normalisation stays outside the graph: it is stored in config.json and
+`ecgsearch predict` applies it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from torch import Tensor, nn
 import ecgmodels
 from search.data import NormStats
 from search.errors import EXIT_DATA, EcgSearchError
+from search.training.scoring import ScoringModel, score
 
 BUNDLE_FORMAT = "ecgsearch-bundle/1"
 MODEL_FILE = "model.pt"
@@ -81,25 +83,6 @@ class OnnxExportError(RuntimeError):
     """The model could not be exported to ONNX, or the ONNX graph scores differently than PyTorch."""
 
 
-class ScoringModel(nn.Module):
-    """A model plus its score head: sigmoid probability (classifiers) or per-window MSE (autoencoders).
-
-    This is what the ONNX graph contains and what `predict` runs in PyTorch, so both runtimes
-    compute the score the same way, and the same way `search.training.loop.predict_scores` does.
-    """
-
-    def __init__(self, model: nn.Module, autoencoder: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.autoencoder = autoencoder
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.model(x)
-        if self.autoencoder:
-            return (out - x).pow(2).mean(dim=(1, 2))
-        return torch.sigmoid(out)
-
-
 @dataclass
 class Bundle:
     """A loaded export bundle: the model in eval mode on the CPU and what is needed to score with it."""
@@ -138,17 +121,7 @@ class Bundle:
         X = X.float()
         if normalise:
             X = self.norm.apply(X)
-        return torch_scores(self.scoring_model(), X, batch_size=batch_size)
-
-
-def torch_scores(scorer: ScoringModel, X: Tensor, *, batch_size: int = 256) -> np.ndarray:
-    """`scorer` over `X` in batches on the CPU, as a float32 array (N,)."""
-    scorer.eval()
-    parts = []
-    with torch.inference_mode():
-        for start in range(0, X.shape[0], batch_size):
-            parts.append(scorer(X[start : start + batch_size]).float().cpu().numpy())
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
+        return score(self.scoring_model(), X, batch_size=batch_size).numpy()
 
 
 def onnx_scores(onnx_path: Path, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
@@ -197,7 +170,7 @@ def export_onnx(model: nn.Module, *, family: str, autoencoder: bool, windows: Te
             f"model family {family!r} could not be exported to ONNX (opset {ONNX_OPSET}): "
             f"{type(error).__name__}: {error}"
         ) from error
-    expected = torch_scores(scorer, windows)
+    expected = score(scorer, windows).numpy()
     try:
         got = onnx_scores(path, windows.numpy())
     except Exception as error:

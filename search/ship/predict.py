@@ -13,7 +13,8 @@ import torch
 
 from search.data import DataError
 from search.errors import UsageError
-from search.ship.bundle import ONNX_FILE, Bundle, onnx_scores, torch_scores
+from search.ship.bundle import ONNX_FILE, Bundle, onnx_scores
+from search.training.scoring import score
 
 RUNTIMES = ("torch", "onnx")
 INPUT_SUFFIXES = (".pt", ".npy", ".npz")
@@ -101,7 +102,7 @@ def predict(bundle: Bundle, windows: np.ndarray, *, runtime: str = "torch", batc
             raise DataError(onnx_path, "model.onnx", "is missing; use --runtime torch or re-export the bundle")
         scores = onnx_scores(onnx_path, normalised, batch_size=batch_size)
     else:
-        scores = torch_scores(bundle.scoring_model(), torch.from_numpy(normalised), batch_size=batch_size)
+        scores = score(bundle.scoring_model(), torch.from_numpy(normalised), batch_size=batch_size).numpy()
     return Predictions(
         scores=scores,
         labels=(scores >= bundle.threshold).astype(np.int64),
@@ -114,8 +115,8 @@ def to_csv(predictions: Predictions) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["window", predictions.score_kind, "label"])
-    for index, (score, label) in enumerate(zip(predictions.scores, predictions.labels, strict=True)):
-        writer.writerow([index, repr(float(score)), int(label)])
+    for index, (value, label) in enumerate(zip(predictions.scores, predictions.labels, strict=True)):
+        writer.writerow([index, repr(float(value)), int(label)])
     return buffer.getvalue()
 
 

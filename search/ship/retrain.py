@@ -26,8 +26,9 @@ from search.data import DataError, ECGDataset, load_dataset
 from search.errors import UsageError
 from search.ship.bundle import MlflowLogResult, log_bundle_to_mlflow, write_bundle
 from search.training.config import split_config
-from search.training.loop import TrainingDiverged, fit, predict_scores, resolve_device, seed_everything
+from search.training.loop import TrainingDiverged, fit, resolve_device, seed_everything
 from search.training.metrics import classification_metrics, scalar_metrics
+from search.training.scoring import score_windows
 from studies import (
     StudyDefinition,
     StudyMismatch,
@@ -125,7 +126,7 @@ def final_metrics(
     device: torch.device,
 ) -> dict[str, Any]:
     """The full metric set in float32 without autocast: the numbers the exported model reproduces."""
-    scores = predict_scores(model, X, autoencoder=autoencoder, device=device, amp=False)
+    scores = score_windows(model, X, autoencoder=autoencoder, device=device)
     return classification_metrics(y.cpu(), scores, threshold)
 
 

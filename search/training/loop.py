@@ -6,7 +6,6 @@ the loss is summed on the device and copied to the host once per epoch, bf16 aut
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -22,23 +21,17 @@ from torch.nn import functional as F
 from search.errors import UsageError
 from search.training.config import ConfigError, TrainConfig
 from search.training.metrics import choose_threshold, classification_metrics, scalar_metrics
+from search.training.scoring import (
+    ScoringModel,
+    autocast,
+    check_logits,
+    check_reconstruction,
+    eval_batch_size,
+    score,
+)
 
 # How often (in batches) the device-side NaN/inf flag is read back: one host sync per this many steps.
 NAN_CHECK_EVERY = 25
-# Evaluation needs no activations for backward, so on a GPU it runs in larger batches. On a CPU the
-# larger activations fall out of cache: a 512-window batch ran 2.7x slower than 128 for the default
-# cnn here (1,300 vs 3,500 windows/s), so CPU evaluation keeps the training batch size.
-EVAL_BATCH_FACTOR = 4
-CPU_EVAL_BATCH = 128
-
-
-def eval_batch_size(device: torch.device | str, train_batch_size: int | None = None) -> int:
-    """Windows per evaluation forward pass on `device`."""
-    if torch.device(device).type == "cuda":
-        return (train_batch_size or CPU_EVAL_BATCH) * EVAL_BATCH_FACTOR
-    return min(train_batch_size or CPU_EVAL_BATCH, CPU_EVAL_BATCH)
-
-
 # ReduceLROnPlateau settings: halve the learning rate after this many epochs without improvement.
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
@@ -107,76 +100,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager[Any]:
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _check_logits(out: Tensor, n: int) -> Tensor:
-    if out.shape != (n,):
-        raise ValueError(f"a classifier must return logits of shape (batch,) = ({n},), not {tuple(out.shape)}")
-    return out
-
-
-def _check_reconstruction(out: Tensor, x: Tensor) -> Tensor:
-    if out.shape != x.shape:
-        raise ValueError(
-            f"an autoencoder must return a reconstruction of the input's shape {tuple(x.shape)}, got {tuple(out.shape)}"
-        )
-    return out
-
-
-def _raw_outputs(model: nn.Module, X: Tensor, *, autoencoder: bool, batch_size: int, amp: bool) -> Tensor:
-    """Logits (classifiers) or per-window reconstruction MSE (autoencoders), float32, on X's device."""
-    model.eval()
-    parts: list[Tensor] = []
-    with torch.inference_mode(), _autocast(X.device, amp):
-        for start in range(0, X.shape[0], batch_size):
-            xb = X[start : start + batch_size]
-            out = model(xb)
-            if autoencoder:
-                recon = _check_reconstruction(out, xb).float()
-                parts.append((recon - xb.float()).pow(2).mean(dim=tuple(range(1, xb.dim()))))
-            else:
-                parts.append(_check_logits(out, xb.shape[0]).float())
-    if not parts:
-        return torch.empty(0, device=X.device)
-    return torch.cat(parts)
-
-
-def predict_scores(
-    model: nn.Module,
-    X: Tensor,
-    *,
-    autoencoder: bool,
-    device: torch.device | str = "cpu",
-    batch_size: int | None = None,
-    amp: bool = True,
-) -> Tensor:
-    """Anomaly scores as a 1-D CPU float tensor: sigmoid probabilities, or reconstruction errors."""
-    device = torch.device(device)
-    batch_size = batch_size or eval_batch_size(device)
-    model.to(device)
-    raw = _raw_outputs(model, X.to(device), autoencoder=autoencoder, batch_size=batch_size, amp=amp)
-    return (raw if autoencoder else torch.sigmoid(raw)).cpu()
-
-
-def evaluate(
-    model: nn.Module,
-    X: Tensor,
-    y: Tensor,
-    *,
-    autoencoder: bool,
-    threshold: float,
-    device: torch.device | str = "cpu",
-    batch_size: int | None = None,
-) -> dict[str, Any]:
-    """The full metric set at `threshold` (for autoencoders, ROC/PR-AUC are those of the error)."""
-    scores = predict_scores(model, X, autoencoder=autoencoder, device=device, batch_size=batch_size)
-    return classification_metrics(y, scores, threshold)
 
 
 def focal_loss(logits: Tensor, targets: Tensor, *, gamma: float, pos_weight: Tensor | None) -> Tensor:
@@ -276,6 +199,7 @@ def fit(
     scheduler = _make_scheduler(optimizer, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     eval_batch = eval_batch_size(device, cfg.batch_size)
+    scorer = ScoringModel(model, autoencoder)
     threshold_metric = cfg.objective if cfg.objective in AE_THRESHOLD_OBJECTIVES else "f1_macro"
 
     history: list[dict[str, Any]] = []
@@ -296,12 +220,12 @@ def fit(
         for batch in range(n_batches):
             idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             xb = X_train[idx]
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 out = model(xb)
                 if autoencoder:
-                    loss = loss_fn(_check_reconstruction(out, xb), xb)
+                    loss = loss_fn(check_reconstruction(out, xb), xb)
                 else:
-                    loss = loss_fn(_check_logits(out, xb.shape[0]), y_train[idx])
+                    loss = loss_fn(check_logits(out, xb.shape[0]), y_train[idx])
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -322,7 +246,7 @@ def fit(
         train_seconds = time.perf_counter() - epoch_start
 
         # ---- validate ------------------------------------------------------------------------
-        raw = _raw_outputs(model, X_val, autoencoder=autoencoder, batch_size=eval_batch, amp=amp)
+        raw = score(scorer, X_val, batch_size=eval_batch, amp=amp, raw=True)
         if autoencoder:
             val_loss_t = raw[val_normal].mean() if bool(val_normal.any()) else raw.mean()
             scores = raw.cpu()
