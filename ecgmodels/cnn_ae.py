@@ -27,17 +27,11 @@ class CNNAutoencoder(nn.Module):
     def __init__(self, config: CNNAEConfig, *, n_channels: int, seq_len: int) -> None:
         super().__init__()
         self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
-        conv = {
-            "batch_norm": config.batch_norm,
-            "activation": config.activation,
-            "dropout": config.conv_dropout,
-        }
-        layers = (config.out_channels, config.kernel_sizes, config.pool_sizes)
         # Padding to a multiple of all pools makes every pool exact, so the decoder returns that length.
         self.padding = pad_amount(seq_len, math.prod(config.pool_sizes))
-        self.encoder = ConvStack(n_channels, *layers, **conv)
+        self.encoder = ConvStack.from_config(n_channels, config)
         self.bottleneck = nn.Conv1d(self.encoder.out_features, config.latent_channels, kernel_size=1)
-        self.decoder = ConvDecoder(config.latent_channels, *layers, **conv)
+        self.decoder = ConvDecoder.from_config(config.latent_channels, config)
         self.output = output_conv(self.decoder.out_features, n_channels, config.kernel_sizes[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

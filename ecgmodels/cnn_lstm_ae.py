@@ -40,15 +40,9 @@ class CNNLSTMAutoencoder(nn.Module):
     def __init__(self, config: CNNLSTMAEConfig, *, n_channels: int, seq_len: int) -> None:
         super().__init__()
         self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
-        conv = {
-            "batch_norm": config.batch_norm,
-            "activation": config.activation,
-            "dropout": config.conv_dropout,
-        }
-        layers = (config.out_channels, config.kernel_sizes, config.pool_sizes)
         self.padding = pad_amount(seq_len, math.prod(config.pool_sizes))
         self.steps = reduced_length(seq_len + self.padding, config.pool_sizes)
-        self.encoder = ConvStack(n_channels, *layers, **conv)
+        self.encoder = ConvStack.from_config(n_channels, config)
         self.lstm_encoder = make_lstm(
             self.encoder.out_features,
             config.lstm_hidden,
@@ -61,7 +55,7 @@ class CNNLSTMAutoencoder(nn.Module):
         self.lstm_decoder = make_lstm(
             config.latent_dim, config.lstm_hidden, config.lstm_layers, config.lstm_dropout, False
         )
-        self.decoder = ConvDecoder(config.lstm_hidden, *layers, **conv)
+        self.decoder = ConvDecoder.from_config(config.lstm_hidden, config)
         self.output = output_conv(self.decoder.out_features, n_channels, config.kernel_sizes[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
