@@ -35,7 +35,7 @@ from ecgmodels.registry import (
     register,
 )
 from ecgmodels.rhythm import FEATURE_NAMES as RHYTHM_FEATURE_NAMES
-from ecgmodels.rhythm import RhythmBranch, RhythmFeatures
+from ecgmodels.rhythm import RhythmBranch, RhythmFeatures, rhythm_possible
 
 FAMILIES: tuple[str, ...] = tuple(list_models())
 CLASSIFIERS: tuple[str, ...] = tuple(name for name in FAMILIES if not is_autoencoder(name))
@@ -63,4 +63,5 @@ __all__ = [
     "model_param_names",
     "reduced_length",
     "register",
+    "rhythm_possible",
 ]

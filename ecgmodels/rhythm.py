@@ -93,6 +93,11 @@ def min_rhythm_seq_len(fs: float) -> int:
     return 2 * (refractory_samples(fs) + 1)
 
 
+def rhythm_possible(fs: float | None, seq_len: int) -> bool:
+    """Whether rhythm features can be built for this data: fs known and windows long enough."""
+    return fs is not None and fs > 0 and seq_len >= min_rhythm_seq_len(fs)
+
+
 def max_beats(fs: float, seq_len: int) -> int:
     """The most R peaks one window can hold (peaks are more than the refractory period apart)."""
     return min(seq_len, seq_len // (refractory_samples(fs) + 1) + 1)

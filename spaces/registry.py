@@ -67,15 +67,17 @@ def model_params(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key in wanted}
 
 
-def validate_config(config: dict[str, Any], *, n_channels: int, seq_len: int, max_params: int | None = None) -> int:
-    """Build the config's model and return its parameter count.
+def validate_config(
+    config: dict[str, Any], *, n_channels: int, seq_len: int, fs: float | None = None, max_params: int | None = None
+) -> int:
+    """Build the config's model for data sampled at `fs` Hz and return its parameter count.
 
     Raises `ecgmodels.InvalidArchitecture` with the reason when the architecture cannot work or
     has more than `max_params` parameters, and ValueError for an unknown family.
     """
     if "family" not in config:
         raise ValueError(f"config has no 'family' key; expected one of {', '.join(ecgmodels.FAMILIES)}")
-    model = ecgmodels.build(config["family"], n_channels=n_channels, seq_len=seq_len, **model_params(config))
+    model = ecgmodels.build(config["family"], n_channels=n_channels, seq_len=seq_len, fs=fs, **model_params(config))
     n_params = ecgmodels.count_params(model)
     if max_params is not None and n_params > max_params:
         raise ecgmodels.InvalidArchitecture(
