@@ -37,6 +37,10 @@ intervals; validity (1 when the window has at least two intervals, i.e. three be
 values: median RR 1 s (log 0), ratios 1, spreads 0 (log 1 ms), shares 0. Every feature is finite for
 every finite input, flat and all-zero windows included.
 
+Models compute the features from their input after input conditioning (ecgmodels/conditioning.py):
+baseline removal leaves the QRS band as it is, and z-scoring gives every lead the same weight in
+the energy sum, which the search may choose or not.
+
 The features are piecewise constant in the input (peak positions are discrete), so no gradient
 flows through them: the input is detached, and they are computed in float32 even under autocast
 (half precision cannot hold sample positions beyond 2048 exactly).
