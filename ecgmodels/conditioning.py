@@ -47,7 +47,7 @@ def baseline_half_width(fs: float) -> int:
 class MovingAverageBaseline(nn.Module):
     """Centred moving average over the last axis; each edge's trend line continues past it.
 
-    The trend line of an edge goes through the medians of the two halves of the edge's last
+    The trend line of an edge goes through the medians of the two halves of the edge's outermost
     `half_width` samples: medians, because a QRS complex near the edge would tilt a least-squares
     line (by 0.13 of the beat's height in the tests, against 0.03 with medians).
     """
@@ -70,24 +70,27 @@ class MovingAverageBaseline(nn.Module):
         self.register_buffer("left_offsets", left.float(), persistent=False)
         self.register_buffer("right_offsets", right.float(), persistent=False)
 
-    def _median(self, x: torch.Tensor) -> torch.Tensor:
-        ordered = torch.sort(x, dim=-1).values
-        lower, upper = (self.part - 1) // 2, self.part // 2
-        return 0.5 * (ordered[..., lower : lower + 1] + ordered[..., upper : upper + 1])
-
-    def _trend(self, edge: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-        first, second = self._median(edge[..., : self.part]), self._median(edge[..., self.part :])
-        return 0.5 * (first + second) + (second - first) * offsets
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         width = 2 * self.half_width + 1
         mean = x.mean(dim=-1, keepdim=True)
         centred = x - mean
-        left = self._trend(centred[..., : 2 * self.part], self.left_offsets)
-        right = self._trend(centred[..., -2 * self.part :], self.right_offsets)
+        span = 2 * self.part
+        # Both edges' two parts in one sort (one call instead of four: small sorts are call-bound).
+        edges = torch.cat((centred[..., :span], centred[..., -span:]), dim=-1).unflatten(-1, (4, self.part))
+        ordered = torch.sort(edges, dim=-1).values
+        lower, upper = (self.part - 1) // 2, self.part // 2
+        medians = 0.5 * (
+            ordered[..., lower] + ordered[..., upper]
+        )  # (..., 4): left outer, left inner, right inner, right outer
+        left = self._line(medians[..., 0:1], medians[..., 1:2], self.left_offsets)
+        right = self._line(medians[..., 2:3], medians[..., 3:4], self.right_offsets)
         padded = torch.cat((left, centred, right), dim=-1)
         sums = functional.pad(torch.cumsum(padded, dim=-1), (1, 0))
         return mean + (sums[..., width:] - sums[..., :-width]) / width
+
+    @staticmethod
+    def _line(first: torch.Tensor, second: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (first + second) + (second - first) * offsets
 
 
 class InputConditioning(nn.Module):

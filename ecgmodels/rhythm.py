@@ -57,7 +57,7 @@ from torch import nn
 from torch.nn import functional
 
 QRS_BAND_HZ = (5.0, 15.0)
-QRS_FILTER_SECONDS = 0.3
+QRS_FILTER_SECONDS = 0.3  # 0.2 s passed enough T wave to shift a premature R peak by 2 samples
 ENVELOPE_SECONDS = 0.15
 REFRACTORY_SECONDS = 0.25
 PEAK_THRESHOLD = 0.1  # of the window's largest envelope value
