@@ -6,6 +6,16 @@ own fields cooperatively through `_check` (input-independent rules) and `check_i
 depend on the data: leads, sequence length and sampling rate `fs`).
 The sampling rate is a property of the data like the sequence length, never a config field: it
 is passed to `check_input` (and to `build`), and options that need it refuse to work without it.
+
+Flat-config keys of the input and rhythm options (all off by default; a config without them
+builds exactly the model it built before they existed):
+    standardise_windows: bool  every family      per-window, per-lead z-score (conditioning.py)
+    remove_baseline: bool      every family      subtract a ~1 s moving average; needs fs
+    rhythm_branch: bool        cnn, cnn_lstm,    rhythm features (rhythm.py) appended to the pooled
+                               cnn_transformer,  representation before the FC head; needs fs
+                               lstm
+The `rhythm` family (rhythm features → BatchNorm → FC head) has fc_units, fc_dropout,
+activation and the two conditioning keys, and always needs fs.
 Values arrive from JSON as lists, from code as tuples: list fields are stored as tuples so a
 config is hashable, and `to_dict()` gives lists back.
 """

@@ -53,6 +53,11 @@ class SpaceContext:
         return rhythm_possible(self.fs, self.seq_len)
 
 
+def family_possible(family: str, ctx: SpaceContext) -> bool:
+    """Whether a space may offer `family` for this data (the rhythm family needs rhythm features)."""
+    return family != "rhythm" or ctx.rhythm_possible
+
+
 def suggest_training(trial: optuna.Trial, *, autoencoder: bool = False) -> dict[str, Any]:
     """Optimiser, schedule and loss; epochs, objective and seed come from the study, not here."""
     optimizer = trial.suggest_categorical("train_optimizer", ["adam", "adamw", "sgd"])

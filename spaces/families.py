@@ -17,6 +17,7 @@ from spaces.common import (
     ACTIVATIONS,
     MAX_SEQUENCE_STEPS,
     SpaceContext,
+    family_possible,
     suggest_conditioning,
     suggest_conv_stack,
     suggest_downsample,
@@ -79,7 +80,7 @@ def _architecture(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[s
             "latent_dim": trial.suggest_categorical("ae_latent_dim", [8, 16, 32, 64]),
         }
     if family == "rhythm":
-        if not ctx.rhythm_possible:
+        if not family_possible(family, ctx):
             raise ecgmodels.InvalidArchitecture(
                 "the rhythm family needs the data's sampling rate (SpaceContext.fs) and windows of at least "
                 f"two refractory periods; got fs={ctx.fs}, seq_len={ctx.seq_len}"
@@ -97,7 +98,7 @@ def _config(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[str, An
 
 
 def _choose_family(trial: optuna.Trial, ctx: SpaceContext, families: tuple[str, ...]) -> dict[str, Any]:
-    offered = [family for family in families if family != "rhythm" or ctx.rhythm_possible]
+    offered = [family for family in families if family_possible(family, ctx)]
     return _config(trial, ctx, trial.suggest_categorical("family", offered))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 import ecgmodels
-from spaces.common import SpaceContext
+from spaces.common import SpaceContext, family_possible
 
 SpaceFn = Callable[[optuna.Trial, SpaceContext], dict[str, Any]]
 
@@ -29,6 +29,18 @@ class SearchSpace:
 
     def __call__(self, trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
         return self.sample(trial, ctx)
+
+    def offered_families(self, ctx: SpaceContext) -> tuple[str, ...]:
+        """The families this space samples for data described by `ctx`."""
+        return tuple(family for family in self.families if family_possible(family, ctx))
+
+    def check_context(self, ctx: SpaceContext) -> None:
+        """Raises InvalidArchitecture when the space can sample nothing for this data (before a study starts)."""
+        if not self.offered_families(ctx):
+            raise ecgmodels.InvalidArchitecture(
+                f"search space {self.name!r} needs the data's sampling rate and windows long enough for rhythm "
+                f"features (at least two refractory periods); got fs={ctx.fs}, seq_len={ctx.seq_len}"
+            )
 
 
 _SPACES: dict[str, SearchSpace] = {}

@@ -196,3 +196,11 @@ def test_rhythm_space_needs_the_sampling_rate() -> None:
     assert "fc_activation" in trial.params
     with pytest.raises(ecgmodels.InvalidArchitecture, match="needs the data's sampling rate"):
         spaces.get("rhythm")(optuna.create_study().ask(), NO_FS)
+    # What a `start` command can check before it creates a study.
+    spaces.get("rhythm").check_context(CTX)
+    with pytest.raises(ecgmodels.InvalidArchitecture, match="'rhythm' needs the data's sampling rate"):
+        spaces.get("rhythm").check_context(NO_FS)
+    for name in sorted(EXPECTED_SPACES - {"rhythm"}):
+        spaces.get(name).check_context(NO_FS)
+    assert "rhythm" not in spaces.get("all").offered_families(NO_FS)
+    assert spaces.get("all").offered_families(CTX) == ecgmodels.FAMILIES
