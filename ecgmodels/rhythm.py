@@ -128,7 +128,6 @@ class RhythmFeatures(nn.Module):
     """(batch, leads, samples) → (batch, N_FEATURES) beat-timing features; no parameters."""
 
     bandpass: torch.Tensor
-    positions: torch.Tensor
 
     def __init__(self, *, fs: float, seq_len: int) -> None:
         super().__init__()
@@ -136,7 +135,6 @@ class RhythmFeatures(nn.Module):
         taps = torch.tensor(qrs_bandpass_taps(self.fs), dtype=torch.float32)
         # Not persistent (like the positional code): functions of fs and seq_len, not learned state.
         self.register_buffer("bandpass", taps.view(1, 1, -1), persistent=False)
-        self.register_buffer("positions", torch.arange(seq_len, dtype=torch.float32), persistent=False)
         self.envelope_width = _odd(ENVELOPE_SECONDS * self.fs)
         self.refractory = refractory_samples(self.fs)
         self.max_beats = max_beats(self.fs, seq_len)
@@ -145,7 +143,7 @@ class RhythmFeatures(nn.Module):
         """QRS energy (batch, samples): band-passed, squared, summed over leads, smoothed."""
         batch_leads = x.reshape(-1, 1, x.shape[-1])  # every lead through the same one-channel filter
         half = self.bandpass.shape[-1] // 2
-        band = functional.conv1d(functional.pad(batch_leads, (half, half), mode="replicate"), self.bandpass)
+        band = functional.conv1d(functional.pad(batch_leads, (half, half), mode="replicate"), self.bandpass.float())
         energy = band.pow(2).reshape(x.shape).sum(dim=1, keepdim=True)
         smoothed = functional.avg_pool1d(
             energy,
@@ -170,7 +168,9 @@ class RhythmFeatures(nn.Module):
 
     def peak_positions(self, peak: torch.Tensor) -> torch.Tensor:
         """(batch, max_beats) float positions in samples, descending, -1 where there is no beat."""
-        marked = torch.where(peak, self.positions, torch.full_like(self.positions, -1.0))
+        # Made here in float32, not kept as a buffer: model.half() would round positions above 2048.
+        positions = torch.arange(self.seq_len, dtype=torch.float32, device=peak.device)
+        marked = torch.where(peak, positions, torch.full_like(positions, -1.0))
         return torch.topk(marked, self.max_beats, dim=-1).values
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
