@@ -1,16 +1,28 @@
 """ECG model families as plain `nn.Module`s behind a timm-style registry (imports torch only).
 
-    model = ecgmodels.build("cnn_lstm", n_channels=3, seq_len=2000, lstm_hidden=32)
+    model = ecgmodels.build("cnn_lstm", n_channels=3, seq_len=2000, fs=360.0, lstm_hidden=32)
 
 Input is always (batch, leads, samples). Classifiers return logits of shape (batch,);
 autoencoders return a reconstruction of the input's exact shape. No model applies a sigmoid.
+`fs` (Hz) is optional and belongs to the data like `seq_len`: the `rhythm` family and the options
+`remove_baseline` and `rhythm_branch` need it and raise InvalidArchitecture without it.
 """
 
 from __future__ import annotations
 
 # Importing the family modules registers them.
-from ecgmodels import cnn, cnn_ae, cnn_lstm, cnn_lstm_ae, cnn_transformer, lstm, lstm_ae  # noqa: F401
-from ecgmodels.config import MIN_REDUCED_LEN, ModelConfig, reduced_length
+from ecgmodels import (  # noqa: F401
+    cnn,
+    cnn_ae,
+    cnn_lstm,
+    cnn_lstm_ae,
+    cnn_transformer,
+    lstm,
+    lstm_ae,
+    rhythm_classifier,
+)
+from ecgmodels.conditioning import InputConditioning
+from ecgmodels.config import MIN_REDUCED_LEN, ConditioningParams, ModelConfig, RhythmBranchParams, reduced_length
 from ecgmodels.errors import InvalidArchitecture
 from ecgmodels.registry import (
     build,
@@ -22,6 +34,8 @@ from ecgmodels.registry import (
     model_param_names,
     register,
 )
+from ecgmodels.rhythm import FEATURE_NAMES as RHYTHM_FEATURE_NAMES
+from ecgmodels.rhythm import RhythmBranch, RhythmFeatures, rhythm_possible
 
 FAMILIES: tuple[str, ...] = tuple(list_models())
 CLASSIFIERS: tuple[str, ...] = tuple(name for name in FAMILIES if not is_autoencoder(name))
@@ -32,8 +46,14 @@ __all__ = [
     "CLASSIFIERS",
     "FAMILIES",
     "MIN_REDUCED_LEN",
+    "RHYTHM_FEATURE_NAMES",
+    "ConditioningParams",
+    "InputConditioning",
     "InvalidArchitecture",
     "ModelConfig",
+    "RhythmBranch",
+    "RhythmBranchParams",
+    "RhythmFeatures",
     "build",
     "count_params",
     "default_params",
@@ -43,4 +63,5 @@ __all__ = [
     "model_param_names",
     "reduced_length",
     "register",
+    "rhythm_possible",
 ]

@@ -112,6 +112,19 @@ class ConvDecoder(nn.Sequential):
         super().__init__(*layers)
         self.out_features = channels
 
+    @classmethod
+    def from_config(cls, in_channels: int, config: Any) -> ConvDecoder:
+        """The decoder mirroring `ConvStack.from_config(…, config)`, starting from `in_channels`."""
+        return cls(
+            in_channels,
+            config.out_channels,
+            config.kernel_sizes,
+            config.pool_sizes,
+            batch_norm=config.batch_norm,
+            activation=config.activation,
+            dropout=config.conv_dropout,
+        )
+
 
 def output_conv(in_channels: int, n_channels: int, kernel_size: int) -> nn.Conv1d:
     """The last layer of a conv decoder: back to the input's leads, linear (no activation)."""

@@ -1,4 +1,4 @@
-"""1-D CNN classifier: conv stack → flatten | average | max over time → FC head → one logit."""
+"""1-D CNN classifier: conv stack → flatten | average | max over time (+ rhythm features) → FC head → logit."""
 
 from __future__ import annotations
 
@@ -8,13 +8,22 @@ import torch
 from torch import nn
 
 from ecgmodels.blocks import ConvStack, fc_head
-from ecgmodels.config import CNN_HEADS, ConvStackParams, HeadParams, reduced_length
+from ecgmodels.conditioning import InputConditioning
+from ecgmodels.config import (
+    CNN_HEADS,
+    ConditioningParams,
+    ConvStackParams,
+    HeadParams,
+    RhythmBranchParams,
+    reduced_length,
+)
 from ecgmodels.errors import InvalidArchitecture
 from ecgmodels.registry import register
+from ecgmodels.rhythm import RhythmBranch
 
 
 @dataclass(frozen=True, kw_only=True)
-class CNNConfig(HeadParams, ConvStackParams):
+class CNNConfig(RhythmBranchParams, ConditioningParams, HeadParams, ConvStackParams):
     head: str = "avg"
 
     def _check(self) -> None:
@@ -25,16 +34,20 @@ class CNNConfig(HeadParams, ConvStackParams):
 
 @register("cnn", CNNConfig, autoencoder=False)
 class CNN(nn.Module):
-    def __init__(self, config: CNNConfig, *, n_channels: int, seq_len: int) -> None:
+    def __init__(self, config: CNNConfig, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
         super().__init__()
-        self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
+        self.config, self.n_channels, self.seq_len, self.fs = config, n_channels, seq_len, fs
+        self.conditioning = InputConditioning.from_config(config, fs=fs, seq_len=seq_len)
         self.features = ConvStack.from_config(n_channels, config)
         in_features = self.features.out_features
         if config.head == "flatten":
             in_features *= reduced_length(seq_len, config.pool_sizes)
+        self.rhythm = RhythmBranch.from_config(config, fs=fs, seq_len=seq_len)
+        in_features += self.rhythm.out_features
         self.head = fc_head(in_features, config.fc_units, config.fc_dropout, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conditioning(x)
         features = self.features(x)
         # Means and maxima over the time axis, not AdaptiveAvgPool: both export as single ONNX reductions.
         if self.config.head == "avg":
@@ -43,4 +56,4 @@ class CNN(nn.Module):
             pooled = features.amax(dim=-1)
         else:
             pooled = features.flatten(1)
-        return self.head(pooled).squeeze(-1)
+        return self.head(self.rhythm.join(pooled, x)).squeeze(-1)

@@ -1,4 +1,4 @@
-"""CNN-LSTM classifier: conv stack → LSTM over the pooled time steps → final hidden state → FC → logit."""
+"""CNN-LSTM classifier: conv stack → LSTM over the pooled steps → final hidden state (+ rhythm) → FC → logit."""
 
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ import torch
 from torch import nn
 
 from ecgmodels.blocks import ConvStack, fc_head, last_hidden, make_lstm
-from ecgmodels.config import ConvStackParams, HeadParams, LSTMParams
+from ecgmodels.conditioning import InputConditioning
+from ecgmodels.config import ConditioningParams, ConvStackParams, HeadParams, LSTMParams, RhythmBranchParams
 from ecgmodels.registry import register
+from ecgmodels.rhythm import RhythmBranch
 
 
 @dataclass(frozen=True, kw_only=True)
-class CNNLSTMConfig(HeadParams, LSTMParams, ConvStackParams):
+class CNNLSTMConfig(RhythmBranchParams, ConditioningParams, HeadParams, LSTMParams, ConvStackParams):
     pass
 
 
 @register("cnn_lstm", CNNLSTMConfig, autoencoder=False)
 class CNNLSTM(nn.Module):
-    def __init__(self, config: CNNLSTMConfig, *, n_channels: int, seq_len: int) -> None:
+    def __init__(self, config: CNNLSTMConfig, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
         super().__init__()
-        self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
+        self.config, self.n_channels, self.seq_len, self.fs = config, n_channels, seq_len, fs
+        self.conditioning = InputConditioning.from_config(config, fs=fs, seq_len=seq_len)
         self.features = ConvStack.from_config(n_channels, config)
         self.lstm = make_lstm(
             self.features.out_features,
@@ -31,9 +34,13 @@ class CNNLSTM(nn.Module):
             config.bidirectional,
         )
         directions = 2 if config.bidirectional else 1
-        self.head = fc_head(config.lstm_hidden * directions, config.fc_units, config.fc_dropout, config.activation)
+        self.rhythm = RhythmBranch.from_config(config, fs=fs, seq_len=seq_len)
+        in_features = config.lstm_hidden * directions + self.rhythm.out_features
+        self.head = fc_head(in_features, config.fc_units, config.fc_dropout, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conditioning(x)
         steps = self.features(x).transpose(1, 2)  # (batch, steps, channels)
         _, (h_n, _) = self.lstm(steps)
-        return self.head(last_hidden(h_n, self.config.bidirectional)).squeeze(-1)
+        pooled = last_hidden(h_n, self.config.bidirectional)
+        return self.head(self.rhythm.join(pooled, x)).squeeze(-1)

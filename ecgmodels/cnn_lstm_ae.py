@@ -21,12 +21,13 @@ from ecgmodels.blocks import (
     pad_amount,
     pad_end,
 )
-from ecgmodels.config import ConvStackParams, LSTMParams, reduced_length, require_positive
+from ecgmodels.conditioning import InputConditioning
+from ecgmodels.config import ConditioningParams, ConvStackParams, LSTMParams, reduced_length, require_positive
 from ecgmodels.registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
-class CNNLSTMAEConfig(LSTMParams, ConvStackParams):
+class CNNLSTMAEConfig(ConditioningParams, LSTMParams, ConvStackParams):
     lstm_hidden: int = 32
     latent_dim: int = 32
 
@@ -37,18 +38,13 @@ class CNNLSTMAEConfig(LSTMParams, ConvStackParams):
 
 @register("cnn_lstm_ae", CNNLSTMAEConfig, autoencoder=True)
 class CNNLSTMAutoencoder(nn.Module):
-    def __init__(self, config: CNNLSTMAEConfig, *, n_channels: int, seq_len: int) -> None:
+    def __init__(self, config: CNNLSTMAEConfig, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
         super().__init__()
-        self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
-        conv = {
-            "batch_norm": config.batch_norm,
-            "activation": config.activation,
-            "dropout": config.conv_dropout,
-        }
-        layers = (config.out_channels, config.kernel_sizes, config.pool_sizes)
+        self.config, self.n_channels, self.seq_len, self.fs = config, n_channels, seq_len, fs
+        self.conditioning = InputConditioning.from_config(config, fs=fs, seq_len=seq_len)
         self.padding = pad_amount(seq_len, math.prod(config.pool_sizes))
         self.steps = reduced_length(seq_len + self.padding, config.pool_sizes)
-        self.encoder = ConvStack(n_channels, *layers, **conv)
+        self.encoder = ConvStack.from_config(n_channels, config)
         self.lstm_encoder = make_lstm(
             self.encoder.out_features,
             config.lstm_hidden,
@@ -61,10 +57,14 @@ class CNNLSTMAutoencoder(nn.Module):
         self.lstm_decoder = make_lstm(
             config.latent_dim, config.lstm_hidden, config.lstm_layers, config.lstm_dropout, False
         )
-        self.decoder = ConvDecoder(config.lstm_hidden, *layers, **conv)
+        self.decoder = ConvDecoder.from_config(config.lstm_hidden, config)
         self.output = output_conv(self.decoder.out_features, n_channels, config.kernel_sizes[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conditioning.around(self.reconstruct, x)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's reconstruction of an (already conditioned) window."""
         steps = self.encoder(pad_end(x, self.padding)).transpose(1, 2)  # (batch, steps, channels)
         _, (h_n, _) = self.lstm_encoder(steps)
         latent = self.to_latent(last_hidden(h_n, self.config.bidirectional))

@@ -1,8 +1,21 @@
 """Model configs: frozen dataclasses that type-check, normalise and validate their own fields.
 
 A family's config combines the parameter groups it has (conv stack, LSTM, transformer, FC head,
-raw-sequence downsampling) by inheritance; each group checks its own fields cooperatively through
-`_check` (input-independent rules) and `check_input` (rules that depend on the sequence length).
+raw-sequence downsampling, input conditioning, rhythm branch) by inheritance; each group checks its
+own fields cooperatively through `_check` (input-independent rules) and `check_input` (rules that
+depend on the data: leads, sequence length and sampling rate `fs`).
+The sampling rate is a property of the data like the sequence length, never a config field: it
+is passed to `check_input` (and to `build`), and options that need it refuse to work without it.
+
+Flat-config keys of the input and rhythm options (all off by default; a config without them
+builds exactly the model it built before they existed):
+    standardise_windows: bool  every family      per-window, per-lead z-score (conditioning.py)
+    remove_baseline: bool      every family      subtract a ~1 s moving average; needs fs
+    rhythm_branch: bool        cnn, cnn_lstm,    rhythm features (rhythm.py) appended to the pooled
+                               cnn_transformer,  representation before the FC head; needs fs
+                               lstm
+The `rhythm` family (rhythm features → BatchNorm → FC head) has fc_units, fc_dropout,
+activation and the two conditioning keys, and always needs fs.
 Values arrive from JSON as lists, from code as tuples: list fields are stored as tuples so a
 config is hashable, and `to_dict()` gives lists back.
 """
@@ -10,11 +23,14 @@ config is hashable, and `to_dict()` gives lists back.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
 from ecgmodels.blocks import ACTIVATION_NAMES
+from ecgmodels.conditioning import baseline_half_width
 from ecgmodels.errors import InvalidArchitecture
+from ecgmodels.rhythm import min_rhythm_seq_len
 
 # Pooling below this many time steps leaves a sequence too short to carry any rhythm information.
 MIN_REDUCED_LEN = 4
@@ -76,6 +92,38 @@ def require_dropout(name: str, value: float) -> None:
         raise InvalidArchitecture(f"{name} must be in [0, 1), got {value}")
 
 
+def require_activation(name: str, value: str) -> None:
+    if value not in ACTIVATION_NAMES:
+        raise InvalidArchitecture(f"{name} must be one of {', '.join(ACTIVATION_NAMES)}, got {value!r}")
+
+
+def check_fs(fs: Any) -> float | None:
+    """The sampling rate as a float in Hz (None: unknown); anything else is refused."""
+    if fs is None:
+        return None
+    if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not math.isfinite(fs) or fs <= 0:
+        raise InvalidArchitecture(f"fs must be a sampling rate in Hz (a number > 0) or None, got {fs!r}")
+    return float(fs)
+
+
+def require_fs(option: str, fs: float | None) -> float:
+    if fs is None:
+        raise InvalidArchitecture(
+            f"{option} needs the sampling rate of the data: build the model with fs=<Hz> (e.g. fs=360.0 for MIT-BIH)"
+        )
+    return fs
+
+
+def require_rhythm_input(option: str, fs: float | None, seq_len: int) -> None:
+    """Rhythm features need the sampling rate and windows long enough to hold two beats."""
+    shortest = min_rhythm_seq_len(require_fs(option, fs))
+    if seq_len < shortest:
+        raise InvalidArchitecture(
+            f"{option} needs windows of at least {shortest} samples (two refractory periods at {fs:g} Hz), "
+            f"got seq_len {seq_len}"
+        )
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """Base of every family's config."""
@@ -90,12 +138,13 @@ class ModelConfig:
     def _check(self) -> None:
         """Input-independent rules; each parameter group extends this."""
 
-    def check_input(self, *, n_channels: int, seq_len: int) -> None:
-        """Rules that depend on the input shape; each parameter group extends this."""
+    def check_input(self, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
+        """Rules that depend on the data; each parameter group extends this."""
         if isinstance(n_channels, bool) or not isinstance(n_channels, int) or n_channels < 1:
             raise InvalidArchitecture(f"n_channels must be an integer >= 1, got {n_channels!r}")
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
             raise InvalidArchitecture(f"seq_len must be an integer >= 1, got {seq_len!r}")
+        check_fs(fs)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable parameters (lists, not tuples)."""
@@ -130,14 +179,11 @@ class ConvStackParams(ModelConfig):
         if even:
             # An even kernel cannot pad symmetrically, so 'same' padding would shift the signal.
             raise InvalidArchitecture(f"kernel_sizes must be odd, got {list(self.kernel_sizes)}")
-        if self.activation not in ACTIVATION_NAMES:
-            raise InvalidArchitecture(
-                f"activation must be one of {', '.join(ACTIVATION_NAMES)}, got {self.activation!r}"
-            )
+        require_activation("activation", self.activation)
         require_dropout("conv_dropout", self.conv_dropout)
 
-    def check_input(self, *, n_channels: int, seq_len: int) -> None:
-        super().check_input(n_channels=n_channels, seq_len=seq_len)
+    def check_input(self, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
+        super().check_input(n_channels=n_channels, seq_len=seq_len, fs=fs)
         reduced = reduced_length(seq_len, self.pool_sizes)
         if reduced < MIN_REDUCED_LEN:
             raise InvalidArchitecture(
@@ -156,8 +202,8 @@ class DownsampleParams(ModelConfig):
         super()._check()
         require_positive("downsample", self.downsample)
 
-    def check_input(self, *, n_channels: int, seq_len: int) -> None:
-        super().check_input(n_channels=n_channels, seq_len=seq_len)
+    def check_input(self, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
+        super().check_input(n_channels=n_channels, seq_len=seq_len, fs=fs)
         reduced = seq_len // self.downsample
         if reduced < MIN_REDUCED_LEN:
             raise InvalidArchitecture(
@@ -209,3 +255,32 @@ class HeadParams(ModelConfig):
         if any(units < 1 for units in self.fc_units):
             raise InvalidArchitecture(f"fc_units entries must be >= 1, got {list(self.fc_units)}")
         require_dropout("fc_dropout", self.fc_dropout)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConditioningParams(ModelConfig):
+    """Per-window input conditioning (ecgmodels/conditioning.py), applied first in every family."""
+
+    standardise_windows: bool = False
+    remove_baseline: bool = False
+
+    def check_input(self, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
+        super().check_input(n_channels=n_channels, seq_len=seq_len, fs=fs)
+        if not self.remove_baseline:
+            return
+        if baseline_half_width(require_fs("remove_baseline", fs)) < 1:
+            raise InvalidArchitecture(f"remove_baseline needs fs >= 3 Hz (a moving average of 3 samples), got {fs:g}")
+        if seq_len < 2:
+            raise InvalidArchitecture(f"remove_baseline needs windows of at least 2 samples, got seq_len {seq_len}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RhythmBranchParams(ModelConfig):
+    """A classifier's optional side input: the window's rhythm features beside its pooled features."""
+
+    rhythm_branch: bool = False
+
+    def check_input(self, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
+        super().check_input(n_channels=n_channels, seq_len=seq_len, fs=fs)
+        if self.rhythm_branch:
+            require_rhythm_input("rhythm_branch", fs, seq_len)

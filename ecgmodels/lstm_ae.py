@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from ecgmodels.blocks import last_hidden, make_lstm
-from ecgmodels.config import DownsampleParams, LSTMParams, require_positive
+from ecgmodels.conditioning import InputConditioning
+from ecgmodels.config import ConditioningParams, DownsampleParams, LSTMParams, require_positive
 from ecgmodels.registry import register
 
 
 @dataclass(frozen=True, kw_only=True)
-class LSTMAEConfig(LSTMParams, DownsampleParams):
+class LSTMAEConfig(ConditioningParams, LSTMParams, DownsampleParams):
     bidirectional: bool = False
     latent_dim: int = 32
 
@@ -29,9 +30,10 @@ class LSTMAEConfig(LSTMParams, DownsampleParams):
 
 @register("lstm_ae", LSTMAEConfig, autoencoder=True)
 class LSTMAutoencoder(nn.Module):
-    def __init__(self, config: LSTMAEConfig, *, n_channels: int, seq_len: int) -> None:
+    def __init__(self, config: LSTMAEConfig, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
         super().__init__()
-        self.config, self.n_channels, self.seq_len = config, n_channels, seq_len
+        self.config, self.n_channels, self.seq_len, self.fs = config, n_channels, seq_len, fs
+        self.conditioning = InputConditioning.from_config(config, fs=fs, seq_len=seq_len)
         self.steps = seq_len // config.downsample
         self.downsample = nn.AvgPool1d(config.downsample) if config.downsample > 1 else nn.Identity()
         self.lstm_encoder = make_lstm(
@@ -45,6 +47,10 @@ class LSTMAutoencoder(nn.Module):
         self.output = nn.Linear(config.lstm_hidden, n_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conditioning.around(self.reconstruct, x)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's reconstruction of an (already conditioned) window."""
         _, (h_n, _) = self.lstm_encoder(self.downsample(x).transpose(1, 2))
         latent = self.to_latent(last_hidden(h_n, self.config.bidirectional))
         decoded, _ = self.lstm_decoder(latent.unsqueeze(1).repeat(1, self.steps, 1))

@@ -1,8 +1,9 @@
 """timm-style registry: families register their module class and config; `build` makes a model.
 
-A family's module class is constructed as `cls(config, n_channels=..., seq_len=...)` with a
-validated config instance, and keeps all three as attributes (`model.config.to_dict()` gives the
-model parameters back as JSON-ready values).
+A family's module class is constructed as `cls(config, n_channels=..., seq_len=..., fs=...)` with a
+validated config instance, and keeps all four as attributes (`model.config.to_dict()` gives the
+model parameters back as JSON-ready values; `fs`, the sampling rate in Hz or None, belongs to the
+data like `seq_len` and is not one of them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from ecgmodels.config import ModelConfig
+from ecgmodels.config import ModelConfig, check_fs
 
 ModuleT = TypeVar("ModuleT", bound=type[nn.Module])
 
@@ -67,8 +68,12 @@ def default_params(family: str) -> dict[str, Any]:
     return _family(family).config_cls().to_dict()
 
 
-def make_config(family: str, *, n_channels: int, seq_len: int, **params: Any) -> ModelConfig:
-    """Validated config for `family` and this input shape; raises what `build` raises, builds nothing."""
+def make_config(family: str, *, n_channels: int, seq_len: int, fs: float | None = None, **params: Any) -> ModelConfig:
+    """Validated config for `family` and this input; raises what `build` raises, builds nothing.
+
+    `fs` is the data's sampling rate in Hz; options that need it (baseline removal, rhythm
+    features) raise InvalidArchitecture without it.
+    """
     entry = _family(family)
     names = model_param_names(family)
     unknown = sorted(set(params) - names)
@@ -78,14 +83,14 @@ def make_config(family: str, *, n_channels: int, seq_len: int, **params: Any) ->
             f"for model family {family!r}; its parameters: {', '.join(sorted(names))}"
         )
     config = entry.config_cls(**params)
-    config.check_input(n_channels=n_channels, seq_len=seq_len)
+    config.check_input(n_channels=n_channels, seq_len=seq_len, fs=fs)
     return config
 
 
-def build(family: str, *, n_channels: int, seq_len: int, **params: Any) -> nn.Module:
-    """A freshly initialised model of `family` for inputs (batch, n_channels, seq_len)."""
-    config = make_config(family, n_channels=n_channels, seq_len=seq_len, **params)
-    return _family(family).module_cls(config, n_channels=n_channels, seq_len=seq_len)
+def build(family: str, *, n_channels: int, seq_len: int, fs: float | None = None, **params: Any) -> nn.Module:
+    """A freshly initialised model of `family` for inputs (batch, n_channels, seq_len) sampled at `fs` Hz."""
+    config = make_config(family, n_channels=n_channels, seq_len=seq_len, fs=fs, **params)
+    return _family(family).module_cls(config, n_channels=n_channels, seq_len=seq_len, fs=check_fs(fs))
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,8 +1,8 @@
 """Search spaces: `trial -> flat config`, one per model family plus spaces that choose the family.
 
     space = spaces.get("cnn_lstm")
-    config = space(trial, spaces.SpaceContext(n_channels=2, seq_len=2000))
-    n_params = spaces.validate_config(config, n_channels=2, seq_len=2000, max_params=500_000)
+    config = space(trial, spaces.SpaceContext(n_channels=2, seq_len=2000, fs=360.0))
+    n_params = spaces.validate_config(config, n_channels=2, seq_len=2000, fs=360.0, max_params=500_000)
 
 Imports optuna and ecgmodels only.
 """

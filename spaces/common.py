@@ -1,9 +1,18 @@
-"""Parameter groups that several spaces share: training, conv stack, LSTM, transformer, FC head.
+"""Parameter groups that several spaces share: training, conv stack, LSTM, transformer, FC head,
+input conditioning, rhythm branch.
 
 Optuna parameters are scalars with prefixed names (`train_`, `conv_`, `lstm_`, `tf_`, `fc_`,
-`ae_`); each group turns them into the flat config's keys (docs/INTERNALS.md). One Optuna name
-always has one distribution, whichever family suggests it: Optuna refuses a name whose
-distribution changes within a study, and a shared name lets TPE learn across families.
+`ae_`, `cond_`, `rhythm_`); each group turns them into the flat config's keys (docs/INTERNALS.md).
+One Optuna name always has one distribution, whichever family suggests it: Optuna refuses a name
+whose distribution changes within a study, and a shared name lets TPE learn across families.
+
+Input conditioning and rhythm (flat config key <- Optuna name):
+    standardise_windows <- cond_standardise_windows  every family
+    remove_baseline     <- cond_remove_baseline      every family, only when ctx.fs is known
+    rhythm_branch       <- rhythm_branch             cnn, cnn_lstm, cnn_transformer, lstm; fs known
+    activation          <- fc_activation             the rhythm family's head
+An option that is not offered is written as false, so every config spells out what it builds.
+The choice sets depend only on the SpaceContext, which is fixed for a study's whole life.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from typing import Any
 
 import optuna
 
-from ecgmodels import MIN_REDUCED_LEN
+from ecgmodels import MIN_REDUCED_LEN, rhythm_possible
 
 CONV_MAX_LAYERS = 5
 CONV_MAX_CHANNELS = 128
@@ -27,10 +36,26 @@ MAX_SEQUENCE_STEPS = 256
 
 @dataclass(frozen=True)
 class SpaceContext:
-    """What a space needs to know about the data to keep its architectures valid."""
+    """What a space needs to know about the data to keep its architectures valid.
+
+    `fs` is the sampling rate in Hz when known: only then are baseline removal, the rhythm
+    branch and the rhythm family offered. A study must keep one context for its whole life:
+    Optuna refuses a categorical parameter whose choices change within a study.
+    """
 
     n_channels: int
     seq_len: int
+    fs: float | None = None
+
+    @property
+    def rhythm_possible(self) -> bool:
+        """Whether rhythm features can be built for this data (fs known, windows long enough)."""
+        return rhythm_possible(self.fs, self.seq_len)
+
+
+def family_possible(family: str, ctx: SpaceContext) -> bool:
+    """Whether a space may offer `family` for this data (the rhythm family needs rhythm features)."""
+    return family != "rhythm" or ctx.rhythm_possible
 
 
 def suggest_training(trial: optuna.Trial, *, autoencoder: bool = False) -> dict[str, Any]:
@@ -143,6 +168,23 @@ def suggest_head(trial: optuna.Trial) -> dict[str, Any]:
         "fc_units": [width // 2**index for index in range(layers)],
         "fc_dropout": trial.suggest_float("fc_dropout", 0.0, 0.5),
     }
+
+
+def suggest_conditioning(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
+    """Per-window z-scoring and baseline removal (the latter needs the sampling rate)."""
+    return {
+        "standardise_windows": trial.suggest_categorical("cond_standardise_windows", [False, True]),
+        "remove_baseline": (
+            trial.suggest_categorical("cond_remove_baseline", [False, True]) if ctx.fs is not None else False
+        ),
+    }
+
+
+def suggest_rhythm_branch(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
+    """Whether a classifier sees the window's rhythm features beside its own (needs the sampling rate)."""
+    if not ctx.rhythm_possible:
+        return {"rhythm_branch": False}
+    return {"rhythm_branch": trial.suggest_categorical("rhythm_branch", [False, True])}
 
 
 def _neighbour(pool: int, direction: int) -> int:

@@ -1,6 +1,9 @@
 """One space per model family, and spaces that choose among families.
 
-Ranges start from what the notebooks tuned by hand and stay small enough for CPU trials.
+Ranges start from what the notebooks tuned by hand and stay small enough for CPU trials. Every
+family also samples the input conditioning, and every classifier but `rhythm` the rhythm branch
+(spaces/common.py). The `rhythm` family is offered by `classifiers` and `all` only when the
+context knows the sampling rate (and the windows are long enough for rhythm features).
 """
 
 from __future__ import annotations
@@ -11,12 +14,16 @@ import optuna
 
 import ecgmodels
 from spaces.common import (
+    ACTIVATIONS,
     MAX_SEQUENCE_STEPS,
     SpaceContext,
+    family_possible,
+    suggest_conditioning,
     suggest_conv_stack,
     suggest_downsample,
     suggest_head,
     suggest_lstm,
+    suggest_rhythm_branch,
     suggest_training,
     suggest_transformer,
 )
@@ -25,6 +32,16 @@ from spaces.registry import register
 
 def _model(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[str, Any]:
     """The model part of a config of `family` (the same parameters whichever space asks)."""
+    params = _architecture(trial, ctx, family)
+    names = ecgmodels.model_param_names(family)
+    if "standardise_windows" in names:
+        params.update(suggest_conditioning(trial, ctx))
+    if "rhythm_branch" in names:
+        params.update(suggest_rhythm_branch(trial, ctx))
+    return params
+
+
+def _architecture(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[str, Any]:
     if family == "cnn":
         return {
             **suggest_conv_stack(trial, ctx),
@@ -62,6 +79,13 @@ def _model(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[str, Any
             **suggest_lstm(trial),
             "latent_dim": trial.suggest_categorical("ae_latent_dim", [8, 16, 32, 64]),
         }
+    if family == "rhythm":
+        if not family_possible(family, ctx):
+            raise ecgmodels.InvalidArchitecture(
+                "the rhythm family needs the data's sampling rate (SpaceContext.fs) and windows of at least "
+                f"two refractory periods; got fs={ctx.fs}, seq_len={ctx.seq_len}"
+            )
+        return {**suggest_head(trial), "activation": trial.suggest_categorical("fc_activation", list(ACTIVATIONS))}
     raise ValueError(f"no search space for model family {family!r}")
 
 
@@ -74,7 +98,8 @@ def _config(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[str, An
 
 
 def _choose_family(trial: optuna.Trial, ctx: SpaceContext, families: tuple[str, ...]) -> dict[str, Any]:
-    return _config(trial, ctx, trial.suggest_categorical("family", list(families)))
+    offered = [family for family in families if family_possible(family, ctx)]
+    return _config(trial, ctx, trial.suggest_categorical("family", offered))
 
 
 @register("cnn", families=("cnn",))
@@ -119,9 +144,15 @@ def lstm_ae(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
     return _config(trial, ctx, "lstm_ae")
 
 
+@register("rhythm", families=("rhythm",))
+def rhythm(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
+    """R-R interval features from an in-graph R-peak detector, then an FC head (needs the sampling rate)."""
+    return _config(trial, ctx, "rhythm")
+
+
 @register("classifiers", families=ecgmodels.CLASSIFIERS)
 def classifiers(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
-    """Every classifier family; the sampler chooses the family too."""
+    """Every classifier family (rhythm only when the sampling rate is known); the sampler chooses the family too."""
     return _choose_family(trial, ctx, ecgmodels.CLASSIFIERS)
 
 
@@ -133,5 +164,5 @@ def autoencoders(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
 
 @register("all", families=ecgmodels.FAMILIES)
 def all_families(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
-    """Every family, classifiers and autoencoders, scored by the same objective."""
+    """Every family, classifiers and autoencoders, scored by the same objective (rhythm needs the sampling rate)."""
     return _choose_family(trial, ctx, ecgmodels.FAMILIES)

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 
 import ecgmodels
-from spaces.common import SpaceContext
+from spaces.common import SpaceContext, family_possible
 
 SpaceFn = Callable[[optuna.Trial, SpaceContext], dict[str, Any]]
 
@@ -31,6 +31,18 @@ class SearchSpace:
 
     def __call__(self, trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
         return self.sample(trial, ctx)
+
+    def offered_families(self, ctx: SpaceContext) -> tuple[str, ...]:
+        """The families this space samples for data described by `ctx`."""
+        return tuple(family for family in self.families if family_possible(family, ctx))
+
+    def check_context(self, ctx: SpaceContext) -> None:
+        """Raises InvalidArchitecture when the space can sample nothing for this data (before a study starts)."""
+        if not self.offered_families(ctx):
+            raise ecgmodels.InvalidArchitecture(
+                f"search space {self.name!r} needs the data's sampling rate and windows long enough for rhythm "
+                f"features (at least two refractory periods); got fs={ctx.fs}, seq_len={ctx.seq_len}"
+            )
 
 
 _SPACES: dict[str, SearchSpace] = {}
@@ -69,15 +81,17 @@ def model_params(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key in wanted}
 
 
-def validate_config(config: dict[str, Any], *, n_channels: int, seq_len: int, max_params: int | None = None) -> int:
-    """Build the config's model and return its parameter count.
+def validate_config(
+    config: dict[str, Any], *, n_channels: int, seq_len: int, fs: float | None = None, max_params: int | None = None
+) -> int:
+    """Build the config's model for data sampled at `fs` Hz and return its parameter count.
 
     Raises `ecgmodels.InvalidArchitecture` with the reason when the architecture cannot work or
     has more than `max_params` parameters, and ValueError for an unknown family.
     """
     if "family" not in config:
         raise ValueError(f"config has no 'family' key; expected one of {', '.join(ecgmodels.FAMILIES)}")
-    model = ecgmodels.build(config["family"], n_channels=n_channels, seq_len=seq_len, **model_params(config))
+    model = ecgmodels.build(config["family"], n_channels=n_channels, seq_len=seq_len, fs=fs, **model_params(config))
     n_params = ecgmodels.count_params(model)
     if max_params is not None and n_params > max_params:
         raise ecgmodels.InvalidArchitecture(

@@ -13,8 +13,9 @@ import ecgmodels
 import spaces
 from spaces.common import MAX_SEQUENCE_STEPS, fit_pool_sizes
 
-N_CHANNELS, SEQ_LEN = 3, 2000
-CTX = spaces.SpaceContext(n_channels=N_CHANNELS, seq_len=SEQ_LEN)
+N_CHANNELS, SEQ_LEN, FS = 3, 2000, 360.0
+CTX = spaces.SpaceContext(n_channels=N_CHANNELS, seq_len=SEQ_LEN, fs=FS)
+NO_FS = spaces.SpaceContext(n_channels=N_CHANNELS, seq_len=SEQ_LEN)
 N_TRIALS = 50
 EXPECTED_SPACES = {
     "cnn",
@@ -24,6 +25,7 @@ EXPECTED_SPACES = {
     "cnn_ae",
     "cnn_lstm_ae",
     "lstm_ae",
+    "rhythm",
     "classifiers",
     "autoencoders",
     "all",
@@ -74,7 +76,7 @@ def test_space_samples_valid_configs(name: str) -> None:
         # Every key is a model parameter of the family or a training field (split_config checks).
         split_family, params, _train = split_config({**config, "epochs": 2, "objective": "roc_auc", "seed": 0})
         assert split_family == family and params == spaces.model_params(config)
-        n_params = spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN)
+        n_params = spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN, fs=FS)
         assert n_params > 0
         if smallest is None or n_params < smallest[0]:
             smallest = (n_params, config)
@@ -86,7 +88,7 @@ def test_space_samples_valid_configs(name: str) -> None:
         assert smallest is not None
         config = smallest[1]
         family = config["family"]
-        model = ecgmodels.build(family, n_channels=N_CHANNELS, seq_len=SEQ_LEN, **spaces.model_params(config))
+        model = ecgmodels.build(family, n_channels=N_CHANNELS, seq_len=SEQ_LEN, fs=FS, **spaces.model_params(config))
         with torch.no_grad():
             output = model.eval()(torch.zeros(2, N_CHANNELS, SEQ_LEN))
         expected = (2, N_CHANNELS, SEQ_LEN) if ecgmodels.is_autoencoder(family) else (2,)
@@ -101,14 +103,18 @@ def test_one_optuna_name_has_one_distribution_everywhere() -> None:
                 seen[param].add(repr(distribution))
     conflicts = {param: dists for param, dists in seen.items() if len(dists) > 1}
     assert conflicts == {}
-    prefixes = ("train_", "conv_", "lstm_", "tf_", "fc_", "ae_", "cnn_")
+    prefixes = ("train_", "conv_", "lstm_", "tf_", "fc_", "ae_", "cnn_", "cond_", "rhythm_")
     assert all(param.startswith(prefixes) for param in seen)
 
 
-def test_short_sequences_keep_pooling_valid() -> None:
-    ctx = spaces.SpaceContext(n_channels=1, seq_len=100)
+@pytest.mark.parametrize("fs", [None, FS])
+def test_short_sequences_keep_pooling_valid(fs: float | None) -> None:
+    # At 360 Hz 100 samples cannot hold the two refractory periods rhythm features need.
+    ctx = spaces.SpaceContext(n_channels=1, seq_len=100, fs=fs)
+    assert not ctx.rhythm_possible
     for config, _ in sample("classifiers", 30, ctx=ctx, seed=2):
-        spaces.validate_config(config, n_channels=1, seq_len=100)
+        assert config["family"] != "rhythm" and not config["rhythm_branch"]
+        spaces.validate_config(config, n_channels=1, seq_len=100, fs=fs)
 
 
 def test_fit_pool_sizes() -> None:
@@ -129,15 +135,17 @@ def test_sequence_families_pool_to_at_most_max_steps() -> None:
 
 def test_validate_config_rejects_with_the_reason() -> None:
     config, _ = sample("cnn", 1)[0]
-    n_params = spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN)
-    assert spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN, max_params=n_params) == n_params
+    n_params = spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN, fs=FS)
+    assert (
+        spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN, fs=FS, max_params=n_params) == n_params
+    )
     with pytest.raises(ecgmodels.InvalidArchitecture, match=rf"{n_params} parameters > max_params {n_params - 1}"):
-        spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN, max_params=n_params - 1)
+        spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN, fs=FS, max_params=n_params - 1)
     too_much_pooling = {**config, "out_channels": [8, 8], "kernel_sizes": [3, 3], "pool_sizes": [4, 4]}
     with pytest.raises(ecgmodels.InvalidArchitecture, match="pool_sizes"):
-        spaces.validate_config(too_much_pooling, n_channels=N_CHANNELS, seq_len=20)
+        spaces.validate_config(too_much_pooling, n_channels=N_CHANNELS, seq_len=20, fs=FS)
     with pytest.raises(ValueError, match="'family'"):
-        spaces.validate_config({"lr": 0.001}, n_channels=N_CHANNELS, seq_len=SEQ_LEN)
+        spaces.validate_config({"lr": 0.001}, n_channels=N_CHANNELS, seq_len=SEQ_LEN, fs=FS)
 
 
 def test_sgd_samples_its_own_learning_rate_range() -> None:
@@ -148,3 +156,51 @@ def test_sgd_samples_its_own_learning_rate_range() -> None:
     assert by_optimizer["sgd"] and by_optimizer["adam"] + by_optimizer["adamw"]
     assert all(1e-3 <= lr <= 1e-1 for lr in by_optimizer["sgd"])
     assert all(1e-4 <= lr <= 3e-3 for lr in by_optimizer["adam"] + by_optimizer["adamw"])
+
+
+def test_new_options_are_sampled_for_every_family_when_fs_is_known() -> None:
+    seen: dict[str, set] = defaultdict(set)
+    for config, trial in sample("all", 120, seed=4):
+        family = config["family"]
+        seen["family"].add(family)
+        assert "cond_standardise_windows" in trial.params and "cond_remove_baseline" in trial.params
+        for key in ("standardise_windows", "remove_baseline", "rhythm_branch"):
+            if key in config:
+                seen[key].add(config[key])
+        has_branch = family in ecgmodels.CLASSIFIERS and family != "rhythm"
+        assert ("rhythm_branch" in trial.params) is has_branch
+        assert ("rhythm_branch" in config) is has_branch
+    assert seen["family"] == set(ecgmodels.FAMILIES)
+    assert seen["standardise_windows"] == seen["remove_baseline"] == seen["rhythm_branch"] == {False, True}
+
+
+@pytest.mark.parametrize("name", ["classifiers", "all", "cnn", "cnn_ae", "lstm"])
+def test_without_fs_nothing_that_needs_it_is_offered(name: str) -> None:
+    for config, trial in sample(name, 30, ctx=NO_FS, seed=5):
+        assert config["family"] != "rhythm"
+        assert "cond_remove_baseline" not in trial.params and "rhythm_branch" not in trial.params
+        assert config["remove_baseline"] is False and config.get("rhythm_branch", False) is False
+        assert "cond_standardise_windows" in trial.params
+        # Buildable by a caller that does not know the sampling rate.
+        spaces.validate_config(config, n_channels=N_CHANNELS, seq_len=SEQ_LEN)
+    if name in ("classifiers", "all"):
+        study = optuna.create_study()
+        trial = study.ask()
+        spaces.get(name)(trial, NO_FS)
+        assert "rhythm" not in trial.distributions["family"].choices
+
+
+def test_rhythm_space_needs_the_sampling_rate() -> None:
+    config, trial = sample("rhythm", 1)[0]
+    assert config["family"] == "rhythm" and config["activation"] in spaces.common.ACTIVATIONS
+    assert "fc_activation" in trial.params
+    with pytest.raises(ecgmodels.InvalidArchitecture, match="needs the data's sampling rate"):
+        spaces.get("rhythm")(optuna.create_study().ask(), NO_FS)
+    # What a `start` command can check before it creates a study.
+    spaces.get("rhythm").check_context(CTX)
+    with pytest.raises(ecgmodels.InvalidArchitecture, match="'rhythm' needs the data's sampling rate"):
+        spaces.get("rhythm").check_context(NO_FS)
+    for name in sorted(EXPECTED_SPACES - {"rhythm"}):
+        spaces.get(name).check_context(NO_FS)
+    assert "rhythm" not in spaces.get("all").offered_families(NO_FS)
+    assert spaces.get("all").offered_families(CTX) == ecgmodels.FAMILIES

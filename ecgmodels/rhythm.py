@@ -1,0 +1,278 @@
+"""Beat timing (R-R intervals) of a window, computed in the graph from the signal itself.
+
+Why: on inter-patient MIT-BIH splits the R-R intervals of a crude R-peak detector fed to a logistic
+regression beat every searched CNN (ROC-AUC 0.82 against 0.60–0.73); CNNs do not learn beat timing
+from a few thousand windows. `RhythmFeatures` hands that timing to a model as ~10 numbers per
+window, so the `rhythm` family (features → FC head) and any classifier's `rhythm_branch` (features
+beside the pooled representation) can use it.
+
+Design (every step a plain tensor op with shapes fixed at build time, so the whole detector
+traces, exports to ONNX opset 17 with a dynamic batch axis and runs identically in onnxruntime):
+
+1. QRS band: a fixed FIR band-pass of about 5–15 Hz (Hamming-windowed sinc, 0.3 s of taps, made
+   zero-mean so baseline offsets and wander never leak through), applied per lead as a conv1d
+   buffer designed with numpy from `fs`. Replicate padding: the zero-DC filter sees a constant
+   continuation at the window's edges, so no edge step looks like a beat.
+2. Envelope: the band-passed signal squared and summed over leads (a missing, all-zero lead adds
+   nothing, a lead that carries the beats carries the detection), smoothed by a 150 ms moving
+   average so one QRS complex gives one hump.
+3. R peaks: samples equal to the maximum of the envelope within ±250 ms (max_pool1d, stride 1)
+   that are above 10 % of the window's largest envelope value (and above a floor of 1e-9 of the
+   window's power, so float rounding in a flat window is not taken for beats). The ±250 ms window is the
+   refractory period: two peaks are always more than 250 ms apart (at most 240 bpm). Of a plateau
+   of equal values only the first sample counts, and the first and last sample of the window never
+   do (the envelope only rises towards the edge there: the true peak lies outside the window).
+4. Positions: `topk(where(peak, arange, -1), K)` with K the most beats a window can hold
+   (seq_len // (refractory + 1) + 1): the detected positions in descending order, then -1s.
+   R-R intervals are the differences of neighbours that are both valid.
+5. Masked statistics over the valid intervals (median by sort + gather, never a Python branch on
+   data). Whatever a window lacks (no beat, one beat, one interval) gets a neutral value, and the
+   validity feature says whether the variability features mean anything.
+
+Features (FEATURE_NAMES, seconds or ratios; log-scaled where they span orders of magnitude):
+beats per second; log median RR (s); log RR standard deviation and log RMSSD (s, with a 1 ms floor
+below the sample resolution of ECG rates so a perfectly regular train stays finite); shortest and
+longest RR over the median; share of premature (RR < 0.85 × median) and late (RR > 1.15 × median)
+intervals; validity (1 when the window has at least two intervals, i.e. three beats). Undefined
+values: median RR 1 s (log 0), ratios 1, spreads 0 (log 1 ms), shares 0. Every feature is finite for
+every finite input, flat and all-zero windows included.
+
+Models compute the features from their input after input conditioning (ecgmodels/conditioning.py):
+baseline removal leaves the QRS band as it is, and z-scoring gives every lead the same weight in
+the energy sum, which the search may choose or not.
+
+The features are piecewise constant in the input (peak positions are discrete), so no gradient
+flows through them: the input is detached, and they are computed in float32 even under autocast
+(half precision cannot hold sample positions beyond 2048 exactly).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+QRS_BAND_HZ = (5.0, 15.0)
+QRS_FILTER_SECONDS = 0.3  # 0.2 s passed enough T wave to shift a premature R peak by 2 samples
+ENVELOPE_SECONDS = 0.15
+REFRACTORY_SECONDS = 0.25
+PEAK_THRESHOLD = 0.1  # of the window's largest envelope value
+# Of the window's mean power (leads summed): float32 rounding leaves ~1e-13 of it in the envelope of
+# a flat window, which a threshold relative to the envelope alone would take for beats.
+NOISE_FLOOR = 1e-9
+PREMATURE_RATIO = 0.85
+LATE_RATIO = 1.15
+SPREAD_FLOOR_SECONDS = 1e-3
+MIN_INTERVALS_FOR_VALIDITY = 2
+
+FEATURE_NAMES: tuple[str, ...] = (
+    "beats_per_second",
+    "log_median_rr",
+    "log_rr_std",
+    "log_rmssd",
+    "min_rr_ratio",
+    "max_rr_ratio",
+    "premature_share",
+    "late_share",
+    "rhythm_valid",
+)
+N_FEATURES = len(FEATURE_NAMES)
+
+
+def _odd(samples: float) -> int:
+    """The nearest odd whole number of samples, at least 1 (odd so filters stay centred)."""
+    return max(1, 2 * math.floor(samples / 2) + 1)
+
+
+def refractory_samples(fs: float) -> int:
+    return max(1, round(REFRACTORY_SECONDS * fs))
+
+
+def min_rhythm_seq_len(fs: float) -> int:
+    """The shortest window rhythm features accept: long enough to hold two refractory periods."""
+    return 2 * (refractory_samples(fs) + 1)
+
+
+def rhythm_possible(fs: float | None, seq_len: int) -> bool:
+    """Whether rhythm features can be built for this data: fs known and windows long enough."""
+    return fs is not None and fs > 0 and seq_len >= min_rhythm_seq_len(fs)
+
+
+def max_beats(fs: float, seq_len: int) -> int:
+    """The most R peaks one window can hold (peaks are more than the refractory period apart)."""
+    return min(seq_len, seq_len // (refractory_samples(fs) + 1) + 1)
+
+
+def qrs_bandpass_taps(fs: float) -> np.ndarray:
+    """Zero-mean Hamming-windowed sinc band-pass over QRS_BAND_HZ, unit gain at the band's centre."""
+    n_taps = _odd(QRS_FILTER_SECONDS * fs)
+    t = np.arange(n_taps) - (n_taps - 1) / 2
+
+    def low_pass(cutoff_hz: float) -> np.ndarray:
+        return 2 * cutoff_hz / fs * np.sinc(2 * cutoff_hz / fs * t)
+
+    low, high = QRS_BAND_HZ
+    high = min(high, 0.45 * fs)  # a low sampling rate caps the band below its Nyquist frequency
+    taps = (low_pass(high) - low_pass(min(low, high / 2))) * np.hamming(n_taps)
+    taps -= taps.mean()  # exactly zero gain at DC: offsets and slow wander never reach the envelope
+    centre = math.sqrt(low * high)
+    gain = abs(np.sum(taps * np.exp(-2j * np.pi * centre / fs * np.arange(n_taps))))
+    return taps / gain if gain > 0 else taps
+
+
+class RhythmFeatures(nn.Module):
+    """(batch, leads, samples) → (batch, N_FEATURES) beat-timing features; no parameters."""
+
+    bandpass: torch.Tensor
+
+    def __init__(self, *, fs: float, seq_len: int) -> None:
+        super().__init__()
+        self.fs, self.seq_len = float(fs), seq_len
+        taps = torch.tensor(qrs_bandpass_taps(self.fs), dtype=torch.float32)
+        # Not persistent (like the positional code): functions of fs and seq_len, not learned state.
+        self.register_buffer("bandpass", taps.view(1, 1, -1), persistent=False)
+        self.envelope_width = _odd(ENVELOPE_SECONDS * self.fs)
+        self.refractory = refractory_samples(self.fs)
+        self.max_beats = max_beats(self.fs, seq_len)
+
+    def envelope(self, x: torch.Tensor) -> torch.Tensor:
+        """QRS energy (batch, samples): band-passed, squared, summed over leads, smoothed."""
+        batch_leads = x.reshape(-1, 1, x.shape[-1])  # every lead through the same one-channel filter
+        half = self.bandpass.shape[-1] // 2
+        band = functional.conv1d(functional.pad(batch_leads, (half, half), mode="replicate"), self.bandpass.float())
+        energy = band.pow(2).reshape(x.shape).sum(dim=1, keepdim=True)
+        smoothed = functional.avg_pool1d(
+            energy,
+            self.envelope_width,
+            stride=1,
+            padding=self.envelope_width // 2,
+            count_include_pad=False,
+        )
+        return smoothed.squeeze(1)
+
+    def peaks(self, envelope: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Boolean (batch, samples): the R peaks detected in `envelope`, the envelope of window `x`."""
+        reach = self.refractory
+        local_max = functional.max_pool1d(envelope.unsqueeze(1), 2 * reach + 1, stride=1, padding=reach).squeeze(1)
+        noise_floor = NOISE_FLOOR * x.pow(2).mean(dim=-1).sum(dim=-1, keepdim=True)
+        threshold = torch.maximum(PEAK_THRESHOLD * envelope.amax(dim=-1, keepdim=True), noise_floor)
+        peak = (envelope == local_max) & (envelope > threshold)
+        # Only the first sample of a plateau, never the window's first or last sample.
+        edge = torch.zeros_like(peak[:, :1])
+        previous = torch.cat((~edge, peak[:, :-1]), dim=-1)
+        return torch.cat(((peak & ~previous)[:, :-1], edge), dim=-1)
+
+    def peak_positions(self, peak: torch.Tensor) -> torch.Tensor:
+        """(batch, max_beats) float positions in samples, descending, -1 where there is no beat."""
+        # Made here in float32, not kept as a buffer: model.half() would round positions above 2048.
+        positions = torch.arange(self.seq_len, dtype=torch.float32, device=peak.device)
+        marked = torch.where(peak, positions, torch.full_like(positions, -1.0))
+        return torch.topk(marked, self.max_beats, dim=-1).values
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._features(x.detach().float())
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        positions = self.peak_positions(self.peaks(self.envelope(x), x))
+        beat = positions >= 0
+        n_beats = beat.sum(dim=-1).to(x.dtype)
+        beats_per_second = n_beats * (self.fs / self.seq_len)
+
+        # Positions descend, so a valid later neighbour means both ends of the interval are beats.
+        rr = (positions[:, :-1] - positions[:, 1:]) / self.fs
+        valid = beat[:, 1:]
+        count = valid.sum(dim=-1)
+        n = count.to(x.dtype)
+        has_rr = count > 0
+        denominator = n.clamp(min=1.0)
+        zeros = torch.zeros_like(rr)
+
+        longest_possible = self.seq_len / self.fs + 1.0
+        ascending = torch.sort(torch.where(valid, rr, zeros + longest_possible), dim=-1).values
+        lower = ((count - 1).clamp(min=0) // 2).unsqueeze(-1)
+        upper = (count // 2).unsqueeze(-1)
+        median = 0.5 * (ascending.gather(-1, lower) + ascending.gather(-1, upper)).squeeze(-1)
+        median = torch.where(has_rr, median, torch.ones_like(median))
+
+        mean = torch.where(valid, rr, zeros).sum(dim=-1) / denominator
+        variance = torch.where(valid, (rr - mean.unsqueeze(-1)).pow(2), zeros).sum(dim=-1) / denominator
+        rr_std = variance.clamp(min=0.0).sqrt()
+
+        successive = rr[:, :-1] - rr[:, 1:]
+        successive_valid = valid[:, 1:]
+        n_successive = successive_valid.sum(dim=-1).to(x.dtype).clamp(min=1.0)
+        rmssd = (torch.where(successive_valid, successive.pow(2), zeros[:, 1:]).sum(dim=-1) / n_successive).sqrt()
+
+        shortest = torch.where(has_rr, ascending[:, 0], median)
+        longest = torch.where(valid, rr, zeros).amax(dim=-1)
+        longest = torch.where(has_rr, longest, median)
+        reference = median.unsqueeze(-1)
+        premature = (valid & (rr < PREMATURE_RATIO * reference)).sum(dim=-1).to(x.dtype) / denominator
+        late = (valid & (rr > LATE_RATIO * reference)).sum(dim=-1).to(x.dtype) / denominator
+
+        features = [
+            beats_per_second,
+            median.log(),
+            (rr_std + SPREAD_FLOOR_SECONDS).log(),
+            (rmssd + SPREAD_FLOOR_SECONDS).log(),
+            shortest / median,
+            longest / median,
+            premature,
+            late,
+            (count >= MIN_INTERVALS_FOR_VALIDITY).to(x.dtype),
+        ]
+        return torch.stack(features, dim=-1)
+
+
+class FeatureNorm(nn.BatchNorm1d):
+    """BatchNorm1d over per-window features that also takes a training batch of one.
+
+    The trainer's last batch can hold a single window, which BatchNorm refuses in training mode
+    (one value per feature has no variance): such a batch is normalised with the running
+    statistics and leaves them unchanged. Evaluation and export are plain BatchNorm1d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] == 1:
+            return functional.batch_norm(
+                x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(x)
+
+
+class RhythmBranch(nn.Module):
+    """Rhythm features standardised per feature (learned scale and shift), or nothing when disabled.
+
+    A classifier keeps one (`model.rhythm`) and feeds `join(pooled, x)` to its FC head: the pooled
+    representation with the rhythm features appended when `rhythm_branch` is on, unchanged (and no
+    parameters, so the same state_dict as before the branch existed) when it is off.
+    """
+
+    def __init__(self, *, fs: float | None, seq_len: int, enabled: bool = True) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.out_features = N_FEATURES if enabled else 0
+        if enabled:
+            if fs is None:
+                raise ValueError("rhythm features need the sampling rate fs")
+            self.features = RhythmFeatures(fs=fs, seq_len=seq_len)
+            self.norm = FeatureNorm(N_FEATURES)
+
+    @classmethod
+    def from_config(cls, config: Any, *, fs: float | None, seq_len: int) -> RhythmBranch:
+        """The branch a classifier's `rhythm_branch` asks for."""
+        return cls(fs=fs, seq_len=seq_len, enabled=config.rhythm_branch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.features(x))
+
+    def join(self, pooled: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """`pooled` (batch, features) with the window's normalised rhythm features appended."""
+        if not self.enabled:
+            return pooled
+        return torch.cat((pooled, self(x).to(pooled.dtype)), dim=-1)

@@ -1,0 +1,238 @@
+"""ecgmodels.rhythm: the in-graph R-peak detector and its R-R features on beat trains of known timing."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import ecgmodels
+from ecgmodels.rhythm import FEATURE_NAMES, FeatureNorm, RhythmFeatures, qrs_bandpass_taps
+
+SECONDS = 5.5
+# 72 bpm (0.8333 s) with one premature beat (0.5 s after its predecessor) and its compensatory pause.
+BEAT_TIMES = (0.25, 1.0833, 1.9167, 2.4167, 3.5833, 4.4167, 5.25)
+
+
+def beat_train(fs: float, beat_times=BEAT_TIMES, *, seconds: float = SECONDS, noise: float = 0.0) -> torch.Tensor:
+    """(1, 3, samples) ECG-like leads: narrow QRS spikes, wide T waves, offsets, wander, a missing lead."""
+    seq_len = round(seconds * fs)
+    t = torch.arange(seq_len, dtype=torch.float64) / fs
+    qrs = torch.zeros(seq_len, dtype=torch.float64)
+    t_waves = torch.zeros(seq_len, dtype=torch.float64)
+    for beat in beat_times:
+        centre = round(beat * fs) / fs  # beats on sample positions, so the expected RRs are exact
+        qrs += torch.exp(-0.5 * ((t - centre) / 0.01) ** 2)
+        t_waves += 0.3 * torch.exp(-0.5 * ((t - centre - 0.3) / 0.05) ** 2)
+    wander = 0.8 * torch.sin(2 * torch.pi * 0.2 * t + 1.0)
+    leads = torch.stack([qrs + t_waves + wander + 2.0, -0.4 * (qrs + t_waves) + 0.5 * wander, torch.zeros(seq_len)])
+    if noise:
+        leads[:2] += noise * torch.randn(2, seq_len, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return leads.float().unsqueeze(0)
+
+
+def expected_rr(fs: float, beat_times=BEAT_TIMES) -> np.ndarray:
+    positions = np.array([round(beat * fs) for beat in beat_times])
+    return np.diff(positions) / fs
+
+
+def feature(features: torch.Tensor, name: str) -> torch.Tensor:
+    return features[..., FEATURE_NAMES.index(name)]
+
+
+@pytest.mark.parametrize("fs", [128.0, 250.0, 360.0, 500.0])
+def test_detector_finds_every_beat_and_no_t_wave(fs: float) -> None:
+    x = beat_train(fs, noise=0.02)
+    detector = RhythmFeatures(fs=fs, seq_len=x.shape[-1])
+    found = detector.peaks(detector.envelope(x), x).nonzero()[:, 1].numpy()
+    truth = np.array([round(beat * fs) for beat in BEAT_TIMES])
+    assert len(found) == len(truth)
+    # The envelope is symmetric around a symmetric QRS: peaks land on it to within a sample.
+    assert np.abs(found - truth).max() <= 1
+
+
+@pytest.mark.parametrize("fs", [250.0, 360.0])
+def test_features_match_the_known_rr_intervals(fs: float) -> None:
+    x = beat_train(fs)
+    detector = RhythmFeatures(fs=fs, seq_len=x.shape[-1])
+    features = detector(x)[0]
+    positions = detector.peak_positions(detector.peaks(detector.envelope(x), x))[0]
+    found = np.sort(positions[positions >= 0].numpy()).astype(np.float64)
+    rr, truth = np.diff(found) / fs, expected_rr(fs)
+    one_sample = 1.0 / fs
+    # Every interval within a sample of the truth (the T wave before the premature beat may shift
+    # its envelope peak by one)...
+    assert np.abs(np.diff(found) - truth * fs).max() <= 1.0 + 1e-6
+    median = np.median(truth)
+    assert np.exp(feature(features, "log_median_rr").item()) == pytest.approx(median, abs=one_sample)
+    assert feature(features, "min_rr_ratio").item() == pytest.approx(truth.min() / median, abs=2 * one_sample / median)
+    assert feature(features, "max_rr_ratio").item() == pytest.approx(truth.max() / median, abs=2 * one_sample / median)
+    assert feature(features, "premature_share").item() == pytest.approx(1 / 6)  # the premature beat
+    assert feature(features, "late_share").item() == pytest.approx(1 / 6)  # its compensatory pause
+    # ...and the masked in-graph statistics are exactly numpy's on the detected intervals.
+    assert feature(features, "beats_per_second").item() == pytest.approx(len(BEAT_TIMES) / SECONDS, rel=1e-3)
+    expected = {
+        "log_median_rr": np.log(np.median(rr)),
+        "log_rr_std": np.log(rr.std() + 1e-3),
+        "log_rmssd": np.log(np.sqrt(np.mean(np.diff(rr) ** 2)) + 1e-3),
+        "min_rr_ratio": rr.min() / np.median(rr),
+        "max_rr_ratio": rr.max() / np.median(rr),
+        "rhythm_valid": 1.0,
+    }
+    for name, value in expected.items():
+        assert feature(features, name).item() == pytest.approx(value, abs=1e-5), name
+
+
+def test_a_regular_rhythm_has_no_premature_or_late_beats() -> None:
+    fs = 360.0
+    times = tuple(0.3 + 0.75 * index for index in range(7))  # 80 bpm
+    features = RhythmFeatures(fs=fs, seq_len=round(SECONDS * fs))(beat_train(fs, times))[0]
+    assert np.exp(feature(features, "log_median_rr").item()) == pytest.approx(0.75, abs=1 / fs)
+    assert feature(features, "min_rr_ratio").item() == pytest.approx(1.0, abs=0.01)
+    assert feature(features, "max_rr_ratio").item() == pytest.approx(1.0, abs=0.01)
+    assert feature(features, "premature_share").item() == feature(features, "late_share").item() == 0.0
+    assert feature(features, "log_rr_std").item() < np.log(2 / fs)  # below the sample resolution
+
+
+def test_features_do_not_depend_on_amplitude_offset_or_lead_order() -> None:
+    fs = 360.0
+    x = beat_train(fs)
+    detector = RhythmFeatures(fs=fs, seq_len=x.shape[-1])
+    reference = detector(x)
+    torch.testing.assert_close(detector(1000.0 * x - 50.0), reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(detector(1e-3 * x), reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(detector(x.flip(1)), reference)
+
+
+@pytest.mark.parametrize(
+    ("case", "beats"),
+    [("zeros", 0), ("constant", 0), ("one beat", 1), ("two beats", 2), ("noise", None), ("huge", None)],
+)
+def test_degenerate_windows_give_finite_neutral_features(case: str, beats: int | None) -> None:
+    fs = 360.0
+    seq_len = round(SECONDS * fs)
+    x = {
+        "zeros": torch.zeros(1, 3, seq_len),
+        "constant": torch.full((1, 3, seq_len), -3.7),
+        "one beat": beat_train(fs, (2.0,)),
+        "two beats": beat_train(fs, (2.0, 2.8)),
+        "noise": torch.randn(1, 3, seq_len, generator=torch.Generator().manual_seed(1)),
+        "huge": 1e15 * torch.randn(1, 3, seq_len, generator=torch.Generator().manual_seed(2)),
+    }[case]
+    features = RhythmFeatures(fs=fs, seq_len=seq_len)(x)[0]
+    assert features.shape == (len(FEATURE_NAMES),)
+    assert torch.isfinite(features).all(), dict(zip(FEATURE_NAMES, features.tolist(), strict=True))
+    if beats is None:
+        return
+    assert feature(features, "beats_per_second").item() == pytest.approx(beats / SECONDS, abs=1e-3)
+    assert feature(features, "rhythm_valid").item() == 0.0  # fewer than two intervals
+    if beats < 2:
+        assert feature(features, "log_median_rr").item() == 0.0  # 1 s: neutral
+        assert feature(features, "min_rr_ratio").item() == feature(features, "max_rr_ratio").item() == 1.0
+    else:
+        assert np.exp(feature(features, "log_median_rr").item()) == pytest.approx(0.8, abs=1 / fs)
+
+
+def test_band_pass_rejects_dc_and_passes_the_qrs_band() -> None:
+    fs = 360.0
+    taps = qrs_bandpass_taps(fs)
+    assert len(taps) % 2 == 1 and abs(taps.sum()) < 1e-12
+
+    def gain(hz: float) -> float:
+        return abs(np.sum(taps * np.exp(-2j * np.pi * hz / fs * np.arange(len(taps)))))
+
+    assert gain(10.0) == pytest.approx(1.0, abs=0.05)
+    assert gain(0.5) < 0.05 and gain(40.0) < 0.01 and gain(60.0) < 0.01  # wander, muscle, mains
+
+
+def test_features_stay_in_float32_under_autocast() -> None:
+    fs = 250.0
+    x = beat_train(fs)
+    detector = RhythmFeatures(fs=fs, seq_len=x.shape[-1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = detector(x)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, detector(x))
+
+
+def test_no_gradient_flows_into_the_features() -> None:
+    x = beat_train(250.0).requires_grad_(True)
+    features = RhythmFeatures(fs=250.0, seq_len=x.shape[-1])(x)
+    assert not features.requires_grad
+
+
+def test_feature_norm_takes_a_training_batch_of_one_without_moving_its_statistics() -> None:
+    norm = FeatureNorm(len(FEATURE_NAMES)).train()
+    norm(torch.randn(8, len(FEATURE_NAMES)))
+    mean, var = norm.running_mean.clone(), norm.running_var.clone()
+    single = torch.randn(1, len(FEATURE_NAMES))
+    out = norm(single)
+    assert torch.equal(norm.running_mean, mean) and torch.equal(norm.running_var, var)
+    torch.testing.assert_close(out, norm.eval()(single))
+
+
+# The legacy exporter's deprecation notice and tracer notes about shapes fixed at build time.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning")
+def test_rhythm_features_export_to_onnx_and_trace_with_a_dynamic_batch() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    fs = 250.0
+    seq_len = round(SECONDS * fs)
+    detector = RhythmFeatures(fs=fs, seq_len=seq_len).eval()
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        detector,
+        (torch.randn(2, 3, seq_len),),
+        buffer,
+        dynamo=False,
+        opset_version=17,
+        input_names=["ecg"],
+        output_names=["features"],
+        dynamic_axes={"ecg": {0: "batch"}, "features": {0: "batch"}},
+    )
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    traced = torch.jit.trace(detector, torch.randn(2, 3, seq_len))
+    generator = torch.Generator().manual_seed(3)
+    synthetic = torch.cat(
+        [
+            beat_train(fs, noise=0.05),
+            beat_train(fs, (0.5, 1.2, 2.5, 3.0, 3.6, 4.9)),
+            beat_train(fs, (2.0,)),
+            torch.zeros(1, 3, seq_len),
+        ]
+    )
+    for x in (
+        torch.randn(1, 3, seq_len, generator=generator),
+        torch.randn(5, 3, seq_len, generator=generator),
+        synthetic,
+    ):
+        with torch.no_grad():
+            expected = detector(x)
+        (got,) = session.run(None, {"ecg": x.numpy()})
+        assert got.shape == (x.shape[0], len(FEATURE_NAMES))
+        assert np.abs(got - expected.numpy()).max() < 1e-4
+        torch.testing.assert_close(traced(x), expected)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning", "ignore::torch.jit.TracerWarning")
+def test_a_classifier_with_a_rhythm_branch_traces_with_a_dynamic_batch() -> None:
+    fs = 250.0
+    seq_len = round(SECONDS * fs)
+    model = ecgmodels.build(
+        "cnn",
+        n_channels=3,
+        seq_len=seq_len,
+        fs=fs,
+        out_channels=[4, 4],
+        kernel_sizes=[5, 3],
+        pool_sizes=[4, 4],
+        fc_units=[],
+        rhythm_branch=True,
+        standardise_windows=True,
+        remove_baseline=True,
+    ).eval()
+    traced = torch.jit.trace(model, torch.randn(2, 3, seq_len))
+    x = torch.cat([beat_train(fs), torch.randn(3, 3, seq_len)])
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x), model(x))
