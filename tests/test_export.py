@@ -105,7 +105,9 @@ def test_onnx_gives_the_pytorch_scores_on_real_windows_for_any_batch(small_real_
 def test_every_family_exports_to_onnx_with_the_same_scores(family, real, tmp_path):
     dataset, normalised, norm = real
     seed_everything(0)
-    model = ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, **tiny_params(family))
+    model = ecgmodels.build(
+        family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.meta["fs"], **tiny_params(family)
+    )
     config = join_config(family, tiny_params(family), TrainConfig())
     out = tmp_path / family
     cfg = write_bundle(

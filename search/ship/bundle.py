@@ -398,7 +398,7 @@ def render_readme(cfg: dict[str, Any], metrics: dict[str, Any], *, out_name: str
         "import json, torch, ecgmodels",
         f'cfg = json.load(open("{out_name}/config.json"))',
         'model = ecgmodels.build(cfg["family"], n_channels=cfg["n_channels"], '
-        'seq_len=cfg["window_length"], **cfg["model_params"])',
+        'seq_len=cfg["window_length"], fs=cfg["sampling_rate_hz"], **cfg["model_params"])',
         f'model.load_state_dict(torch.load("{out_name}/model.pt", weights_only=True))',
         "model.eval()",
         'mean = torch.tensor(cfg["normalisation"]["mean"]).view(1, -1, 1)',
@@ -465,7 +465,11 @@ def load_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{path / CONFIG_FILE} lacks the field(s) {', '.join(missing)}")
     try:
         model = ecgmodels.build(
-            cfg["family"], n_channels=int(cfg["n_channels"]), seq_len=int(cfg["window_length"]), **cfg["model_params"]
+            cfg["family"],
+            n_channels=int(cfg["n_channels"]),
+            seq_len=int(cfg["window_length"]),
+            fs=cfg.get("sampling_rate_hz"),
+            **cfg["model_params"],
         )
     except ValueError as error:
         raise BundleError(f"{path / CONFIG_FILE}: cannot rebuild the model ({error})") from None
