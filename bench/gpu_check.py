@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="folder for the results (default: gpu_check_results, --quick: a temp dir)",
+        help="results folder (default: gpu_check_results; --quick: a temp dir)",
     )
     parser.add_argument("--budget-s", type=float, default=480.0, help="wall-clock budget of the whole check")
     args = parser.parse_args(argv)
