@@ -480,3 +480,14 @@ def test_cli_check_says_what_missing_groups_and_rate_mean(tmp_path: Path, capsys
     assert "--cv will treat each window as its own patient" in output
     assert "sampling rate: unknown" in output and "assume 10-second windows, i.e. 4 Hz for 40 samples" in output
     assert "warning" not in output
+
+
+def test_the_data_layer_imports_nothing_above_it() -> None:
+    code = (
+        "import sys; import search.data, search.data.check, search.data.folds, search.data.mitdb, "
+        "search.data.synth; print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    above = ("search.cli", "search.optimize", "search.ship", "search.report", "search.training", "search.tracking")
+    others = ("studies", "spaces", "ecgmodels", "optuna", "mlflow", "rich", "sklearn", "wfdb")  # sklearn, wfdb: lazily
+    assert [name for name in loaded if name.startswith(above) or name.split(".")[0] in others] == []

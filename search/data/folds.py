@@ -14,7 +14,6 @@ import copy
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from search.data.dataset import ECGDataset, split_counts
 from search.data.errors import DataError
@@ -100,6 +99,9 @@ def fold_datasets(data: ECGDataset, folds: np.ndarray | torch.Tensor) -> list[EC
 
 
 def _split(labels: np.ndarray, ids: np.ndarray, k: int, seed: int) -> np.ndarray:
+    # scikit-learn (and the pandas it loads) only when folds are made: it doubles `import search.data`.
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
     # When every window is its own group (no group ids), StratifiedKFold is the same split rule
     # without StratifiedGroupKFold's per-group Python loop (seconds on tens of thousands of windows).
     if len(np.unique(ids)) == len(ids):
