@@ -109,6 +109,8 @@ def test_fold_datasets_split_the_pooled_train_and_val_and_leave_test_alone() -> 
     assert sorted(seen_val_rows) == list(range(len(folds)))
     with pytest.raises(ValueError, match="one each"):
         fold_datasets(data, folds[:-1])
+    with pytest.raises(ValueError, match="expected every fold 0 … 3 to hold windows"):
+        fold_datasets(data, np.where(folds == 1, 3, folds))
 
 
 @pytest.mark.mitdb

@@ -70,7 +70,8 @@ def dataset_folds(data: ECGDataset, k: int, seed: int) -> np.ndarray:
 
 def fold_datasets(data: ECGDataset, folds: np.ndarray | torch.Tensor) -> list[ECGDataset]:
     """One dataset per fold: validation = the pooled train+val windows of that fold, training = the
-    others (in pooled order), test untouched. Indexing happens on `data`'s device."""
+    others (in pooled order), test untouched (the same tensors). Indexing happens on `data`'s device;
+    each fold holds its own copy of the pooled windows, so k folds take k times train+val in memory."""
     pooled = {
         kind: torch.cat([getattr(data, f"{kind}_{split}") for split in POOLED_SPLITS])
         for kind in ("X", "y", *(("groups",) if data.has_groups else ()))
@@ -79,6 +80,10 @@ def fold_datasets(data: ECGDataset, folds: np.ndarray | torch.Tensor) -> list[EC
     if len(fold_of) != len(pooled["y"]):
         raise ValueError(f"{len(fold_of)} fold indices for {len(pooled['y'])} train+val windows; expected one each")
     k = int(fold_of.max()) + 1
+    if int(fold_of.min()) < 0 or bool((torch.bincount(fold_of, minlength=k) == 0).any()):
+        raise ValueError(
+            f"fold indices {sorted(set(fold_of.tolist()))}; expected every fold 0 … {k - 1} to hold windows"
+        )
     views = []
     for fold in range(k):
         held_out = fold_of == fold
