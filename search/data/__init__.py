@@ -6,7 +6,7 @@ from search.data.check import CheckReport, check_report
 from search.data.dataset import ASSUMED_WINDOW_S, FIELDS, GROUP_FIELDS, SPLITS, ECGDataset, NormStats
 from search.data.errors import DataError
 from search.data.folds import dataset_folds, fold_datasets, patient_folds
-from search.data.loading import load_dataset
+from search.data.loading import load_dataset, load_failure_reason
 from search.data.mitdb import prepare_mitdb
 from search.data.synth import make_synthetic
 
@@ -23,6 +23,7 @@ __all__ = [
     "dataset_folds",
     "fold_datasets",
     "load_dataset",
+    "load_failure_reason",
     "make_synthetic",
     "patient_folds",
     "prepare_mitdb",
