@@ -226,8 +226,8 @@ def _meta(
         "paced records 102 104 107 217 excluded unless --no-exclude-paced (then train/val pool)",
         "records": {split: records for split, records in records_by_split.items()},
         "patients": {
-            "rule": "groups_<split>.pt holds the patient of each window: its record number, except "
-            "record 202, a second recording of the subject of record 201 (id 201)",
+            "rule": "groups_<split>.pt holds the patient of each window: the number of its subject's "
+            "first record (its own record number, unless same_subject_as names an earlier record)",
             "same_subject_as": dict(SAME_SUBJECT_AS),
             **{split: sorted({patient_of(r) for r in records}) for split, records in records_by_split.items()},
         },

@@ -91,7 +91,7 @@ def make_synthetic(
     if not 0 < anomaly_fraction < 1:
         raise UsageError(f"--anomaly-fraction {anomaly_fraction}: expected a fraction between 0 and 1")
     if patients_per_split < 1:
-        raise UsageError(f"--patients-per-split {patients_per_split}: expected at least 1")
+        raise UsageError(f"patients per split {patients_per_split}: expected at least 1")
     if n_leads < 1:
         raise UsageError(f"--n-leads {n_leads}: expected at least 1")
     if fs < 50:
