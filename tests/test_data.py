@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from search.cli import main
-from search.data import FIELDS, DataError, ECGDataset, NormStats, load_dataset
+from search.data import FIELDS, SPLITS, DataError, ECGDataset, NormStats, load_dataset
 
 N_LEADS, SEQ_LEN = 3, 40
 
@@ -298,3 +300,194 @@ def test_cli_check_exit_codes_for_bad_data(tmp_path: Path, capsys: pytest.Captur
     bad["y_test"] = torch.ones(12)
     assert main(["data", "check", str(write_folder(tmp_path / "bad", bad))]) == 3
     assert "y_test" in capsys.readouterr().err
+
+
+# --- patient group ids, the sampling rate, load failures ------------------------------------------------
+
+# The fingerprint every dataset without group ids had before group ids existed (studies record it).
+FINGERPRINT_BEFORE_GROUPS = "808eea80f03a1ca9463bae4c5b1ab7e0cd9197ecf315bdadde01eee36afbaa32"
+
+
+def fixed_arrays() -> dict[str, torch.Tensor]:
+    """Arrays that need no random generator, so their fingerprint can be written down."""
+    arrays = {}
+    for index, split in enumerate(("train", "val", "test")):
+        arrays[f"X_{split}"] = torch.arange(6 * 2 * 5, dtype=torch.float32).reshape(6, 2, 5) / (index + 3)
+        arrays[f"y_{split}"] = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    return arrays
+
+
+def make_groups(n: int = 12, shared: int | None = None) -> dict[str, torch.Tensor]:
+    """Four patients of three windows per split, ids distinct across splits; `shared` also in test."""
+    groups = {f"groups_{split}": torch.arange(n) // 3 + 10 * index for index, split in enumerate(SPLITS)}
+    if shared is not None:
+        groups["groups_test"][0] = shared
+    return groups
+
+
+def with_rows_numbered(arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """X[i, 0, 0] = i in every split, so a row can be traced through subsets."""
+    for split in SPLITS:
+        arrays[f"X_{split}"][:, 0, 0] = torch.arange(len(arrays[f"y_{split}"]), dtype=torch.float32)
+    return arrays
+
+
+def test_group_ids_round_trip_through_load_save_subset_to_and_normalised(tmp_path: Path) -> None:
+    arrays = with_rows_numbered(make_arrays(n=30))
+    groups = {f"groups_{split}": torch.arange(30) % 7 + 100 * i for i, split in enumerate(SPLITS)}
+    data = load_dataset(write_folder(tmp_path / "in", {**arrays, **groups}))
+    assert data.has_groups and data.groups_train.dtype == torch.int64
+    assert torch.equal(data.groups("val"), groups["groups_val"])
+
+    small = data.subset(max_train=10, max_val=8, max_test=6, seed=2)
+    for split in SPLITS:
+        rows = small.split(split)[0][:, 0, 0].long()  # which original rows were kept
+        assert torch.equal(small.groups(split), groups[f"groups_{split}"][rows])
+    small.save(tmp_path / "out")
+    back = load_dataset(tmp_path / "out")
+    assert {f"groups_{s}.pt" for s in SPLITS} <= set(back.meta["files"])
+    assert back.has_groups and back.fingerprint() == small.fingerprint()
+    for split in SPLITS:
+        assert torch.equal(back.groups(split), small.groups(split))
+    scaled, _ = back.to("cpu").normalised()
+    assert torch.equal(scaled.groups_test, back.groups_test)
+
+
+def test_npz_group_keys_are_read(tmp_path: Path) -> None:
+    arrays = {name: value.numpy() for name, value in {**make_arrays(), **make_groups()}.items()}
+    arrays["groups_val"] = arrays["groups_val"].astype(np.int32)  # any integer type
+    np.savez(tmp_path / "ecg.npz", **arrays)
+    data = load_dataset(tmp_path / "ecg.npz")
+    assert data.has_groups and data.groups_val.dtype == torch.int64
+    assert data.groups_val.tolist() == arrays["groups_val"].tolist()
+
+
+def test_partial_group_ids_are_refused_naming_what_is_missing(tmp_path: Path) -> None:
+    partial = {**make_arrays(), "groups_train": make_groups()["groups_train"]}
+    write_folder(tmp_path / "folder", partial)
+    with pytest.raises(DataError) as caught:
+        load_dataset(tmp_path / "folder")
+    message = str(caught.value)
+    assert "groups_val.pt" in message and "groups_test.pt" in message and "all three" in message
+    assert caught.value.field == "groups_val, groups_test"
+
+    arrays = {name: value.numpy() for name, value in {**make_arrays(), **make_groups()}.items()}
+    del arrays["groups_test"]
+    np.savez(tmp_path / "partial.npz", **arrays)
+    with pytest.raises(DataError, match=r"partial\.npz \[groups_test\]: missing groups_test"):
+        load_dataset(tmp_path / "partial.npz")
+    with pytest.raises(ValueError, match="groups_train only"):
+        ECGDataset(**make_arrays(), groups_train=make_groups()["groups_train"])
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (torch.arange(12).float(), "expected integer patient ids"),
+        (torch.arange(12).reshape(12, 1), "expected shape (N,)"),
+        (torch.arange(11), "has 11 ids but y_val has 12 labels"),
+        (np.array(["a"] * 12), "expected numbers"),
+    ],
+)
+def test_bad_group_ids_name_file_field_and_expectation(tmp_path: Path, value: object, expected: str) -> None:
+    error = load_error(tmp_path, **{**make_groups(), "groups_val": value})
+    assert error.field == "groups_val" and "groups_val.pt" in str(error) and expected in str(error)
+
+
+def test_fingerprint_covers_group_ids_and_is_unchanged_without_them() -> None:
+    assert ECGDataset.from_arrays(fixed_arrays()).fingerprint() == FINGERPRINT_BEFORE_GROUPS
+    grouped = {**fixed_arrays(), **make_groups(n=6)}
+    with_groups = ECGDataset.from_arrays(grouped).fingerprint()
+    assert with_groups != FINGERPRINT_BEFORE_GROUPS
+    grouped["groups_test"] = grouped["groups_test"].clone()
+    grouped["groups_test"][2] = 99
+    assert ECGDataset.from_arrays(grouped).fingerprint() != with_groups
+
+
+def test_saving_without_groups_removes_stale_group_files(tmp_path: Path) -> None:
+    ECGDataset.from_arrays({**make_arrays(), **make_groups()}).save(tmp_path)
+    assert (tmp_path / "groups_train.pt").is_file()
+    ECGDataset.from_arrays(make_arrays(seed=1)).save(tmp_path)
+    assert not any(tmp_path.glob("groups_*.pt")) and not load_dataset(tmp_path).has_groups
+
+
+def test_completed_write_needs_every_file_it_recorded(tmp_path: Path) -> None:
+    from search.data.store import completed_write
+
+    settings = {"dataset": "unit"}
+    ECGDataset.from_arrays({**make_arrays(), **make_groups()}, meta={"prepare": settings}).save(tmp_path)
+    assert completed_write(tmp_path, settings) is not None
+    (tmp_path / "groups_val.pt").unlink()
+    assert completed_write(tmp_path, settings) is None
+
+
+def test_sampling_rate_comes_from_meta_json(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, make_arrays())
+    assert load_dataset(folder).fs is None
+    (folder / "meta.json").write_text(json.dumps({"fs": 250}))
+    data = load_dataset(folder)
+    assert data.fs == 250.0 and data.subset(max_train=6).fs == 250.0
+    (folder / "meta.json").write_text(json.dumps({"fs": "fast"}))
+    with pytest.raises(DataError) as caught:
+        load_dataset(folder)
+    assert caught.value.field == "fs" and "meta.json" in str(caught.value) and "positive number" in str(caught.value)
+
+
+def test_a_pickled_object_names_its_type_and_never_advises_unsafe_loading(tmp_path: Path) -> None:
+    write_folder(tmp_path, make_arrays())
+    torch.save({"window": Fraction(1, 3)}, tmp_path / "X_val.pt")  # not allowlisted for weights-only loading
+    with pytest.raises(DataError) as caught:
+        load_dataset(tmp_path)
+    message = str(caught.value)
+    assert caught.value.field == "X_val" and "fractions.Fraction" in message
+    assert "saved with torch.save" in message
+    for advice in ("weights_only` set to `False", "Re-running", "can still be loaded", "safe_globals", "\x1b"):
+        assert advice not in message
+
+
+def test_load_failure_reason_keeps_the_cause_and_drops_the_advice() -> None:
+    from search.data.loading import load_failure_reason
+
+    truncated = RuntimeError(
+        "PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal "
+        "miniz error. If you are seeing this error, there is a high likelihood that your checkpoint file is corrupted."
+    )
+    assert (
+        load_failure_reason(truncated)
+        == "PytorchStreamReader failed reading zip archive: failed finding central directory"
+    )
+    advice_only = pickle.UnpicklingError(
+        "Re-running `torch.load` with `weights_only` set to `False` will likely succeed, but it can result in "
+        "arbitrary code execution.\nWeightsUnpickler error: \n\nUnsupported operand 110\n\nCheck the documentation"
+    )
+    assert load_failure_reason(advice_only) == "Unsupported operand 110"
+    assert load_failure_reason(pickle.UnpicklingError("Re-running with weights_only=False")) == "UnpicklingError"
+
+
+def test_cli_check_reports_patients_and_shared_patients(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = write_folder(tmp_path / "grouped", {**make_arrays(), **make_groups(shared=11)})
+    (folder / "meta.json").write_text(json.dumps({"dataset": "unit", "fs": 4}))
+    assert main(["data", "check", str(folder)]) == 0
+    output = " ".join(capsys.readouterr().out.split())
+    assert "patients" in output and "4 Hz (10-second windows of 40 samples)" in output
+    assert "1 patient is in both a training split and test: 11 (val, test)" in output
+    assert load_dataset(folder).fingerprint() in output
+
+
+def test_cli_check_says_what_missing_groups_and_rate_mean(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "check", str(write_folder(tmp_path, make_arrays()))]) == 0
+    output = " ".join(capsys.readouterr().out.split())
+    assert "--cv will treat each window as its own patient" in output
+    assert "sampling rate: unknown" in output and "assume 10-second windows, i.e. 4 Hz for 40 samples" in output
+    assert "warning" not in output
+
+
+def test_the_data_layer_imports_nothing_above_it() -> None:
+    code = (
+        "import sys; import search.data, search.data.check, search.data.folds, search.data.mitdb, "
+        "search.data.synth; print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    above = ("search.cli", "search.optimize", "search.ship", "search.report", "search.training", "search.tracking")
+    others = ("studies", "spaces", "ecgmodels", "optuna", "mlflow", "rich", "sklearn", "wfdb")  # sklearn, wfdb: lazily
+    assert [name for name in loaded if name.startswith(above) or name.split(".")[0] in others] == []

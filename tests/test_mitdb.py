@@ -1,4 +1,4 @@
-"""The real MIT-BIH conversion: reference counts, inter-patient split, leads, labels, CLI."""
+"""The real MIT-BIH conversion: reference counts, inter-patient split, patients, leads, labels, CLI."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from search.cli import main
-from search.data import DataError, load_dataset, prepare_mitdb
-from search.data.mitdb import DS1, DS2, PACED, choose_validation_records
+from search.data import DataError, check_report, load_dataset, prepare_mitdb
+from search.data.mitdb import DS1, DS2, PACED, choose_validation_records, patient_of
 from search.data.store import completed_write
 from search.data.wfdb_records import window_labels
 
@@ -37,6 +37,9 @@ def test_reference_counts_are_reproduced_exactly(meta: dict) -> None:
     assert counts["train"]["labelled_1"] + counts["val"]["labelled_1"] == 2190
     assert (counts["test"]["windows"], counts["test"]["labelled_1"]) == (3960, 2312)
     assert all(detail["windows"] == 180 for detail in meta["records_detail"].values())
+    # The prepared set: the 44 records of DS1 and DS2 (the four paced records are dropped).
+    prepared = [sum(counts[split][key] for split in counts) for key in ("windows", "labelled_1")]
+    assert prepared == [7920, 4502]
 
 
 def test_tensors_match_meta_and_pass_validation(mitdb_prepared_dir: Path, meta: dict) -> None:
@@ -58,6 +61,30 @@ def test_inter_patient_split_has_no_record_in_two_splits(meta: dict) -> None:
     assert len(val) == round(0.2 * len(DS1))
     assert sum(meta["records_detail"][r]["labelled_1"] for r in val) > 0
     assert sum(meta["records_detail"][r]["labelled_1"] for r in val) < 180 * len(val)
+
+
+def test_each_window_carries_its_patient_and_201_202_are_one(mitdb_prepared_dir: Path, meta: dict) -> None:
+    data = load_dataset(mitdb_prepared_dir)
+    assert data.has_groups and data.fs == 200
+    for split in ("train", "val", "test"):
+        expected = [patient_of(record) for record in meta["records"][split] for _ in range(180)]
+        assert data.groups(split).tolist() == expected
+        assert meta["patients"][split] == sorted(set(expected))
+    assert patient_of("202") == patient_of("201") == 201 and patient_of("100") == 100
+    assert [len(meta["patients"][split]) for split in ("train", "val", "test")] == [18, 4, 22]
+    report = check_report(data)
+    assert report.columns[-1] == "patients" and [row[-1] for row in report.rows()] == ["18", "4", "22"]
+
+
+def test_check_reports_patients_and_the_201_202_overlap(
+    mitdb_prepared_dir: Path, meta: dict, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["data", "check", str(mitdb_prepared_dir)]) == 0
+    output = " ".join(capsys.readouterr().out.split())
+    split_of_201 = "train" if "201" in meta["records"]["train"] else "val"
+    assert f"1 patient is in both a training split and test: 201 ({split_of_201}, test)" in output
+    assert "200 Hz (10-second windows of 2000 samples)" in output
+    assert "--cv will treat" not in output
 
 
 def test_lead_slots_and_mask_follow_the_headers(mitdb_prepared_dir: Path, meta: dict) -> None:

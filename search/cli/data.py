@@ -159,16 +159,19 @@ def _run_synth(args: argparse.Namespace) -> int:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from search.data import load_dataset
-    from search.data.dataset import split_counts
+    from search.data import check_report, load_dataset
 
-    data = load_dataset(args.path)
-    shapes = {split: tuple(data.split(split)[0].shape) for split in ("train", "val", "test")}
-    console.print(_counts_table(f"{data.source} — valid", split_counts(data), shapes))
-    if data.meta:
-        kind = "synthetic" if data.meta.get("synthetic") else data.meta.get("dataset", "unknown")
-        console.print(f"meta.json: {kind}")
-    console.print(f"fingerprint: {data.fingerprint()}")
+    report = check_report(load_dataset(args.path))
+    table = Table(title=report.title)
+    for index, column in enumerate(report.columns):
+        table.add_column(column, justify="left" if index == 0 else "right", no_wrap=index < 2)
+    for row in report.rows():
+        table.add_row(*row)
+    console.print(table)
+    for line in report.notes:
+        console.print(line)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning: {warning}[/yellow]")
     return 0
 
 

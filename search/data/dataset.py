@@ -14,11 +14,22 @@ import torch
 
 from search.data.errors import DataError
 from search.data.store import write_layout
-from search.data.validation import FIELDS, SPLITS, validate_arrays
+from search.data.validation import (
+    FIELDS,
+    GROUP_FIELDS,
+    SPLITS,
+    present_group_fields,
+    sampling_rate,
+    validate_arrays,
+    validate_groups,
+)
 
-__all__ = ["FIELDS", "SPLITS", "ECGDataset", "NormStats", "split_counts"]
+__all__ = ["ASSUMED_WINDOW_S", "FIELDS", "GROUP_FIELDS", "SPLITS", "ECGDataset", "NormStats", "split_counts"]
 
 STD_FLOOR = 1e-6
+# Where meta.json gives no sampling rate, a window is taken to last this long (fs = samples / 10 s):
+# the length of the windows of the public ECG sets this tool is built around.
+ASSUMED_WINDOW_S = 10.0
 _FINGERPRINT_VERSION = b"ecgsearch-dataset-v1\n"
 
 
@@ -67,7 +78,8 @@ class NormStats:
 
 @dataclass
 class ECGDataset:
-    """Train/validation/test ECG windows: X float32 `(N, leads, samples)`, y float32 `(N,)` of 0/1.
+    """Train/validation/test ECG windows: X float32 `(N, leads, samples)`, y float32 `(N,)` of 0/1, and
+    optionally the patient of each window, `groups_<split>` int64 `(N,)` (all three or none).
 
     Treated as immutable: every transformation returns a new dataset.
     """
@@ -80,6 +92,14 @@ class ECGDataset:
     y_test: torch.Tensor
     source: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    groups_train: torch.Tensor | None = None
+    groups_val: torch.Tensor | None = None
+    groups_test: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        given = [name for name in GROUP_FIELDS if getattr(self, name) is not None]
+        if given and len(given) < len(GROUP_FIELDS):
+            raise ValueError(f"group ids given for {', '.join(given)} only; expected all of {GROUP_FIELDS} or none")
 
     @classmethod
     def from_arrays(
@@ -90,13 +110,22 @@ class ECGDataset:
         meta: Mapping[str, Any] | None = None,
         origins: Mapping[str, str | Path] | None = None,
     ) -> ECGDataset:
-        """A validated dataset from six tensors or numpy arrays keyed `X_train … y_test`."""
-        origins = origins or {name: source for name in FIELDS}
+        """A validated dataset from six tensors or numpy arrays keyed `X_train … y_test`, plus
+        `groups_train/val/test` when the patients are known; `meta["fs"]`, when given, must be a rate.
+
+        `origins` names the file each field (and `"meta"`) came from, for the messages.
+        """
+        origins = origins or {}
+        origin_of = {name: origins.get(name, source) for name in (*FIELDS, *GROUP_FIELDS, "meta")}
         missing = [name for name in FIELDS if name not in arrays]
         if missing:
             raise DataError(source, ", ".join(missing), f"missing; expected all of {', '.join(FIELDS)}")
-        tensors = validate_arrays(arrays, origins)
-        return cls(**tensors, source=source, meta=dict(meta or {}))
+        tensors = validate_arrays(arrays, origin_of)
+        if present_group_fields(arrays, source, "{}"):
+            tensors.update(validate_groups(arrays, origin_of, tensors))
+        meta = dict(meta or {})
+        sampling_rate(meta, origin_of["meta"])
+        return cls(**tensors, source=source, meta=meta)
 
     @property
     def n_channels(self) -> int:
@@ -110,8 +139,26 @@ class ECGDataset:
     def device(self) -> torch.device:
         return self.X_train.device
 
+    @property
+    def has_groups(self) -> bool:
+        """Whether the patient of every window is known (`groups_train/val/test`)."""
+        return all(getattr(self, name) is not None for name in GROUP_FIELDS)
+
+    @property
+    def fs(self) -> float | None:
+        """The sampling rate in Hz from `meta["fs"]`, or None when the metadata does not give it."""
+        return sampling_rate(self.meta, self.source)
+
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in FIELDS}
+        """The six arrays, then the three group id arrays when the dataset has them."""
+        names = (*FIELDS, *GROUP_FIELDS) if self.has_groups else FIELDS
+        return {name: getattr(self, name) for name in names}
+
+    def groups(self, name: str) -> torch.Tensor | None:
+        """The patient id of each window of split `name`, or None without group ids."""
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, f"groups_{name}")
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         if name not in SPLITS:
@@ -119,7 +166,11 @@ class ECGDataset:
         return getattr(self, f"X_{name}"), getattr(self, f"y_{name}")
 
     def fingerprint(self) -> str:
-        """sha256 (hex) over the shapes, dtypes and contents of the six arrays; the same in any process."""
+        """sha256 (hex) over the shapes, dtypes and contents of the arrays; the same in any process.
+
+        Group ids, when present, are hashed after the six arrays, so a dataset without them hashes
+        exactly as it did before group ids existed: studies created then still accept their data.
+        """
         digest = hashlib.sha256(_FINGERPRINT_VERSION)
         for name, tensor in self.tensors().items():
             array = tensor.detach().cpu().contiguous().numpy()
@@ -159,6 +210,8 @@ class ECGDataset:
             keep = _stratified_indices(y, limits[split], np.random.default_rng([seed, index]), split)
             keep_t = torch.as_tensor(keep, device=y.device)
             chosen[f"X_{split}"], chosen[f"y_{split}"] = X[keep_t], y[keep_t]
+            if (groups := self.groups(split)) is not None:
+                chosen[f"groups_{split}"] = groups[keep_t]
         result = self._replace(chosen)
         meta = {k: v for k, v in self.meta.items() if k not in ("prepare", "files")}
         meta["subset"] = {
@@ -171,7 +224,8 @@ class ECGDataset:
         return result
 
     def save(self, folder: str | Path) -> Path:
-        """The six-file layout in `folder` (created), plus `meta.json` when `meta` is set."""
+        """The six-file layout in `folder` (created), the three `groups_*.pt` files when the dataset has
+        group ids, and `meta.json` when `meta` is set."""
         return write_layout(folder, self.tensors(), self.meta or None)
 
     def _replace(self, tensors: Mapping[str, torch.Tensor]) -> ECGDataset:

@@ -5,6 +5,9 @@ record, so no patient is in both), DS2 records are the test set. The paced recor
 217 are in neither DS1 nor DS2; they are left out by default (as AAMI does) and, when kept, join the
 training/validation pool so the test set stays the one the literature reports on. Records 201 (DS1)
 and 202 (DS2) come from the same subject: that overlap is part of the published split and is kept.
+
+Each window carries the patient it was recorded from (`groups_<split>.pt`, see `patient_of`), so a
+search can keep every patient in one cross-validation fold.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ DS2 = ("100", "103", "105", "111", "113", "117", "121", "123", "200", "202", "21
        "212", "213", "214", "219", "221", "222", "228", "231", "232", "233", "234")
 # fmt: on
 PACED = ("102", "104", "107", "217")
+# Records of one subject under another record's name. The database's directory of records gives one
+# such pair: 201 and 202, two recordings of the same man. Every other record is its own patient.
+SAME_SUBJECT_AS = {"202": "201"}
 # Output lead -> header lead names that may fill it, in order of preference.
 LEAD_SLOTS = {"II": ("MLII",), "V1": ("V1", "V2"), "V5": ("V5", "V4")}
 LICENCE = {
@@ -47,7 +53,7 @@ LABEL_RULE = (
     "rhythm other than '(N' is in force at any point of the window (the rhythm of a '+' annotation "
     'carries over until the next one); other non-beat annotations (~ | " + etc.) are ignored; else 0'
 )
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: patient group ids (groups_*.pt) beside the six tensors
 _VAL_SPLIT_ATTEMPTS = 1000
 
 
@@ -110,10 +116,17 @@ def prepare_mitdb(
     for split, records in records_by_split.items():
         tensors[f"X_{split}"] = torch.from_numpy(np.concatenate([converted[r].X for r in records]))
         tensors[f"y_{split}"] = torch.from_numpy(np.concatenate([converted[r].y for r in records]))
+        patients = [np.full(len(converted[r].y), patient_of(r), dtype=np.int64) for r in records]
+        tensors[f"groups_{split}"] = torch.from_numpy(np.concatenate(patients))
     meta = _meta(source, settings, converted, records_by_split, fs_out, window_s)
     meta["seconds"] = round(time.perf_counter() - started, 2)
     write_layout(out, tensors, meta)
     return {**meta, "out": str(out), "skipped": False}
+
+
+def patient_of(record: str) -> int:
+    """The patient id of an MIT-BIH record: the number of the subject's first record (202 -> 201)."""
+    return int(SAME_SUBJECT_AS.get(record, record))
 
 
 def choose_validation_records(
@@ -212,6 +225,12 @@ def _meta(
         "split_method": "inter-patient (de Chazal 2004): DS1 -> train/val by record, DS2 -> test; "
         "paced records 102 104 107 217 excluded unless --no-exclude-paced (then train/val pool)",
         "records": {split: records for split, records in records_by_split.items()},
+        "patients": {
+            "rule": "groups_<split>.pt holds the patient of each window: the number of its subject's "
+            "first record (its own record number, unless same_subject_as names an earlier record)",
+            "same_subject_as": dict(SAME_SUBJECT_AS),
+            **{split: sorted({patient_of(r) for r in records}) for split, records in records_by_split.items()},
+        },
         "excluded_records": [r for r in all_records if r not in split_of],
         "counts": {split: _count(converted, records_by_split[split]) for split in SPLITS},
         "records_detail": {

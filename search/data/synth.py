@@ -1,7 +1,10 @@
 """A synthetic ECG-like dataset, for trying the tool where the real records are not available.
 
-Each window is a train of beats built from Gaussian P, Q, R, S and T waves (per-lead amplitudes),
-at a heart rate drawn per window with beat-to-beat variation, on a wandering baseline with noise.
+Each split has its own synthetic patients (group ids in `groups_<split>.pt`, distinct across splits).
+A patient has its own wave amplitudes per lead, resting heart rate, baseline wander and noise level;
+each of its windows varies a little around them, so windows of one patient resemble each other more
+than windows of two patients, as in real recordings. Each window is a train of beats built from
+Gaussian P, Q, R, S and T waves, with beat-to-beat variation, on a wandering baseline with noise.
 Anomalous windows (label 1) hold one to three events of one kind: a premature beat, a wide-QRS
 (ventricular-like) beat without P wave, or a dropped beat (P wave not followed by QRS and T).
 """
@@ -21,7 +24,7 @@ from search.data.validation import SPLITS
 from search.errors import UsageError
 
 ANOMALY_KINDS = ("premature", "wide_qrs", "dropped")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: synthetic patients and their group ids
 
 # Wave: (offset from the R peak in s, width in s); amplitudes per lead below (mV).
 _WAVES = {"P": (-0.20, 0.025), "Q": (-0.035, 0.010), "R": (0.0, 0.012), "S": (0.035, 0.012), "T": (0.26, 0.045)}
@@ -34,6 +37,25 @@ _LEAD_PROFILES = np.array(
         [0.10, -0.10, 1.40, -0.20, 0.35],
     ]
 )
+
+
+@dataclass(frozen=True)
+class Patient:
+    """What stays the same across the windows of one synthetic patient."""
+
+    gains: np.ndarray  # (leads, waves): amplitude of each wave in each lead (mV)
+    heart_rate: float  # beats per minute
+    wander: float  # baseline wander amplitude (mV)
+    noise: float  # noise standard deviation (mV)
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, profiles: np.ndarray) -> Patient:
+        return cls(
+            gains=profiles * rng.uniform(0.7, 1.3, size=profiles.shape),
+            heart_rate=float(rng.uniform(55, 100)),
+            wander=float(rng.uniform(0.03, 0.15)),
+            noise=float(rng.uniform(0.01, 0.04)),
+        )
 
 
 @dataclass
@@ -54,10 +76,13 @@ def make_synthetic(
     seq_len: int = 2000,
     fs: int = 200,
     anomaly_fraction: float = 0.35,
+    patients_per_split: int = 6,
     seed: int = 0,
     reuse_existing: bool = False,
 ) -> dict[str, Any]:
-    """Write a synthetic dataset (six .pt files + meta.json marked synthetic) to `out`; returns the meta."""
+    """Write a synthetic dataset (six .pt files, the patient of each window in `groups_*.pt`, and
+    meta.json marked synthetic) to `out`; returns the meta. A split of fewer windows than
+    `patients_per_split` has one patient per window."""
     started = time.perf_counter()
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     for split, n in sizes.items():
@@ -65,6 +90,8 @@ def make_synthetic(
             raise UsageError(f"--n-{split} {n}: expected at least 2 windows (one of each class)")
     if not 0 < anomaly_fraction < 1:
         raise UsageError(f"--anomaly-fraction {anomaly_fraction}: expected a fraction between 0 and 1")
+    if patients_per_split < 1:
+        raise UsageError(f"patients per split {patients_per_split}: expected at least 1")
     if n_leads < 1:
         raise UsageError(f"--n-leads {n_leads}: expected at least 1")
     if fs < 50:
@@ -79,6 +106,7 @@ def make_synthetic(
         "seq_len": seq_len,
         "fs": fs,
         "anomaly_fraction": anomaly_fraction,
+        "patients_per_split": patients_per_split,
         "seed": seed,
     }
     out = Path(out)
@@ -90,20 +118,17 @@ def make_synthetic(
     tensors: dict[str, torch.Tensor] = {}
     counts: dict[str, dict[str, int]] = {}
     kinds_per_split: dict[str, dict[str, int]] = {}
+    patient_ids: dict[str, list[int]] = {}
+    first_id = 0
     for split in SPLITS:
         n = sizes[split]
-        n_anomalous = min(max(round(n * anomaly_fraction), 1), n - 1)
-        labels = rng.permutation(np.arange(n) < n_anomalous).astype(np.float32)
-        X = np.empty((n, n_leads, seq_len), dtype=np.float32)
-        kinds = dict.fromkeys(ANOMALY_KINDS, 0)
-        for i in range(n):
-            kind = str(rng.choice(ANOMALY_KINDS)) if labels[i] else None
-            X[i] = _window(rng, profiles, seq_len, fs, kind)
-            if kind:
-                kinds[kind] += 1
+        patients = [Patient.draw(rng, profiles) for _ in range(min(patients_per_split, n))]
+        X, labels, owner, kinds_per_split[split] = _split_windows(rng, patients, n, anomaly_fraction, seq_len, fs)
         tensors[f"X_{split}"], tensors[f"y_{split}"] = torch.from_numpy(X), torch.from_numpy(labels)
+        tensors[f"groups_{split}"] = torch.from_numpy(owner + first_id)
         counts[split] = {"windows": n, "labelled_1": int(labels.sum())}
-        kinds_per_split[split] = kinds
+        patient_ids[split] = list(range(first_id, first_id + len(patients)))
+        first_id += len(patients)
     meta = {
         "dataset": "synthetic ECG-like beats (ecgsearch make_synthetic)",
         "synthetic": True,
@@ -117,11 +142,30 @@ def make_synthetic(
         "leads": [f"lead{i}" for i in range(n_leads)],
         "counts": counts,
         "anomaly_kinds": kinds_per_split,
+        "patients": patient_ids,
         "prepare": settings,
         "seconds": round(time.perf_counter() - started, 2),
     }
     write_layout(out, tensors, meta)
     return {**meta, "out": str(out), "skipped": False}
+
+
+def _split_windows(
+    rng: np.random.Generator, patients: list[Patient], n: int, anomaly_fraction: float, seq_len: int, fs: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """`n` windows shared evenly among `patients`: X, labels, the patient index (int64) of each, and
+    how many windows hold each anomaly kind."""
+    n_anomalous = min(max(round(n * anomaly_fraction), 1), n - 1)
+    labels = rng.permutation(np.arange(n) < n_anomalous).astype(np.float32)
+    owner = rng.permutation(np.arange(n, dtype=np.int64) % len(patients))
+    X = np.empty((n, len(patients[0].gains), seq_len), dtype=np.float32)
+    kinds = dict.fromkeys(ANOMALY_KINDS, 0)
+    for i in range(n):
+        kind = str(rng.choice(ANOMALY_KINDS)) if labels[i] else None
+        X[i] = _window(rng, patients[owner[i]], seq_len, fs, kind)
+        if kind:
+            kinds[kind] += 1
+    return X, labels, owner, kinds
 
 
 def _lead_profiles(n_leads: int, rng: np.random.Generator) -> np.ndarray:
@@ -131,8 +175,8 @@ def _lead_profiles(n_leads: int, rng: np.random.Generator) -> np.ndarray:
     return np.vstack([_LEAD_PROFILES, mixes @ _LEAD_PROFILES])
 
 
-def _beat_schedule(rng: np.random.Generator, duration: float, kind: str | None) -> list[_Beat]:
-    rr = 60.0 / rng.uniform(55, 100)
+def _beat_schedule(rng: np.random.Generator, duration: float, heart_rate: float, kind: str | None) -> list[_Beat]:
+    rr = 60.0 / heart_rate
     breathing = rng.uniform(0.2, 0.35)
     beats = []
     t = rng.uniform(0.1, rr)
@@ -159,13 +203,16 @@ def _beat_schedule(rng: np.random.Generator, duration: float, kind: str | None) 
     return beats
 
 
-def _window(rng: np.random.Generator, profiles: np.ndarray, seq_len: int, fs: int, kind: str | None) -> np.ndarray:
+def _window(rng: np.random.Generator, patient: Patient, seq_len: int, fs: int, kind: str | None) -> np.ndarray:
+    """One window of `patient`: its traits, each varied a little for this window."""
     duration = seq_len / fs
     t = np.arange(seq_len) / fs
-    gains = profiles * rng.uniform(0.85, 1.15, size=profiles.shape)
-    signal = np.zeros((len(profiles), seq_len))
+    gains = patient.gains * rng.uniform(0.93, 1.07, size=patient.gains.shape)
+    heart_rate = patient.heart_rate * rng.uniform(0.95, 1.05)
+    n_leads = len(gains)
+    signal = np.zeros((n_leads, seq_len))
     half_span = int(0.6 * fs)
-    for beat in _beat_schedule(rng, duration, kind):
+    for beat in _beat_schedule(rng, duration, heart_rate, kind):
         centre = round(beat.time * fs)
         lo, hi = max(centre - half_span, 0), min(centre + half_span, seq_len)
         if lo >= hi:
@@ -182,8 +229,8 @@ def _window(rng: np.random.Generator, profiles: np.ndarray, seq_len: int, fs: in
                 amplitude = -1.5 * amplitude
             shape = np.exp(-0.5 * ((local - beat.time - offset) / width) ** 2)
             signal[:, lo:hi] += amplitude[:, None] * shape[None, :]
-    wander_f = rng.uniform(0.1, 0.5, size=(len(profiles), 1))
-    wander_phase = rng.uniform(0, 2 * np.pi, size=(len(profiles), 1))
-    signal += rng.uniform(0.03, 0.15) * np.sin(2 * np.pi * wander_f * t + wander_phase)
-    signal += rng.uniform(0.01, 0.04) * rng.standard_normal(signal.shape)
+    wander_f = rng.uniform(0.1, 0.5, size=(n_leads, 1))
+    wander_phase = rng.uniform(0, 2 * np.pi, size=(n_leads, 1))
+    signal += patient.wander * rng.uniform(0.8, 1.2) * np.sin(2 * np.pi * wander_f * t + wander_phase)
+    signal += patient.noise * rng.uniform(0.8, 1.2) * rng.standard_normal(signal.shape)
     return signal.astype(np.float32)

@@ -1,4 +1,5 @@
-"""Checks and coercions that turn six user-supplied arrays into a dataset the trainer can trust.
+"""Checks and coercions that turn user-supplied arrays (six, plus three optional patient group id
+arrays) and the sampling rate of `meta.json` into a dataset the trainer can trust.
 
 Every check runs before any training starts, and every failure is a `DataError` naming the file the
 array came from, the field, and what was expected.
@@ -6,8 +7,10 @@ array came from, the field, and what was expected.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +19,8 @@ from search.data.errors import DataError
 
 SPLITS = ("train", "val", "test")
 FIELDS = tuple(f"{kind}_{split}" for split in SPLITS for kind in ("X", "y"))
+# Optional: the patient of each window, all three or none.
+GROUP_FIELDS = tuple(f"groups_{split}" for split in SPLITS)
 CLASS_NAMES = {0: "0 (normal)", 1: "1 (anomalous)"}
 _SHOWN_BAD_VALUES = 10
 
@@ -41,6 +46,51 @@ def validate_arrays(arrays: Mapping[str, object], origins: Mapping[str, str | Pa
     for split in SPLITS:
         _check_both_classes(tensors[f"y_{split}"], origins[f"y_{split}"], f"y_{split}")
     return tensors
+
+
+def present_group_fields(names: Iterable[str], origin: str | Path, what: str) -> tuple[str, ...]:
+    """The group fields among `names`: all three or none, else a `DataError` naming the missing ones.
+
+    `what` says how a field is named in the source (e.g. "{}.pt" for files, "{}" for keys).
+    """
+    present = [field for field in GROUP_FIELDS if field in set(names)]
+    if present and len(present) < len(GROUP_FIELDS):
+        missing = [what.format(field) for field in GROUP_FIELDS if field not in present]
+        found = [what.format(field) for field in present]
+        raise DataError(
+            origin,
+            ", ".join(field for field in GROUP_FIELDS if field not in present),
+            f"missing {', '.join(missing)} beside {', '.join(found)}; patient group ids come as all three "
+            f"of {', '.join(what.format(f) for f in GROUP_FIELDS)} (one int64 id per window) or none",
+        )
+    return tuple(present)
+
+
+def validate_groups(
+    arrays: Mapping[str, object], origins: Mapping[str, str | Path], labels: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The three group arrays as int64 CPU tensors of one id per window (`labels[f"y_{split}"]`), or a `DataError`."""
+    groups = {}
+    for split in SPLITS:
+        field = f"groups_{split}"
+        groups[field] = _check_groups(arrays[field], origins[field], field, len(labels[f"y_{split}"]))
+    return groups
+
+
+def _check_groups(value: object, origin: str | Path, field: str, n_windows: int) -> torch.Tensor:
+    groups = _as_tensor(value, origin, field)
+    if groups.is_floating_point() or groups.dtype == torch.bool:
+        raise DataError(origin, field, f"has dtype {groups.dtype}; expected integer patient ids (int64)")
+    if groups.ndim != 1:
+        raise DataError(origin, field, f"has shape {tuple(groups.shape)}; expected shape (N,), one id per window")
+    if len(groups) != n_windows:
+        split = field.removeprefix("groups_")
+        raise DataError(
+            origin,
+            field,
+            f"has {len(groups)} ids but y_{split} has {n_windows} labels; expected one patient id per window",
+        )
+    return groups.to(torch.int64).contiguous()
 
 
 def _as_tensor(value: object, origin: str | Path, field: str) -> torch.Tensor:
@@ -129,3 +179,13 @@ def _check_both_classes(y: torch.Tensor, origin: str | Path, field: str) -> None
             f"holds only class {CLASS_NAMES[present[0]]} ({len(y)} samples); expected both classes "
             "0 and 1 in every split (ROC AUC and thresholds need both)",
         )
+
+
+def sampling_rate(meta: Mapping[str, Any], origin: str | Path) -> float | None:
+    """`meta["fs"]` in Hz, None when the metadata does not give it, or a `DataError` when it is not a rate."""
+    fs = meta.get("fs")
+    if fs is None:
+        return None
+    if isinstance(fs, bool) or not isinstance(fs, int | float) or not math.isfinite(fs) or fs <= 0:
+        raise DataError(origin, "fs", f"is {fs!r}; expected the sampling rate in Hz as a positive number (e.g. 200)")
+    return float(fs)
