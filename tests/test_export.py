@@ -257,3 +257,19 @@ def test_loaded_bundle_is_in_eval_mode_with_its_stats(small_real_dir, session_ro
     assert not bundle.scorer.training and bundle.norm == norm and bundle.threshold == 0.5
     assert bundle.ensemble is None and bundle.config["seeds"] == [0]
     assert bundle.family == "cnn" and bundle.n_channels == 3 and bundle.window_length == 2000
+
+
+def test_versions_come_from_package_metadata_as_the_study_records_them():
+    """One collector for the bundle and the worker's compatibility check: the same strings the running
+    packages report, and None for a package that is not installed."""
+    import optuna
+
+    import search
+    from search.versions import package_versions, study_versions
+
+    expected = {"ecgsearch": search.__version__, "optuna": optuna.__version__, "torch": torch.__version__}
+    assert study_versions() == expected
+    assert package_versions(["onnxruntime", "no-such-package-for-ecgsearch"]) == {
+        "onnxruntime": onnxruntime.__version__,
+        "no-such-package-for-ecgsearch": None,
+    }

@@ -77,10 +77,10 @@ def seed_ensemble(
     autoencoder = ecgmodels.is_autoencoder(family)
     models = [_rebuilt(family, model_params, data, r.state) for r in results]
     scorer = EnsembleScoringModel(models, autoencoder).to(device)
+    threshold = ensemble_threshold(scorer, data, autoencoder=autoencoder, objective=objective, device=device)
     val_scores = score(scorer, data.X_val.to(device)).cpu().numpy()
     test_scores = score(scorer, data.X_test.to(device)).cpu().numpy()
     y_val, y_test = data.y_val.cpu().numpy(), data.y_test.cpu().numpy()
-    threshold = ensemble_threshold(val_scores, y_val, autoencoder=autoencoder, objective=objective)
     return ExportChoice(
         seeds=[r.seed for r in results],
         threshold=threshold,

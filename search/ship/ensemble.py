@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from search.training.loop import AE_THRESHOLD_OBJECTIVES
+from search.training.loop import AE_THRESHOLD_OBJECTIVES, SplitData
 from search.training.metrics import choose_threshold
-from search.training.scoring import ScoringModel
+from search.training.scoring import ScoringModel, score
 
 # The threshold `fit` gives a classifier: probabilities are calibrated by the loss, not tuned.
 CLASSIFIER_THRESHOLD = 0.5
@@ -36,13 +35,14 @@ class EnsembleScoringModel(nn.Module):
         return torch.stack([member(x) for member in self.members]).mean(dim=0)
 
 
-def ensemble_threshold(val_scores: np.ndarray, y_val: np.ndarray, *, autoencoder: bool, objective: str) -> float:
-    """The threshold `search.training.loop.fit` chooses for one model, applied to the ensemble's scores.
-
-    Classifiers keep 0.5; autoencoders take the threshold that maximises the objective on validation
-    (F1 macro for objectives a threshold cannot tune, as `fit` does).
-    """
+def ensemble_threshold(
+    scorer: EnsembleScoringModel, data: SplitData, *, autoencoder: bool, objective: str, device: torch.device
+) -> float:
+    """The threshold `search.training.loop.fit` chooses for one model, chosen the same way on the ensemble's
+    scores: classifiers keep 0.5; autoencoders take the cut that maximises the objective on validation
+    (F1 macro for objectives a cut cannot tune, as `fit` does)."""
     if not autoencoder:
         return CLASSIFIER_THRESHOLD
     metric = objective if objective in AE_THRESHOLD_OBJECTIVES else "f1_macro"
-    return float(choose_threshold(val_scores, y_val, metric))
+    val_scores = score(scorer.to(device), data.X_val.to(device)).cpu()
+    return float(choose_threshold(val_scores, data.y_val.cpu(), metric))
