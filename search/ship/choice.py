@@ -17,7 +17,7 @@ from torch import nn
 import ecgmodels
 from search.data import ECGDataset
 from search.ship.ensemble import EnsembleScoringModel, ensemble_threshold
-from search.ship.seeds import SeedResult
+from search.ship.seeds import SeedResult, build_model
 from search.training.metrics import classification_metrics
 from search.training.scoring import score
 
@@ -43,7 +43,7 @@ def _objective_key(value: Any) -> float:
 
 
 def _rebuilt(family: str, model_params: dict[str, Any], data: ECGDataset, state: dict[str, torch.Tensor]) -> nn.Module:
-    model = ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, **model_params)
+    model = build_model(family, model_params, data)
     model.load_state_dict(state)
     return model.eval()
 

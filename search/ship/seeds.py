@@ -67,6 +67,11 @@ class SeedResult:
     state: dict[str, torch.Tensor] = field(repr=False)
 
 
+def build_model(family: str, model_params: dict[str, Any], data: ECGDataset) -> torch.nn.Module:
+    """A fresh model of the trial's architecture for `data`'s windows (the one place retraining builds one)."""
+    return ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, **model_params)
+
+
 def final_metrics(
     model: torch.nn.Module,
     X: torch.Tensor,
@@ -123,7 +128,7 @@ def train_one_seed(
 ) -> SeedResult:
     autoencoder = ecgmodels.is_autoencoder(family)
     seed_everything(cfg.seed)  # the initial weights come from the seed, not from the previous run
-    model = ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, **model_params)
+    model = build_model(family, model_params, data)
     started = time.perf_counter()
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
