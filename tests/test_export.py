@@ -15,20 +15,13 @@ import ecgmodels
 from search.cli import main
 from search.data import load_dataset
 from search.errors import EXIT_DATA
-from search.ship.bundle import (
-    BUNDLE_FILES,
-    BundleError,
-    OnnxExportError,
-    export_onnx,
-    load_bundle,
-    onnx_scores,
-    write_bundle,
-)
+from search.ship.bundle import BUNDLE_FILES, BundleError, load_bundle, write_bundle
+from search.ship.onnx import OnnxExportError, export_onnx, onnx_scores
 from search.training.config import TrainConfig, join_config
 from search.training.loop import seed_everything
 from search.training.metrics import classification_metrics, scalar_metrics
-from search.training.scoring import score_windows
-from test_retrain import retrained, shared_root
+from search.training.scoring import ScoringModel, score_windows
+from test_retrain import ensemble_bundle, retrained, shared_root
 
 # Small enough that an LSTM over 2000 raw samples exports and runs in well under a second.
 TINY_OVERRIDES = {
@@ -92,7 +85,7 @@ def test_onnx_gives_the_pytorch_scores_on_real_windows_for_any_batch(small_real_
     session = onnxruntime.InferenceSession(str(result.out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["x"] and [o.name for o in session.get_outputs()] == ["score"]
     X = normalised.X_test.numpy()
-    expected = score_windows(bundle.model, normalised.X_test, autoencoder=False)
+    expected = score_windows(bundle.scorer.model, normalised.X_test, autoencoder=False)
     for batch in (X[:1], X[:7], X):
         got = session.run(["score"], {"x": batch})[0]
         assert got.shape == (batch.shape[0],)
@@ -112,7 +105,8 @@ def test_every_family_exports_to_onnx_with_the_same_scores(family, real, tmp_pat
     out = tmp_path / family
     cfg = write_bundle(
         out,
-        model=model,
+        models=[model],
+        seeds=[0],
         config=config,
         norm=norm,
         threshold=0.25,
@@ -129,7 +123,7 @@ def test_every_family_exports_to_onnx_with_the_same_scores(family, real, tmp_pat
     bundle = load_bundle(out)
     windows = normalised.X_test[8:13]  # windows the export check did not see, another batch size
     from_onnx = onnx_scores(out / "model.onnx", windows.numpy())
-    expected = score_windows(bundle.model, windows, autoencoder=autoencoder)
+    expected = score_windows(bundle.scorer.model, windows, autoencoder=autoencoder)
     assert np.max(np.abs(from_onnx - expected)) < 1e-4
     assert np.max(np.abs(bundle.score(dataset.X_test[8:13]) - expected)) < 1e-5
     assert json.loads((out / "metrics.json").read_text())["onnx_max_abs_diff"] < 1e-4
@@ -139,9 +133,9 @@ def test_export_refuses_an_onnx_graph_that_scores_differently(real, tmp_path, mo
     dataset, normalised, _ = real
     model = ecgmodels.build("cnn", n_channels=3, seq_len=dataset.seq_len, **tiny_params("cnn"))
     real_onnx_scores = onnx_scores
-    monkeypatch.setattr("search.ship.bundle.onnx_scores", lambda path, X, **kw: real_onnx_scores(path, X) + 1e-3)
+    monkeypatch.setattr("search.ship.onnx.onnx_scores", lambda path, X, **kw: real_onnx_scores(path, X) + 1e-3)
     with pytest.raises(OnnxExportError, match=r"'cnn' scores differently .* max abs difference 0\.001"):
-        export_onnx(model, family="cnn", autoencoder=False, windows=normalised.X_test[:4], path=tmp_path / "m.onnx")
+        export_onnx(ScoringModel(model, False), family="cnn", windows=normalised.X_test[:4], path=tmp_path / "m.onnx")
 
 
 def test_export_failure_names_the_family(real, tmp_path, monkeypatch):
@@ -153,13 +147,20 @@ def test_export_failure_names_the_family(real, tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
     with pytest.raises(OnnxExportError, match=r"'lstm' could not be exported to ONNX .*aten::made_up"):
-        export_onnx(model, family="lstm", autoencoder=False, windows=normalised.X_test[:2], path=tmp_path / "m.onnx")
+        export_onnx(ScoringModel(model, False), family="lstm", windows=normalised.X_test[:2], path=tmp_path / "m.onnx")
 
 
-def test_readme_explains_the_model_and_its_code_runs(small_real_dir, session_root, real, monkeypatch):
-    _, result = retrained(small_real_dir, session_root, "best")
+def _bundle_dir(kind: str, small_real_dir, session_root):
+    if kind == "ensemble":
+        return ensemble_bundle(small_real_dir, session_root)[0]
+    return retrained(small_real_dir, session_root, kind)[1].out
+
+
+@pytest.mark.parametrize("kind", ["best", "ensemble", "ae-ensemble"])
+def test_readme_explains_the_model_and_its_code_runs(kind, small_real_dir, session_root, real, monkeypatch):
+    out = _bundle_dir(kind, small_real_dir, session_root)
     dataset, _, _ = real
-    readme = (result.out / "README.md").read_text()
+    readme = (out / "README.md").read_text()
     for words in (
         "cnn",
         "ODC-By",
@@ -170,21 +171,46 @@ def test_readme_explains_the_model_and_its_code_runs(small_real_dir, session_roo
         "ecgmodels.build",
         "roc_auc",
         "Threshold",
+        "study `retrain-small`",
     ):
         assert words in readme, words
-    assert f"study `{result.study}`" in readme
+    if kind != "best":
+        assert "An ensemble of 2" in readme and "exported the ensemble of seeds 0, 1" in readme
     # The PyTorch and ONNX snippets work as written, from the folder holding the bundle.
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
     torch_block = next(b for b in blocks if "ecgmodels.build" in b)
     onnx_block = next(b for b in blocks if "InferenceSession" in b)
-    monkeypatch.chdir(result.out.parent)
+    monkeypatch.chdir(out.parent)
     namespace = {"X": dataset.X_test[:5]}
     exec(torch_block, namespace)
-    expected = load_bundle(result.out).score(dataset.X_test[:5])
-    np.testing.assert_allclose(namespace["score"].detach().numpy(), expected, atol=1e-6)
+    expected = load_bundle(out).score(dataset.X_test[:5])
+    np.testing.assert_allclose(namespace["score"].detach().numpy(), expected, rtol=1e-5, atol=1e-6)
     namespace["X"] = dataset.X_test[:5].numpy()
     exec(onnx_block, namespace)
-    np.testing.assert_allclose(namespace["score"], expected, atol=1e-4)
+    np.testing.assert_allclose(namespace["score"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_ensemble_bundle_holds_every_seed_in_one_onnx_graph(small_real_dir, session_root, real, tmp_path):
+    out = _bundle_dir("ensemble", small_real_dir, session_root)
+    _, normalised, _ = real
+    states = torch.load(out / "model.pt", weights_only=True)
+    assert isinstance(states, list) and len(states) == 2
+    bundle = load_bundle(out)
+    assert bundle.ensemble == 2 and not bundle.scorer.training
+    one_seed = ecgmodels.count_params(bundle.scorer.members[0].model)
+    assert bundle.config["n_params"] == 2 * one_seed
+    # The graph is the whole ensemble: its scores are the mean of the members', not any one member's.
+    windows = normalised.X_test[:9]
+    from_onnx = onnx_scores(out / "model.onnx", windows.numpy())
+    members = [score_windows(member.model, windows, autoencoder=False) for member in bundle.scorer.members]
+    assert np.max(np.abs(from_onnx - np.mean(members, axis=0))) < 1e-4
+    assert all(np.max(np.abs(from_onnx - member)) > 1e-4 for member in members)
+
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    torch.save(states[:1], broken / "model.pt")
+    with pytest.raises(BundleError, match=r"model\.pt does not fit config\.json: expected a list of 2 state_dicts"):
+        load_bundle(broken)
 
 
 def test_no_mitdb_attribution_for_other_data(real, tmp_path):
@@ -192,7 +218,8 @@ def test_no_mitdb_attribution_for_other_data(real, tmp_path):
     model = ecgmodels.build("cnn", n_channels=3, seq_len=dataset.seq_len, **tiny_params("cnn"))
     write_bundle(
         tmp_path,
-        model=model,
+        models=[model],
+        seeds=[0],
         config=join_config("cnn", tiny_params("cnn"), TrainConfig()),
         norm=norm,
         threshold=0.5,
@@ -229,5 +256,22 @@ def test_loaded_bundle_is_in_eval_mode_with_its_stats(small_real_dir, session_ro
     _, result = retrained(small_real_dir, session_root, "best")
     _, _, norm = real
     bundle = load_bundle(result.out)
-    assert not bundle.model.training and bundle.norm == norm and bundle.threshold == 0.5
+    assert not bundle.scorer.training and bundle.norm == norm and bundle.threshold == 0.5
+    assert bundle.ensemble is None and bundle.config["seeds"] == [0]
     assert bundle.family == "cnn" and bundle.n_channels == 3 and bundle.window_length == 2000
+
+
+def test_versions_come_from_package_metadata_as_the_study_records_them():
+    """One collector for the bundle and the worker's compatibility check: the same strings the running
+    packages report, and None for a package that is not installed."""
+    import optuna
+
+    import search
+    from search.versions import package_versions, study_versions
+
+    expected = {"ecgsearch": search.__version__, "optuna": optuna.__version__, "torch": torch.__version__}
+    assert study_versions() == expected
+    assert package_versions(["onnxruntime", "no-such-package-for-ecgsearch"]) == {
+        "onnxruntime": onnxruntime.__version__,
+        "no-such-package-for-ecgsearch": None,
+    }

@@ -16,7 +16,7 @@ from search.errors import EXIT_DATA
 from search.ship.bundle import load_bundle
 from search.ship.predict import load_windows
 from search.training.scoring import score_windows
-from test_retrain import retrained, shared_root
+from test_retrain import ensemble_bundle, retrained, shared_root
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def real_windows(small_real_dir):
 def _expected(bundle_dir, normalised_X) -> tuple[np.ndarray, float]:
     """The model's scores computed in Python the way training evaluated it."""
     bundle = load_bundle(bundle_dir)
-    scores = score_windows(bundle.model, normalised_X, autoencoder=bundle.autoencoder)
+    scores = score_windows(bundle.scorer.model, normalised_X, autoencoder=bundle.autoencoder)
     return scores, bundle.threshold
 
 
@@ -150,6 +150,30 @@ def test_autoencoder_bundle_predicts_reconstruction_errors(small_real_dir, sessi
     errors = np.array([float(r["reconstruction_error"]) for r in rows])
     np.testing.assert_allclose(errors, expected, rtol=1e-4, atol=1e-5)
     assert [int(r["label"]) for r in rows] == [int(e >= threshold) for e in errors]
+
+
+def _predict_csv(bundle_dir, windows_file, out, runtime: str) -> np.ndarray:
+    args = ["predict", "--model", str(bundle_dir), "--input", str(windows_file), "--out", str(out)]
+    assert main([*args, "--runtime", runtime]) == 0
+    _, rows = _read_csv(out.read_text())
+    return np.array([float(r["probability"]) for r in rows])
+
+
+def test_ensemble_bundle_predicts_the_mean_of_its_seeds_scores(small_real_dir, session_root, real_windows, tmp_path):
+    """`retrain --seeds 2 --ensemble` round-trips through predict: both runtimes agree, and give the
+    mean of the two seeds' own scores (each seed built from model.pt and ecgmodels alone)."""
+    from test_retrain import _member_scores
+
+    bundle_dir, _ = ensemble_bundle(small_real_dir, session_root)
+    raw, normalised = real_windows
+    np.save(tmp_path / "windows.npy", raw)
+    from_torch = _predict_csv(bundle_dir, tmp_path / "windows.npy", tmp_path / "torch.csv", "torch")
+    from_onnx = _predict_csv(bundle_dir, tmp_path / "windows.npy", tmp_path / "onnx.csv", "onnx")
+    assert np.max(np.abs(from_torch - from_onnx)) < 1e-4
+    seeds = _member_scores(bundle_dir, normalised)
+    assert len(seeds) == 2 and np.max(np.abs(seeds[0] - seeds[1])) > 1e-4  # two different models
+    assert np.max(np.abs(from_torch - np.mean(seeds, axis=0))) < 1e-6
+    assert np.max(np.abs(from_onnx - np.mean(seeds, axis=0))) < 1e-4
 
 
 @pytest.mark.parametrize(

@@ -2,15 +2,17 @@
 
 The study is what a worker leaves behind: a definition in the study's user attributes and trials
 trained for real (tiny models, small MIT-BIH slice) with their flat config in user attr `config`.
-`small_study` and `retrained` are cached per test session so test_export.py and test_predict.py
-reuse the same study and bundles instead of training again.
+`small_study`, `retrained` and `ensemble_bundle` are cached per test session so test_export.py and
+test_predict.py reuse the same study and bundles instead of training again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,6 @@ import pytest
 import torch
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
-from rich.console import Console
 
 import ecgmodels
 import search
@@ -27,7 +28,9 @@ from search.cli import main
 from search.data import load_dataset
 from search.errors import EXIT_DATA, EXIT_NOTHING_TO_DO, EXIT_STUDY
 from search.ship.bundle import BUNDLE_FILES, load_bundle
-from search.ship.retrain import RetrainResult, default_patience, retrain
+from search.ship.publish import MlflowOutcome
+from search.ship.retrain import RetrainResult, RetrainSettings, default_patience, retrain
+from search.ship.seeds import EpochDone, RetrainEvent, SeedFinished, SeedStarted
 from search.training.config import TrainConfig, join_config
 from search.training.loop import fit, seed_everything
 from search.training.metrics import choose_threshold, classification_metrics
@@ -156,29 +159,42 @@ def small_study(data_dir: Path, root: Path) -> SmallStudy:
     return SmallStudy(storage_url, data_dir, mlflow_uri, experiment_id, parent_run_id, best, ae, pruned)
 
 
-def _quiet() -> Console:
-    return Console(file=open("/dev/null", "w"), width=200)  # lives as long as the test session
+# Progress events each cached retrain sent, by kind.
+EVENTS: dict[str, list[RetrainEvent]] = {}
 
 
 @functools.cache
 def retrained(data_dir: Path, root: Path, kind: str) -> tuple[SmallStudy, RetrainResult]:
     """kind 'best': best trial, 1 seed, logged to MLflow and registered; 'ae': the cnn_ae trial, 1 seed,
-    MLflow off; 'seeds': best trial, 2 seeds, MLflow off."""
+    MLflow off; 'seeds': best trial, 2 seeds, MLflow off; 'ae-ensemble': the cnn_ae trial, 2 seeds
+    exported as their ensemble, MLflow off."""
     study = small_study(data_dir, root)
-    common = {"storage": study.storage_url, "epochs": STUDY_EPOCHS, "console": _quiet()}
+    settings = RetrainSettings(STUDY, storage=study.storage_url, epochs=STUDY_EPOCHS, out=root / f"bundle-{kind}")
     if kind == "best":
-        result = retrain(
-            STUDY, out=root / "bundle-best", mlflow_uri=study.mlflow_uri, register_as=REGISTERED_NAME, **common
-        )
+        settings = replace(settings, mlflow_uri=study.mlflow_uri, register_as=REGISTERED_NAME)
     elif kind == "ae":
-        result = retrain(STUDY, trial_number=study.ae_number, out=root / "bundle-ae", mlflow_uri="off", **common)
+        settings = replace(settings, trial_number=study.ae_number, mlflow_uri="off")
     elif kind == "seeds":
-        result = retrain(
-            STUDY, seeds=2, out=root / "bundle-seeds", mlflow_uri="off", register_as="ignored-when-off", **common
-        )
+        settings = replace(settings, seeds=2, mlflow_uri="off", register_as="ignored-when-off")
+    elif kind == "ae-ensemble":
+        settings = replace(settings, trial_number=study.ae_number, seeds=2, ensemble=True, mlflow_uri="off")
     else:
         raise ValueError(kind)
-    return study, result
+    EVENTS[kind] = []
+    return study, retrain(settings, on_progress=EVENTS[kind].append)
+
+
+@functools.cache
+def ensemble_bundle(data_dir: Path, root: Path) -> tuple[Path, str]:
+    """`ecgsearch retrain --seeds 2 --ensemble` of the best trial (MLflow off): the bundle and what it printed."""
+    study = small_study(data_dir, root)
+    out = root / "bundle-ensemble"
+    args = ["retrain", "--study", STUDY, "--storage", study.storage_url, "--epochs", str(STUDY_EPOCHS)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main([*args, "--seeds", "2", "--ensemble", "--out", str(out), "--mlflow-uri", "off", "--device", "cpu"])
+    assert code == 0
+    return out, printed.getvalue()
 
 
 def shared_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -231,20 +247,21 @@ def test_bundle_is_logged_under_the_study_parent_run_and_registered(small_real_d
     import mlflow
 
     study, result = retrained(small_real_dir, session_root, "best")
-    assert result.mlflow is not None and result.mlflow.registered_version == "1"
+    logged_run = result.mlflow.run
+    assert logged_run is not None and logged_run.registered_version == "1"
     client = mlflow.MlflowClient(study.mlflow_uri)
-    run = client.get_run(result.mlflow.run_id)
+    run = client.get_run(logged_run.run_id)
     assert run.info.experiment_id == study.experiment_id
     assert run.data.tags["mlflow.parentRunId"] == study.parent_run_id
     assert run.info.status == "FINISHED"
     assert run.data.metrics["test_roc_auc"] == pytest.approx(_metrics(result.out)["test"]["roc_auc"])
     assert run.data.params["config.family"] == "cnn"
-    logged = {Path(a.path).name for a in client.list_artifacts(result.mlflow.run_id, "bundle")}
+    logged = {Path(a.path).name for a in client.list_artifacts(logged_run.run_id, "bundle")}
     assert {"config.json", "metrics.json", "model.pt", "README.md"} <= logged
 
     versions = client.search_model_versions(f"name='{REGISTERED_NAME}'")
-    assert [(v.version, v.run_id) for v in versions] == [(1, result.mlflow.run_id)]
-    info = mlflow.models.get_model_info(result.mlflow.model_uri)
+    assert [(v.version, v.run_id) for v in versions] == [(1, logged_run.run_id)]
+    info = mlflow.models.get_model_info(logged_run.model_uri)
     assert info.signature is not None and info.flavors.keys() >= {"onnx", "python_function"}
     # The registered model scores like the bundle.
     mlflow.set_tracking_uri(study.mlflow_uri)
@@ -262,7 +279,8 @@ def test_two_seeds_give_mean_and_std_and_export_the_best_on_validation(small_rea
     per_seed = metrics["seeds"]
     assert [s["seed"] for s in per_seed] == [0, 1]
     best_val = max(per_seed, key=lambda s: s["validation"]["roc_auc"])
-    assert metrics["exported_seed"] == best_val["seed"] == result.exported.seed
+    assert metrics["exported_seed"] == best_val["seed"] and result.exported.seeds == [best_val["seed"]]
+    assert metrics["ensemble_seeds"] is None
     assert metrics["test"] == best_val["test"]
     for name in ("roc_auc", "f1_macro", "accuracy"):
         values = [s["test"][name] for s in per_seed]
@@ -270,7 +288,7 @@ def test_two_seeds_give_mean_and_std_and_export_the_best_on_validation(small_rea
         assert metrics["test_summary"][name]["std"] == pytest.approx(np.std(values, ddof=1))
     # Two seeds are two different initialisations, not one run twice.
     assert per_seed[0]["validation"] != per_seed[1]["validation"] or per_seed[0]["test"] != per_seed[1]["test"]
-    assert result.mlflow is None and "MLflow off" in result.mlflow_note and "ignored" in result.mlflow_note
+    assert result.mlflow == MlflowOutcome(uri=None, run=None, error=None, register_as="ignored-when-off")
 
 
 def test_autoencoder_trial_threshold_is_chosen_on_validation(small_real_dir, session_root):
@@ -291,15 +309,15 @@ def test_autoencoder_trial_threshold_is_chosen_on_validation(small_real_dir, ses
 def test_retrain_named_trial_that_is_not_complete_is_refused(small_real_dir, session_root):
     study = small_study(small_real_dir, session_root)
     with pytest.raises(TrialNotUsable, match=rf"--trial {study.pruned_number}: the trial is PRUNED"):
-        retrain(STUDY, storage=study.storage_url, trial_number=study.pruned_number, console=_quiet())
+        retrain(RetrainSettings(STUDY, storage=study.storage_url, trial_number=study.pruned_number))
     with pytest.raises(TrialNotUsable, match="no such trial"):
-        retrain(STUDY, storage=study.storage_url, trial_number=99, console=_quiet())
+        retrain(RetrainSettings(STUDY, storage=study.storage_url, trial_number=99))
 
 
 def test_study_without_complete_trial_exits_nothing_to_do(small_real_dir, session_root, tmp_path, capsys):
     study = small_study(small_real_dir, session_root)
     with pytest.raises(NoCompletedTrial, match="no COMPLETE trial"):
-        retrain(EMPTY_STUDY, storage=study.storage_url, console=_quiet())
+        retrain(RetrainSettings(EMPTY_STUDY, storage=study.storage_url))
     code = main(["retrain", "--study", EMPTY_STUDY, "--storage", study.storage_url, "--out", str(tmp_path / "x")])
     assert code == EXIT_NOTHING_TO_DO == 6
     assert "no COMPLETE trial" in capsys.readouterr().err
@@ -309,7 +327,7 @@ def test_study_without_complete_trial_exits_nothing_to_do(small_real_dir, sessio
 def test_other_data_is_refused_as_a_study_mismatch(small_real_dir, tiny_real_dir, session_root, tmp_path, capsys):
     study = small_study(small_real_dir, session_root)
     with pytest.raises(StudyMismatch, match="data_fingerprint"):
-        retrain(STUDY, storage=study.storage_url, data=tiny_real_dir, console=_quiet())
+        retrain(RetrainSettings(STUDY, storage=study.storage_url, data=tiny_real_dir))
     code = main(
         [
             "retrain",
@@ -370,14 +388,14 @@ def test_secrets_never_reach_the_bundle_or_mlflow(small_real_dir, session_root, 
     optuna.copy_study(from_study_name=STUDY, from_storage=study.storage_url, to_storage=url_with_password)
     fresh_store = f"sqlite:///{tmp_path / 'other-mlflow.db'}"
     result = retrain(
-        STUDY, storage=url_with_password, epochs=1, out=tmp_path / "b", mlflow_uri=fresh_store, console=_quiet()
+        RetrainSettings(STUDY, storage=url_with_password, epochs=1, out=tmp_path / "b", mlflow_uri=fresh_store)
     )
     for path in result.out.iterdir():
         assert password.encode() not in path.read_bytes(), path.name
     assert "***" in _metrics(result.out)["storage"]
 
     client = mlflow.MlflowClient(fresh_store)
-    run = client.get_run(result.mlflow.run_id)
+    run = client.get_run(result.mlflow.run.run_id)
     parent = client.get_run(run.data.tags[names.TAG_PARENT_RUN_ID])
     assert parent.data.tags[names.TAG_ROLE] == names.ROLE_STUDY and parent.data.tags[names.TAG_STUDY] == STUDY
     assert run.data.tags[names.TAG_ROLE] == "retrain"
@@ -412,3 +430,143 @@ def test_moved_data_is_a_data_error_that_points_at_the_data_flag(small_real_dir,
     assert code == EXIT_DATA
     err = " ".join(capsys.readouterr().err.split())
     assert "gone" in err and "pass --data DIR" in err
+
+
+def test_progress_events_follow_each_seed_from_start_to_finish(small_real_dir, session_root):
+    _, result = retrained(small_real_dir, session_root, "seeds")
+    expected: list[type] = []
+    for seed in result.seeds:
+        expected += [SeedStarted, *[EpochDone] * seed.epochs_run, SeedFinished]
+    events = EVENTS["seeds"]
+    assert [type(e) for e in events] == expected
+    assert [e.seed for e in events if isinstance(e, SeedStarted)] == [0, 1]
+    assert all(e.epochs == STUDY_EPOCHS for e in events if isinstance(e, SeedStarted))
+    finished = [e for e in events if isinstance(e, SeedFinished)]
+    assert [(e.seed, e.best_epoch) for e in finished] == [(s.seed, s.best_epoch) for s in result.seeds]
+    assert [e.val_value for e in finished] == [s.val_metrics["roc_auc"] for s in result.seeds]
+    epochs = [e for e in events if isinstance(e, EpochDone)]
+    assert [e.epoch for e in epochs if e.seed == 0] == list(range(1, result.seeds[0].epochs_run + 1))
+    assert {"train_loss", "val_loss", "val_roc_auc"} <= epochs[0].metrics.keys()
+
+
+def _member_scores(bundle_dir: Path, X: torch.Tensor) -> list[np.ndarray]:
+    """Each seed's own scores, from model.pt's state_dicts and ecgmodels alone (no ensemble code)."""
+    from search.training.scoring import score_windows
+
+    config = json.loads((bundle_dir / "config.json").read_text())
+    states = torch.load(bundle_dir / "model.pt", weights_only=True)
+    assert isinstance(states, list) and len(states) == config["ensemble"]
+    scores = []
+    for state in states:
+        model = ecgmodels.build(
+            config["family"], n_channels=config["n_channels"], seq_len=config["window_length"], **config["model_params"]
+        )
+        model.load_state_dict(state)
+        scores.append(score_windows(model.eval(), X, autoencoder=config["autoencoder"]))
+    return scores
+
+
+def _threshold_by_rule(bundle, dataset) -> float:
+    """The threshold `fit` chooses for one model, chosen on an exported bundle's own scores: classifiers
+    0.5; autoencoders the F1-macro cut on validation (the objective roc_auc does not depend on a cut)."""
+    if not bundle.autoencoder:
+        return 0.5
+    return choose_threshold(bundle.score(dataset.X_val), dataset.y_val, "f1_macro")
+
+
+def test_ensemble_exports_the_mean_of_the_seeds_scores(small_real_dir, session_root):
+    out, printed = ensemble_bundle(small_real_dir, session_root)
+    assert sorted(p.name for p in out.iterdir()) == sorted(BUNDLE_FILES)
+    config = json.loads((out / "config.json").read_text())
+    assert config["ensemble"] == 2 and config["seeds"] == [0, 1] and config["config"]["seed"] == 0
+    assert config["threshold"] == pytest.approx(_threshold_by_rule(load_bundle(out), load_dataset(small_real_dir)))
+    metrics = _metrics(out)
+    assert metrics["exported_seed"] is None and metrics["ensemble_seeds"] == [0, 1]
+    assert [s["seed"] for s in metrics["seeds"]] == [0, 1]
+    assert metrics["onnx_max_abs_diff"] < 1e-4
+
+    # The ensemble's own validation and test metrics, beside the per-seed ones: those of the mean score.
+    dataset = load_dataset(small_real_dir)
+    normalised, _ = dataset.normalised()
+    for split, X, y in (("validation", normalised.X_val, dataset.y_val), ("test", normalised.X_test, dataset.y_test)):
+        mean = np.mean(_member_scores(out, X), axis=0)
+        reproduced = classification_metrics(y, mean, config["threshold"])
+        assert metrics[split]["confusion_matrix"] == reproduced["confusion_matrix"], split
+        assert metrics[split]["roc_auc"] == pytest.approx(reproduced["roc_auc"], abs=1e-6), split
+    # The members are the seeds trained on their own: seed by seed the same weights as `--seeds 2` trains.
+    _, seeds_result = retrained(small_real_dir, session_root, "seeds")
+    exported = seeds_result.exported.seeds[0]
+    member = torch.load(out / "model.pt", weights_only=True)[exported]
+    single = torch.load(seeds_result.out / "model.pt", weights_only=True)
+    assert member.keys() == single.keys() and all(torch.equal(member[k], single[k]) for k in member)
+
+    text = " ".join(printed.split())
+    assert "exporting their ensemble" in text and "exported the ensemble of seeds 0, 1" in text
+    assert "ensemble" in printed and "mean ± std" in printed and "MLflow off" in text
+
+
+def test_autoencoder_ensemble_threshold_is_chosen_like_one_models(small_real_dir, session_root):
+    _, result = retrained(small_real_dir, session_root, "ae-ensemble")
+    assert result.exported.ensemble and result.exported.seeds == [0, 1]
+    bundle = load_bundle(result.out)
+    assert bundle.ensemble == 2 and bundle.score_kind == "reconstruction_error"
+    dataset = load_dataset(small_real_dir)
+    normalised, _ = dataset.normalised()
+    val_errors = bundle.score(dataset.X_val)
+    # The mean of the seeds' reconstruction errors, not the error of a mean reconstruction.
+    np.testing.assert_allclose(val_errors, np.mean(_member_scores(result.out, normalised.X_val), axis=0), rtol=1e-5)
+    assert bundle.threshold == pytest.approx(_threshold_by_rule(bundle, dataset), rel=1e-5)
+    assert (
+        _metrics(result.out)["validation"]["confusion_matrix"]
+        == (classification_metrics(dataset.y_val, val_errors, bundle.threshold)["confusion_matrix"])
+    )
+
+
+def test_ensemble_needs_at_least_two_seeds(small_real_dir, session_root, tmp_path, capsys):
+    study = small_study(small_real_dir, session_root)
+    code = main(["retrain", "--study", STUDY, "--storage", study.storage_url, "--ensemble", "--out", str(tmp_path)])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--ensemble averages several seeds: expected --seeds K with K >= 2, got 1" in err
+
+
+def test_a_diverged_seed_is_left_out_of_the_ensemble(small_real_dir, session_root, tmp_path, monkeypatch, capsys):
+    """Seed 1 diverges: a warning, and the one seed left is exported alone (an ensemble of one is one model)."""
+    from search.ship import seeds as seeds_module
+    from search.training.loop import TrainingDiverged
+
+    real_fit = seeds_module.fit
+
+    def fit_diverging_on_seed_1(model, data, cfg, **kwargs):
+        if cfg.seed == 1:
+            raise TrainingDiverged(1, 3, "the training loss", cfg.lr)
+        return real_fit(model, data, cfg, **kwargs)
+
+    monkeypatch.setattr(seeds_module, "fit", fit_diverging_on_seed_1)
+    study = small_study(small_real_dir, session_root)
+    out = tmp_path / "bundle"
+    args = ["retrain", "--study", STUDY, "--storage", study.storage_url, "--epochs", "1", "--seeds", "2"]
+    assert main([*args, "--ensemble", "--out", str(out), "--mlflow-uri", "off", "--device", "cpu"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "warning: seed 1: " in printed and "exported seed 0 to" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["ensemble"] is None and config["seeds"] == [0]
+    metrics = _metrics(out)
+    assert metrics["exported_seed"] == 0 and [s["seed"] for s in metrics["seeds"]] == [0]
+    assert len(metrics["diverged"]) == 1 and metrics["diverged"][0].startswith("seed 1: ")
+    assert isinstance(torch.load(out / "model.pt", weights_only=True), dict)
+    assert load_bundle(out).ensemble is None
+
+
+def test_mlflow_outcome_is_told_in_one_line():
+    from search.cli.retrain import describe_mlflow
+
+    off = MlflowOutcome(uri=None, run=None, error=None, register_as="ecg")
+    assert describe_mlflow(off, Path("b")) == (
+        "MLflow off: the bundle was not logged to MLflow and --register-as ecg was ignored"
+    )
+    failed = MlflowOutcome(uri="http://u:***@h:5000", run=None, error="ConnectionError: [refused]", register_as=None)
+    assert describe_mlflow(failed, Path("b")) == (
+        "MLflow at http://u:***@h:5000 could not take the model (ConnectionError: \\[refused]); "
+        "the bundle in b is complete"
+    )

@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+
+if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, not for `ecgsearch --help`
+    from rich.console import Console
+    from rich.progress import TaskID
+    from rich.table import Table
+
+    from search.ship.publish import MlflowOutcome
+    from search.ship.retrain import RetrainPlan, RetrainResult
+    from search.ship.seeds import RetrainEvent
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -15,8 +27,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         description="Takes the best COMPLETE trial of a study (or --trial N), rebuilds its exact config, "
         "trains it from scratch on the study's data with the full epoch budget and early stopping on "
         "validation, once per seed, and evaluates each seed once on the test split (mean ± std across "
-        "seeds). The seed best on validation is exported to --out: model.pt (state_dict), model.onnx "
-        "(with the score head), config.json, metrics.json and README.md, and logged to MLflow under the "
+        "seeds). The seed best on validation (with --ensemble: the mean of all seeds' scores, as one "
+        "model) is exported to --out: model.pt (weights), model.onnx (with the score head), config.json, "
+        "metrics.json and README.md, and logged to MLflow under the "
         "study's run.",
         example="ecgsearch retrain --study cnn_lstm --seeds 3 --out exports/cnn_lstm --register-as ecg-cnn-lstm",
     )
@@ -38,6 +51,12 @@ def register(subparsers) -> argparse.ArgumentParser:
         default=1,
         metavar="K",
         help="train K times with seeds config.seed .. config.seed+K-1; export the best on validation",
+    )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="export the mean of the K seeds' scores as one model (one ONNX graph) instead of the best seed; "
+        "needs --seeds K >= 2",
     )
     parser.add_argument(
         "--patience",
@@ -66,19 +85,161 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search.ship.retrain import retrain
+    import os
 
-    retrain(
-        args.study,
+    from rich.console import Console
+    from rich.markup import escape
+
+    from search.ship.retrain import RetrainSettings, plan_retrain, run_retrain
+
+    settings = RetrainSettings(
+        study=args.study,
         storage=args.storage,
         trial_number=args.trial,
         epochs=args.epochs,
         seeds=args.seeds,
+        ensemble=args.ensemble,
         patience=args.patience,
-        out=args.out,
+        out=Path(args.out) if args.out is not None else None,
         register_as=args.register_as,
-        mlflow_uri=args.mlflow_uri,
-        data=args.data,
+        mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+        data=Path(args.data) if args.data is not None else None,
         device=args.device,
     )
+    console = Console(highlight=False)
+    plan = plan_retrain(settings)
+    console.print(describe_plan(plan))
+    with SeedProgress(console, plan.train_cfg.objective) as progress:
+        result = run_retrain(plan, on_progress=progress.on_event)
+    for diverged in result.diverged:
+        console.print(f"[yellow]warning:[/yellow] seed {diverged.seed}: {escape(diverged.reason)}")
+    console.print(seed_table(result))
+    console.print(describe_result(result))
     return 0
+
+
+# ---- display: orchestration returns results and events; the command shows them -----------------------
+
+# Metrics shown in the seed table (all scalar metrics are in metrics.json).
+TABLE_METRICS = ("roc_auc", "pr_auc", "f1_macro", "f1_1", "precision_macro", "recall_macro", "accuracy")
+
+
+class SeedProgress:
+    """One rich progress bar per seed, fed by `search.ship.seeds` events."""
+
+    def __init__(self, console: Console, objective: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.objective = objective
+        self._tasks: dict[int, TaskID] = {}
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+
+    def __enter__(self) -> SeedProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def on_event(self, event: RetrainEvent) -> None:
+        from search.ship.seeds import EpochDone, SeedDiverged, SeedFinished, SeedStarted
+
+        if isinstance(event, SeedStarted):
+            self._tasks[event.seed] = self._progress.add_task(f"seed {event.seed}", total=event.epochs, status="")
+            return
+        task = self._tasks[event.seed]
+        if isinstance(event, EpochDone):
+            value = event.metrics.get(f"val_{self.objective}", math.nan)
+            status = f"epoch {event.epoch}: loss {event.metrics['train_loss']:.4f} val {self.objective} {value:.4f}"
+            self._progress.update(task, completed=event.epoch, status=status)
+        elif isinstance(event, SeedFinished):
+            status = f"best epoch {event.best_epoch} · val {self.objective} {event.val_value:.4f}"
+            total = self._progress.tasks[task].total
+            self._progress.update(
+                task, completed=total, status=status + (" · stopped early" if event.stopped_early else "")
+            )
+        elif isinstance(event, SeedDiverged):
+            self._progress.update(task, status="[red]diverged[/red]")
+
+
+def describe_plan(plan: RetrainPlan) -> str:
+    cfg, settings = plan.train_cfg, plan.settings
+    ensemble = ", exporting their ensemble (mean score)" if settings.ensemble else ""
+    return (
+        f"retraining trial [bold]{plan.trial_number}[/bold] of study [bold]{settings.study}[/bold] "
+        f"({plan.family}, search value {plan.search_value:.4f}) from scratch: {cfg.epochs} epochs, patience "
+        f"{cfg.patience} on validation {cfg.objective}, {settings.seeds} seed(s) from {cfg.seed}{ensemble}, "
+        f"on {plan.device}"
+    )
+
+
+def seed_table(result: RetrainResult) -> Table:
+    """Metrics as rows, seeds as columns (plus mean ± std, and the ensemble when exported), so it fits a
+    terminal for a handful of seeds."""
+    from rich.table import Table
+
+    ensemble = result.exported.ensemble
+    exported = set(result.exported.seeds)
+    table = Table(
+        title=f"trial {result.trial_number}'s config ({result.family}) retrained: test metrics per seed",
+        caption="ensemble: the mean of the seeds' scores, exported" if ensemble else "* exported (best on validation)",
+    )
+    table.add_column("metric")
+    for seed in result.seeds:
+        marked = not ensemble and seed.seed in exported
+        table.add_column(f"seed {seed.seed}" + (" *" if marked else ""), justify="right")
+    several = len(result.seeds) > 1
+    if several:
+        table.add_column("mean ± std", justify="right", style="bold")
+    if ensemble:
+        table.add_column("ensemble", justify="right", style="bold")
+    blank_summary = [""] if several else []
+    table.add_row("best epoch", *(str(s.best_epoch) for s in result.seeds), *blank_summary, *([""] if ensemble else []))
+    objective = result.objective
+    table.add_row(
+        f"val {objective}",
+        *(f"{s.val_metrics[objective]:.4f}" for s in result.seeds),
+        *blank_summary,
+        *([f"{result.exported.val_metrics[objective]:.4f}"] if ensemble else []),
+        end_section=True,
+    )
+    for name in TABLE_METRICS:
+        cells = [f"{s.test_metrics[name]:.4f}" for s in result.seeds]
+        if several:
+            stats = result.test_summary[name]
+            cells.append(f"{stats['mean']:.4f} ± {stats['std']:.4f}")
+        if ensemble:
+            cells.append(f"{result.exported.test_metrics[name]:.4f}")
+        table.add_row(f"test {name}", *cells)
+    return table
+
+
+def describe_result(result: RetrainResult) -> str:
+    if result.exported.ensemble:
+        what = f"the ensemble of seeds {', '.join(str(s) for s in result.exported.seeds)}"
+    else:
+        what = f"seed {result.exported.seeds[0]}"
+    return f"exported {what} to [bold]{result.out}[/bold]; {describe_mlflow(result.mlflow, result.out)}"
+
+
+def describe_mlflow(outcome: MlflowOutcome, out: Path) -> str:
+    from rich.markup import escape
+
+    if outcome.uri is None:
+        note = "MLflow off: the bundle was not logged to MLflow"
+        return note + (f" and --register-as {outcome.register_as} was ignored" if outcome.register_as else "")
+    if outcome.run is None:
+        error = escape(outcome.error or "")  # the store's words, not rich markup
+        return f"MLflow at {outcome.uri} could not take the model ({error}); the bundle in {out} is complete"
+    note = f"logged to MLflow {outcome.uri} run {outcome.run.run_id}"
+    if outcome.register_as:
+        note += f", registered as {outcome.register_as} version {outcome.run.registered_version}"
+    return note

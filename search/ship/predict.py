@@ -13,7 +13,8 @@ import torch
 
 from search.data import DataError
 from search.errors import UsageError
-from search.ship.bundle import ONNX_FILE, Bundle, onnx_scores
+from search.ship.bundle import ONNX_FILE, Bundle
+from search.ship.onnx import onnx_scores
 from search.training.scoring import score
 
 RUNTIMES = ("torch", "onnx")
@@ -90,7 +91,8 @@ def check_shape(windows: np.ndarray, bundle: Bundle, path: str | Path) -> None:
 
 
 def predict(bundle: Bundle, windows: np.ndarray, *, runtime: str = "torch", batch_size: int = 256) -> Predictions:
-    """Normalise raw `windows` with the bundle's statistics and score them with `runtime`."""
+    """Normalise raw `windows` with the bundle's statistics and score them with `runtime` (one model or an
+    ensemble alike: the ONNX graph and `bundle.scorer` both hold the whole scoring model)."""
     if runtime not in RUNTIMES:
         raise UsageError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if batch_size < 1:
@@ -102,7 +104,7 @@ def predict(bundle: Bundle, windows: np.ndarray, *, runtime: str = "torch", batc
             raise DataError(onnx_path, "model.onnx", "is missing; use --runtime torch or re-export the bundle")
         scores = onnx_scores(onnx_path, normalised, batch_size=batch_size)
     else:
-        scores = score(bundle.scoring_model(), torch.from_numpy(normalised), batch_size=batch_size).numpy()
+        scores = score(bundle.scorer, torch.from_numpy(normalised), batch_size=batch_size).numpy()
     return Predictions(
         scores=scores,
         labels=(scores >= bundle.threshold).astype(np.int64),

@@ -1,0 +1,92 @@
+"""A written bundle logged to the study's MLflow store, best effort: MLflow mirrors, it never decides.
+
+The bundle on disk is complete before this runs; when the store cannot take it, the outcome says why
+and the retrain still succeeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from search.ship.bundle import BUNDLE_FILES, CONFIG_FILE, METRICS_FILE, ONNX_FILE, read_json
+from search.ship.onnx import onnx_scores
+from search.tracking.bundle_log import BundleContent, BundleRun
+from studies import StudyDefinition, mask_secrets
+
+
+@dataclass(frozen=True)
+class MlflowOutcome:
+    """Where the bundle was logged, or why not."""
+
+    uri: str | None  # the store, masked; None when MLflow is off
+    run: BundleRun | None  # None when off or when the store failed
+    error: str | None  # the store's error, one line, when it could not take the bundle
+    register_as: str | None  # the registry name asked for (ignored when MLflow is off)
+
+
+def resolve_mlflow_uri(given: str | None, definition: StudyDefinition, storage_url: str) -> str | None:
+    """`given` (a URI, or 'off' = None), else the store the study was searched with (unless it was
+    stored masked: its credentials are not ours to know), else sqlite:///mlflow.db beside the study
+    database, as `ecgsearch start` chooses."""
+    from search.tracking import resolve_tracking_uri
+
+    if given and given.strip():
+        return resolve_tracking_uri(given, storage_url)
+    stored = definition.mlflow_tracking_uri
+    if stored and "***" not in stored:
+        return stored
+    return resolve_tracking_uri(None, storage_url)
+
+
+def log_to_mlflow(
+    bundle_dir: Path,
+    *,
+    given_uri: str | None,
+    definition: StudyDefinition,
+    storage_url: str,
+    study_name: str,
+    trial_number: int,
+    register_as: str | None,
+    example: np.ndarray,
+) -> MlflowOutcome:
+    """Log the bundle in `bundle_dir` under the study's parent run (the same experiment and parent the
+    study's trials went to when the store is the study's own); never raises for the store's errors."""
+    from search.tracking.bundle_log import log_bundle
+
+    tracking_uri = resolve_mlflow_uri(given_uri, definition, storage_url)
+    if tracking_uri is None:
+        return MlflowOutcome(uri=None, run=None, error=None, register_as=register_as)
+    same_store = definition.mlflow_tracking_uri is not None and mask_secrets(tracking_uri) == (
+        definition.mlflow_tracking_uri
+    )
+    content = BundleContent(
+        onnx_path=bundle_dir / ONNX_FILE,
+        # The model itself is logged as the ONNX flavour, the other files as they are.
+        artifact_paths=[bundle_dir / name for name in BUNDLE_FILES if name != ONNX_FILE],
+        config=read_json(bundle_dir / CONFIG_FILE),
+        metrics=read_json(bundle_dir / METRICS_FILE),
+        example=example,
+        example_scores=onnx_scores(bundle_dir / ONNX_FILE, example),
+    )
+    try:
+        run = log_bundle(
+            content,
+            tracking_uri=tracking_uri,
+            study_name=study_name,
+            run_name=f"retrain-trial-{trial_number}",
+            experiment_id=definition.mlflow_experiment_id if same_store else None,
+            parent_run_id=definition.mlflow_parent_run_id if same_store else None,
+            register_as=register_as,
+        )
+    except Exception as error:  # MLflow mirrors, never decides: the bundle on disk is complete
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        return MlflowOutcome(
+            uri=mask_secrets(tracking_uri),
+            run=None,
+            error=mask_secrets(f"{type(error).__name__}: {first_line}"),
+            register_as=register_as,
+        )
+    return MlflowOutcome(uri=mask_secrets(tracking_uri), run=run, error=None, register_as=register_as)
