@@ -9,7 +9,6 @@ seed that is best on VALIDATION is exported, so the test split never chooses any
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,12 +29,12 @@ from search.training.loop import TrainingDiverged, fit, resolve_device, seed_eve
 from search.training.metrics import classification_metrics, scalar_metrics
 from search.training.scoring import score_windows
 from studies import (
+    DEFAULT_STORAGE_URL,
     StudyDefinition,
     StudyMismatch,
     load_study_with_definition,
     mask_secrets,
     open_storage,
-    resolve_storage_url,
     select_trial,
     trial_config,
 )
@@ -90,12 +89,12 @@ def check_data(dataset: ECGDataset, definition: StudyDefinition, data_path: str)
 
 
 def resolve_mlflow_uri(flag: str | None, definition: StudyDefinition, storage_url: str) -> str | None:
-    """`--mlflow-uri` or $MLFLOW_TRACKING_URI ('off' = None), else the store the study was searched with
-    (unless it was stored masked: its credentials live in the environment), else
+    """`--mlflow-uri` (or $MLFLOW_TRACKING_URI, read by the CLI; 'off' = None), else the store the study was
+    searched with (unless it was stored masked: its credentials live in the environment), else
     sqlite:///mlflow.db beside the study database, as `ecgsearch start` chooses."""
     from search.tracking import resolve_tracking_uri
 
-    if flag or os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+    if flag and flag.strip():
         return resolve_tracking_uri(flag, storage_url)
     stored = definition.mlflow_tracking_uri
     if stored and "***" not in stored:
@@ -260,7 +259,7 @@ def retrain(
     if patience is not None and patience < 0:
         raise UsageError(f"--patience {patience}: expected an integer >= 0 (0 = no early stopping)")
 
-    storage_url = resolve_storage_url(storage)
+    storage_url = storage or DEFAULT_STORAGE_URL
     study, definition = load_study_with_definition(open_storage(storage_url), study_name)
     trial = select_trial(study, trial_number)
     config = trial_config(trial)
