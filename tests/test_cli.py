@@ -3,7 +3,11 @@ user text printed as written, storage that must exist, and what `start` says abo
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -188,3 +192,17 @@ def test_status_renders_the_running_workers(make_definition):
     console = Console(file=io.StringIO(), width=160)
     console.print(render_summary(StudySummary("empty", make_definition(), {"COMPLETE": 0}, 0, None, None)))
     assert "No completed trial yet" in console.file.getvalue()
+
+
+def test_required_services_fail_instead_of_skipping():
+    """With ECGSEARCH_REQUIRE_SERVICES=1 (CI), a test whose PostgreSQL is missing fails; without it, it skips."""
+    test = "tests/test_storage_postgres.py::test_missing_database_suggests_createdb"
+    repo = Path(__file__).resolve().parents[1]
+    unreachable = {**os.environ, "ECGSEARCH_TEST_PG_PORT": "1"}
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", test]
+    skipped = subprocess.run(command, cwd=repo, env=unreachable, capture_output=True, text=True)
+    assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout
+    required = subprocess.run(
+        command, cwd=repo, env={**unreachable, "ECGSEARCH_REQUIRE_SERVICES": "1"}, capture_output=True, text=True
+    )
+    assert required.returncode != 0 and "ECGSEARCH_REQUIRE_SERVICES is set" in required.stdout, required.stdout
