@@ -257,7 +257,33 @@ def profile_worker(data_dir: Path, *, backend: str, trials: int, epochs: int, ma
     stats.sort_stats("cumulative").print_stats(25)
 
 
-def main(argv: list[str] | None = None) -> int:
+def verdict(row: dict[str, Any], *, quick: bool) -> str:
+    """The targets hold for PostgreSQL with 4 workers; other rows are context."""
+    if quick:
+        return "quick run"
+    if row["storage"] != "postgresql" or row["workers"] != 4:
+        return "-"
+    met = row["overhead_s"] <= TARGET_SECONDS and row["fraction_of_1min"] <= TARGET_FRACTION
+    return "met" if met else "MISSED"
+
+
+def print_results(rows: list[dict[str, Any]]) -> None:
+    print()
+    _common.print_table(
+        rows,
+        ["storage", "workers", "pairs", "training_s", "overhead_s", "overhead_mean_s", "inside_trial_s",
+         "between_trials_s", "bare_optuna_s", "vs_bare_optuna", "fraction_of_1min", "verdict"],
+    )  # fmt: skip
+    print(
+        f"\noverhead_s: median over consecutive trial pairs of one worker of (next start - start - training); "
+        f"target <= {TARGET_SECONDS} s and <= {TARGET_FRACTION:.0%} of a {TYPICAL_TRIAL_S:.0f} s trial "
+        "on PostgreSQL with 4 workers\nvs_bare_optuna: overhead_s / the per-trial seconds of a bare Optuna "
+        "study.optimize (trivial objective, same storage backend, same sampler and pruner) measured in this run"
+    )
+
+
+def parse_args(argv: list[str] | None) -> tuple[Any, list[int], list[str], int, int]:
+    """The arguments, the worker counts, the storage backends and the slice sizes (--quick shrinks them)."""
     parser = _common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,4", help="worker counts to compare")
     parser.add_argument("--storages", default="sqlite,postgresql", help="sqlite and/or postgresql")
@@ -275,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     max_train, max_val = (int(part) for part in args.subset.split(","))
     if args.quick:
         worker_counts, backends, args.trials_per_worker, max_train, max_val = [1], ["sqlite"], 2, 16, 16
+    return args, worker_counts, backends, max_train, max_val
 
+
+def main(argv: list[str] | None = None) -> int:
+    args, worker_counts, backends, max_train, max_val = parse_args(argv)
     notes = []
     if "postgresql" in backends and not postgres_reachable():
         backends.remove("postgresql")
@@ -310,32 +340,11 @@ def main(argv: list[str] | None = None) -> int:
                     max_params=args.max_params,
                     quick=args.quick,
                 )
-                is_target = backend == "postgresql" and workers == 4
-                row["verdict"] = (
-                    "quick run"
-                    if args.quick
-                    else (
-                        ("met" if row["overhead_s"] <= TARGET_SECONDS and row["fraction_of_1min"] <= TARGET_FRACTION
-                         else "MISSED")
-                        if is_target
-                        else "-"
-                    )
-                )  # fmt: skip
+                row["verdict"] = verdict(row, quick=args.quick)
                 rows.append(row)
                 print(f"  {backend}, {workers} worker(s): done in {row['wall_s']:.0f} s, states {row['states']}",
                       flush=True)  # fmt: skip
-        print()
-        _common.print_table(
-            rows,
-            ["storage", "workers", "pairs", "training_s", "overhead_s", "overhead_mean_s", "inside_trial_s",
-             "between_trials_s", "bare_optuna_s", "vs_bare_optuna", "fraction_of_1min", "verdict"],
-        )  # fmt: skip
-        print(
-            f"\noverhead_s: median over consecutive trial pairs of one worker of (next start - start - training); "
-            f"target <= {TARGET_SECONDS} s and <= {TARGET_FRACTION:.0%} of a {TYPICAL_TRIAL_S:.0f} s trial "
-            "on PostgreSQL with 4 workers\nvs_bare_optuna: overhead_s / the per-trial seconds of a bare Optuna "
-            "study.optimize (trivial objective, same storage backend, same sampler and pruner) measured in this run"
-        )
+        print_results(rows)
         _common.write_json(args.json, "overhead", [{**row, "quick": args.quick} for row in rows], info)
         if args.profile:
             profile_worker(

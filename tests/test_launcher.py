@@ -14,9 +14,17 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from search.errors import EXIT_WORKER_DIED, UsageError
+from search.errors import EXIT_WORKER_DIED, UsageError, WorkerDied
 from search.optimize import launcher
-from search.optimize.launcher import Slot, plan_slots, runs_in_process, slot_environment, threads_per_process
+from search.optimize.launcher import (
+    Slot,
+    describe_exit,
+    plan_slots,
+    refuse_deaths,
+    runs_in_process,
+    slot_environment,
+    threads_per_process,
+)
 from search.optimize.worker import sampler_seed, worker_identity
 from studies import open_storage
 
@@ -166,24 +174,16 @@ def test_a_killed_worker_is_named_and_exits_7(tiny_real_dir, tmp_path):
     assert "Traceback" not in err
 
 
-def test_a_killed_worker_after_the_budget_was_finished_by_the_others_exits_0(monkeypatch):
-    """The same report, but the study's budget was finished anyway: a warning, not a failure."""
-    from search.optimize.launcher import _Child, _Fleet
-    from search.optimize.worker import LoadedStudy
-
-    class Dead:
-        pid, exitcode = 4321, -signal.SIGKILL
-
-    study = optuna.create_study()
-    monkeypatch.setattr("studies.budget_of", lambda _study: 3)
-    monkeypatch.setattr("studies.trials_remaining", lambda _study, _budget: 0)
-    fleet = _Fleet([_Child(Slot(1, None, "cpu1"), Dead(), report=None)])
-    result = fleet.outcome(LoadedStudy(study, definition=None))
-    assert result.deaths == ["worker cpu1 (pid 4321) was killed by SIGKILL"]
-    monkeypatch.setattr("studies.trials_remaining", lambda _study, _budget: 2)
-    with pytest.raises(Exception, match="cpu1 \\(pid 4321\\) was killed by SIGKILL") as raised:
-        fleet.outcome(LoadedStudy(study, definition=None))
-    assert raised.value.exit_code == EXIT_WORKER_DIED
+def test_a_dead_worker_fails_the_run_only_when_the_budget_is_unfinished():
+    death = describe_exit("worker cpu1 (pid 4321)", -signal.SIGKILL)
+    assert death == "worker cpu1 (pid 4321) was killed by SIGKILL"
+    assert describe_exit("worker gpu0", 1) == "worker gpu0 exited with code 1 (its error is above)"
+    refuse_deaths([death], trials_left=0)  # the others finished the budget: reported, not a failure
+    refuse_deaths([], trials_left=3)
+    for left in (2, None):
+        with pytest.raises(WorkerDied, match=r"cpu1 \(pid 4321\) was killed by SIGKILL") as raised:
+            refuse_deaths([death], trials_left=left)
+        assert raised.value.exit_code == EXIT_WORKER_DIED == 7
 
 
 @pytest.mark.postgres

@@ -39,78 +39,81 @@ mlflow_option = click.option(
 )
 
 
+# Flags shared by `start` and `worker`: where this machine's workers run and how they stay alive.
+_WORKER_OPTIONS: tuple[Decorator, ...] = (
+    click.option(
+        "--gpus",
+        default=None,
+        metavar="all|0,1,…",
+        help="GPUs to use, one worker process per GPU slot, each seeing only its GPU "
+        "(default: all GPUs when CUDA is visible, else CPU workers)",
+    ),
+    click.option(
+        "--workers-per-gpu",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        metavar="K",
+        help="worker processes per GPU (small models leave a big GPU idle with one)",
+    ),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        metavar="N",
+        help="worker processes: CPU processes without a GPU; with CUDA visible and no --gpus, "
+        "N processes spread round-robin over every GPU",
+    ),
+    click.option(
+        "--device",
+        type=click.Choice(("auto", "cpu", "cuda")),
+        default="auto",
+        show_default=True,
+        help="auto: GPUs when CUDA is visible; cpu: CPU workers even on a GPU machine",
+    ),
+    click.option(
+        "--threads",
+        envvar="ECGSEARCH_THREADS",
+        show_envvar=True,
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="CPU threads per worker process (default: this machine's cores divided by its worker processes)",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="S",
+        help="stop starting new trials after S seconds (running trials finish)",
+    ),
+    click.option(
+        "--heartbeat-interval",
+        type=click.IntRange(min=1),
+        default=30,
+        show_default=True,
+        metavar="S",
+        help="seconds between a running trial's heartbeats in the database",
+    ),
+    click.option(
+        "--grace-period",
+        type=click.IntRange(min=1),
+        default=90,
+        show_default=True,
+        metavar="S",
+        help="a RUNNING trial without a heartbeat for this long is failed and re-queued "
+        "(must exceed --heartbeat-interval)",
+    ),
+    click.option(
+        "--no-progress", is_flag=True, help="print one line per finished trial instead of a live progress bar"
+    ),
+)
+
+
 def worker_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Flags shared by `start` and `worker`: where this machine's workers run and how they stay alive."""
-    options: list[Decorator] = [
-        click.option(
-            "--gpus",
-            default=None,
-            metavar="all|0,1,…",
-            help="GPUs to use, one worker process per GPU slot, each seeing only its GPU "
-            "(default: all GPUs when CUDA is visible, else CPU workers)",
-        ),
-        click.option(
-            "--workers-per-gpu",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            metavar="K",
-            help="worker processes per GPU (small models leave a big GPU idle with one)",
-        ),
-        click.option(
-            "--workers",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
-            metavar="N",
-            help="worker processes: CPU processes without a GPU; with CUDA visible and no --gpus, "
-            "N processes spread round-robin over every GPU",
-        ),
-        click.option(
-            "--device",
-            type=click.Choice(("auto", "cpu", "cuda")),
-            default="auto",
-            show_default=True,
-            help="auto: GPUs when CUDA is visible; cpu: CPU workers even on a GPU machine",
-        ),
-        click.option(
-            "--threads",
-            envvar="ECGSEARCH_THREADS",
-            show_envvar=True,
-            type=click.IntRange(min=1),
-            default=None,
-            metavar="N",
-            help="CPU threads per worker process (default: this machine's cores divided by its worker processes)",
-        ),
-        click.option(
-            "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            metavar="S",
-            help="stop starting new trials after S seconds (running trials finish)",
-        ),
-        click.option(
-            "--heartbeat-interval",
-            type=click.IntRange(min=1),
-            default=30,
-            show_default=True,
-            metavar="S",
-            help="seconds between a running trial's heartbeats in the database",
-        ),
-        click.option(
-            "--grace-period",
-            type=click.IntRange(min=1),
-            default=90,
-            show_default=True,
-            metavar="S",
-            help="a RUNNING trial without a heartbeat for this long is failed and re-queued "
-            "(must exceed --heartbeat-interval)",
-        ),
-        click.option(
-            "--no-progress", is_flag=True, help="print one line per finished trial instead of a live progress bar"
-        ),
-    ]
-    for option in reversed(options):
+    """Add the worker flags to a command, in the order `--help` lists them."""
+    for option in reversed(_WORKER_OPTIONS):
         function = option(function)
     return function
 

@@ -169,15 +169,30 @@ class _Child:
                 return
 
     def death(self) -> str | None:
-        """How this child ended when it did not report a result: a signal, an exit code, or Ctrl-C."""
-        if self.message is not None and self.message[0] == "interrupted":
-            return f"worker {self.slot.label} (pid {self.process.pid}) was interrupted (SIGINT)"
-        if self.message is not None:
+        """How this child ended when it did not report a result; None when it did."""
+        if self.message is not None and self.message[0] != "interrupted":
             return None
-        code = self.process.exitcode
-        if code is not None and code < 0:
-            return f"worker {self.slot.label} (pid {self.process.pid}) was killed by {signal.Signals(-code).name}"
-        return f"worker {self.slot.label} (pid {self.process.pid}) exited with code {code} (its error is above)"
+        name = f"worker {self.slot.label} (pid {self.process.pid})"
+        if self.message is not None:
+            return f"{name} was interrupted (SIGINT)"
+        return describe_exit(name, self.process.exitcode)
+
+
+def describe_exit(name: str, exitcode: int | None) -> str:
+    """`worker cpu1 (pid 1234) was killed by SIGKILL`, or the exit code of a worker that failed on its own."""
+    if exitcode is not None and exitcode < 0:
+        return f"{name} was killed by {signal.Signals(-exitcode).name}"
+    return f"{name} exited with code {exitcode} (its error is above)"
+
+
+def refuse_deaths(deaths: list[str], trials_left: int | None) -> None:
+    """`WorkerDied` (exit 7) when a worker died and the others did not finish the budget (None: no budget)."""
+    if deaths and trials_left != 0:
+        raise WorkerDied(
+            "; ".join(deaths) + ", and the study's budget is not finished. Its running trial is failed and "
+            "re-queued once its heartbeat is older than --grace-period; run `ecgsearch worker` (or `start` "
+            "again) to finish the budget."
+        )
 
 
 class _Fleet:
@@ -225,12 +240,8 @@ class _Fleet:
                 result.results[child.slot.label] = child.message[1]
             elif (death := child.death()) is not None:
                 result.deaths.append(death)
-        if result.deaths and trials_remaining(loaded.study, budget_of(loaded.study)) != 0:
-            raise WorkerDied(
-                "; ".join(result.deaths) + ", and the study's budget is not finished. Its running trial is failed "
-                "and re-queued once its heartbeat is older than --grace-period; run `ecgsearch worker` (or "
-                "`start` again) to finish the budget."
-            )
+        if result.deaths:
+            refuse_deaths(result.deaths, trials_remaining(loaded.study, budget_of(loaded.study)))
         return result
 
 

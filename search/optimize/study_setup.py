@@ -40,7 +40,6 @@ class IgnoredSetting:
 class PreparedStudy:
     """A created or resumed study, ready for this process's workers (the data is loaded and checked)."""
 
-    storage: optuna.storages.RDBStorage
     loaded: LoadedStudy
     created: bool
     tracking_uri: str | None = field(repr=False)  # None: mirroring is off
@@ -77,7 +76,6 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
         definition.trials_budget = settings.trials
     write_definition(study, definition)
     return PreparedStudy(
-        storage=storage,
         loaded=LoadedStudy(study, definition, dataset),
         created=created,
         tracking_uri=tracking_uri,
@@ -162,7 +160,6 @@ def _set_up_mirror(definition: StudyDefinition, tracking_uri: str, settings: Stu
 class JoinedStudy:
     """An existing study opened by `worker`, and the tracking URI its trials are mirrored to (None: off)."""
 
-    storage: optuna.storages.RDBStorage
     loaded: LoadedStudy
     tracking_uri: str | None = field(repr=False)
 
@@ -179,4 +176,4 @@ def join_study(
     study, definition = load_study_with_definition(storage, study_name)
     value = mlflow_uri or definition.mlflow_tracking_uri
     usable = value and value.strip().lower() != "off" and "***" not in value
-    return JoinedStudy(storage, LoadedStudy(study, definition), value.strip() if usable else None)
+    return JoinedStudy(LoadedStudy(study, definition), value.strip() if usable else None)
