@@ -162,8 +162,9 @@ def test_a_killed_worker_is_named_and_exits_7(tiny_real_dir, tmp_path):
         "off",
         "--no-progress",
     ]
-    args += ["--trials", "20", "--epochs", "30", "--pruner", "none", "--max-params", "60000", "--workers", "2"]
-    args += ["--timeout", "1"]
+    args += ["--trials", "20", "--epochs", "20", "--pruner", "none", "--max-params", "60000", "--workers", "2"]
+    # Long enough that a trainable config is drawn and trains (too-large ones fail in milliseconds).
+    args += ["--timeout", "15"]
     process = run_start(args, cwd=tmp_path)
     victim = wait_for_running_trial(storage, "cnn", process).user_attrs["worker_pid"]
     os.kill(victim, signal.SIGKILL)
@@ -193,7 +194,7 @@ def test_no_password_on_any_command_line_or_output(tiny_real_dir, tmp_path, post
     storage = postgres_url.replace("postgres@", "postgres:secret@", 1)
     env = {"ECGSEARCH_STORAGE": storage, "MLFLOW_TRACKING_URI": "http://mlflow:secret@127.0.0.1:1"}
     args = ["--space", "cnn", "--data", str(tiny_real_dir), "--no-progress", "--workers", "2"]
-    args += ["--trials", "3", "--epochs", "2", "--max-params", "60000"]
+    args += ["--trials", "3", "--epochs", "8", "--pruner", "none", "--max-params", "60000"]
     process = run_start(args, cwd=tmp_path, env=env)
     wait_for_running_trial(postgres_url, "cnn", process)
     command_lines = {}
