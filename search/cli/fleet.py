@@ -24,13 +24,16 @@ def plan_from_flags(ctx: click.Context) -> list[Slot]:
     )
 
 
-def worker_settings(ctx: click.Context, *, study_name: str, storage_url: str, mlflow_uri: str | None) -> WorkerSettings:
+def worker_settings(
+    ctx: click.Context, *, study_name: str, storage_url: str, mlflow_uri: str | None, data_dir: str | None
+) -> WorkerSettings:
+    """`data_dir`: this machine's copy of the data, None for the path stored in the study."""
     params = ctx.params
     return WorkerSettings(
         study_name=study_name,
         storage_url=storage_url,
         mlflow_uri=mlflow_uri,
-        data_dir=params.get("data") if ctx.command.name == "worker" else None,
+        data_dir=data_dir,
         timeout_s=params["timeout"],
         heartbeat_interval_s=params["heartbeat_interval"],
         grace_period_s=params["grace_period"],

@@ -115,7 +115,9 @@ def command(ctx: click.Context, **params: object) -> int:
     _report_mirror(prepared, study_name)
     if slots is None:
         return 0
-    settings = worker_settings(ctx, study_name=study_name, storage_url=storage_url, mlflow_uri=prepared.tracking_uri)
+    settings = worker_settings(
+        ctx, study_name=study_name, storage_url=storage_url, mlflow_uri=prepared.tracking_uri, data_dir=None
+    )
     run_here(ctx, settings, slots, prepared.loaded)
     _print_outcome(prepared.study)
     return 0

@@ -54,6 +54,8 @@ def command(ctx: click.Context, **params: object) -> int:
             Text("joining ")
             + describe_study(study_name, joined.loaded.definition, storage_url, budget_of(joined.loaded.study))
         )
-    settings = worker_settings(ctx, study_name=study_name, storage_url=storage_url, mlflow_uri=joined.tracking_uri)
+    settings = worker_settings(
+        ctx, study_name=study_name, storage_url=storage_url, mlflow_uri=joined.tracking_uri, data_dir=ctx.params["data"]
+    )
     run_here(ctx, settings, slots, joined.loaded)
     return 0
