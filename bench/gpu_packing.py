@@ -2,9 +2,9 @@
 
 Small ECG models leave a big GPU mostly idle with one process; `ecgsearch start --workers-per-gpu K`
 runs K. This benchmark starts K spawned processes (as the launcher does: one process per slot,
-`CUDA_VISIBLE_DEVICES` set to the GPU), each loading the data onto the device once and then running
-`search.training.loop.fit` on one fixed config trial after trial. All start together after a warm-up; the
-aggregate rate over the common window is compared with K = 1.
+`CUDA_VISIBLE_DEVICES` from the launcher's `slot_environment`), each loading the data onto the device once
+and then running `search.training.loop.fit` on one fixed config trial after trial. All start together
+after a warm-up; the aggregate rate over the common window is compared with K = 1.
 
 Full mode needs CUDA (it says so and exits 0 without it). `--quick` runs the same machinery on the
 CPU with K = 1, 2 and a tiny model, so CI proves the script works; its numbers mean nothing.
@@ -66,8 +66,10 @@ def worker(
     A command is (start_at, seconds): wait until wall-clock `start_at` (so all K slots start together),
     then run trials until `seconds` have passed and report. `None` ends the process.
     """
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch initialises CUDA, as the launcher does
+    from search.optimize.launcher import Slot, slot_environment
+
+    # Before torch initialises CUDA, with the launcher's own rule: exactly the slot's GPU, or none on CPU.
+    os.environ.update(slot_environment(Slot(index, gpu, f"slot{index}")))
     import torch
 
     import ecgmodels

@@ -1,6 +1,6 @@
 """Search efficiency: default ecgsearch (TPE + Hyperband pruning) against random search without pruning.
 
-Both run the real trial objective (`search.optimize.worker.TrialObjective`: sample from the `cnn` space, build,
+Both run the real trial objective (`search.optimize.objective.TrialObjective`: sample from the `cnn` space, build,
 `fit`, report every epoch, prune) in in-memory Optuna studies, on the real MIT-BIH DS1 training and
 validation windows (never the test split), with the same epoch budget per trial, the same total epoch
 budget per run and the same seeds. A run stops starting trials once its total budget is consumed.
@@ -68,7 +68,7 @@ def run_search(dataset: Any, *, method: str, seed: int, epochs: int, total_epoch
     import optuna
     import torch
 
-    from search.optimize.worker import TRIAL_FAILURES, TrialObjective
+    from search.optimize.objective import TRIAL_FAILURES, TrialObjective
     from studies import write_definition
 
     sampler_name, pruner_name = METHODS[method]

@@ -9,12 +9,22 @@ Imports optuna and ecgmodels only.
 
 from spaces import families as _families  # noqa: F401  (registers the spaces)
 from spaces.common import SpaceContext, suggest_conv_stack, suggest_training
-from spaces.registry import SearchSpace, UnknownSpace, get, model_params, names, register, validate_config
+from spaces.registry import (
+    SearchSpace,
+    UnknownSpace,
+    build_model,
+    get,
+    model_params,
+    names,
+    register,
+    validate_config,
+)
 
 __all__ = [
     "SearchSpace",
     "SpaceContext",
     "UnknownSpace",
+    "build_model",
     "get",
     "model_params",
     "names",

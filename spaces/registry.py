@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
 import ecgmodels
 from spaces.common import SpaceContext, family_possible
+
+if TYPE_CHECKING:
+    from torch import nn
 
 SpaceFn = Callable[[optuna.Trial, SpaceContext], dict[str, Any]]
 
@@ -81,10 +84,11 @@ def model_params(config: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in config.items() if key in wanted}
 
 
-def validate_config(
+def build_model(
     config: dict[str, Any], *, n_channels: int, seq_len: int, fs: float | None = None, max_params: int | None = None
-) -> int:
-    """Build the config's model for data sampled at `fs` Hz and return its parameter count.
+) -> tuple[nn.Module, int]:
+    """Build the config's model for data sampled at `fs` Hz and count its parameters: the model a trial
+    then trains, built once.
 
     Raises `ecgmodels.InvalidArchitecture` with the reason when the architecture cannot work or
     has more than `max_params` parameters, and ValueError for an unknown family.
@@ -97,4 +101,11 @@ def validate_config(
         raise ecgmodels.InvalidArchitecture(
             f"{config['family']} model has {n_params} parameters > max_params {max_params}"
         )
-    return n_params
+    return model, n_params
+
+
+def validate_config(
+    config: dict[str, Any], *, n_channels: int, seq_len: int, fs: float | None = None, max_params: int | None = None
+) -> int:
+    """The parameter count of the config's model; raises what `build_model` raises."""
+    return build_model(config, n_channels=n_channels, seq_len=seq_len, fs=fs, max_params=max_params)[1]

@@ -1,6 +1,6 @@
 """Study lifecycle: storage URLs, create/load/resume, sampler and pruner factories, summaries.
 
-Imports optuna and sqlalchemy only (rich is imported inside `render_summary`).
+Imports optuna and sqlalchemy only.
 """
 
 from studies.definition import (
@@ -22,8 +22,8 @@ from studies.samplers import SAMPLERS, make_sampler
 from studies.storage import (
     DEFAULT_STORAGE_URL,
     StorageError,
+    open_existing_storage,
     open_storage,
-    resolve_storage_url,
 )
 from studies.summary import (
     BestTrial,
@@ -31,7 +31,6 @@ from studies.summary import (
     StudyListing,
     StudySummary,
     list_studies,
-    render_summary,
     summarise,
 )
 from studies.trials import (
@@ -80,10 +79,9 @@ __all__ = [
     "make_pruner",
     "make_sampler",
     "mask_secrets",
+    "open_existing_storage",
     "open_storage",
     "read_definition",
-    "render_summary",
-    "resolve_storage_url",
     "select_trial",
     "summarise",
     "trial_config",

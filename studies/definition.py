@@ -173,9 +173,7 @@ def create_or_load_study(
             + ". Resume it with the same settings, or pick a new --study name.",
             differences,
         )
-    study = optuna.load_study(
-        storage=storage, study_name=name, sampler=stored.make_sampler(), pruner=stored.make_pruner()
-    )
+    study.sampler, study.pruner = stored.make_sampler(), stored.make_pruner()
     return study, stored, False
 
 
@@ -188,9 +186,8 @@ def load_study_with_definition(storage: optuna.storages.BaseStorage, name: str) 
         listing = ", ".join(existing) if existing else "none yet (create one with `ecgsearch start`)"
         raise StudyNotFound(f"No study named {name!r} in this storage. Existing studies: {listing}.") from None
     definition = read_definition(study)
-    study = optuna.load_study(
-        storage=storage, study_name=name, sampler=definition.make_sampler(), pruner=definition.make_pruner()
-    )
+    # Set on the loaded study rather than loading it a second time with them.
+    study.sampler, study.pruner = definition.make_sampler(), definition.make_pruner()
     return study, definition
 
 

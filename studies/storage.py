@@ -1,4 +1,4 @@
-"""Where studies live: resolving the storage URL, hiding its password, opening it with heartbeats.
+"""Where studies live: checking the storage URL and opening it with heartbeats.
 
 SQLite is the zero-setup default for one machine; PostgreSQL serves many workers on many
 machines. Both go through Optuna's RDBStorage, the only storage with heartbeats (a worker that
@@ -7,7 +7,6 @@ dies mid-trial has its trial failed and retried instead of left RUNNING forever)
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import warnings
 from pathlib import Path
@@ -21,7 +20,6 @@ from sqlalchemy.engine import URL, make_url
 from studies.masking import mask_secrets
 
 DEFAULT_STORAGE_URL = "sqlite:///ecgsearch.db"
-STORAGE_ENV_VAR = "ECGSEARCH_STORAGE"
 
 # A bare `postgresql://` means psycopg2 under SQLAlchemy 2.x, which is not installed (STACK.md).
 _POSTGRES_DRIVER = "postgresql+psycopg"
@@ -52,14 +50,6 @@ class StorageError(Exception):
     exit_code = 4  # search.errors.EXIT_STORAGE (studies cannot import search)
 
 
-def resolve_storage_url(cli_value: str | None) -> str:
-    """The `--storage` flag, else `$ECGSEARCH_STORAGE`, else `sqlite:///ecgsearch.db` here."""
-    if cli_value:
-        return cli_value
-    from_env = os.environ.get(STORAGE_ENV_VAR, "").strip()
-    return from_env or DEFAULT_STORAGE_URL
-
-
 def normalise_storage_url(url: str) -> URL:
     """The parsed URL with the driver this installation has; `StorageError` for anything else."""
     try:
@@ -67,7 +57,7 @@ def normalise_storage_url(url: str) -> URL:
     except (sqlalchemy.exc.ArgumentError, ValueError) as error:
         raise StorageError(
             f"Storage URL {mask_secrets(url, url)!r} is not a database URL ({mask_secrets(str(error), url)}). "
-            f"Expected {_EXPECTED_SHAPES}; pass it with --storage or ${STORAGE_ENV_VAR}."
+            f"Expected {_EXPECTED_SHAPES}; pass it with --storage or $ECGSEARCH_STORAGE."
         ) from None
     driver = _SUPPORTED_DRIVERS.get(parsed.drivername)
     if driver is None:
@@ -130,6 +120,27 @@ def open_storage(
             "the Optuna version every worker runs, or point --storage at a new database."
         ) from None
     return storage
+
+
+def open_existing_storage(
+    url: str, *, heartbeat_interval: int = 30, grace_period: int = 90
+) -> optuna.storages.RDBStorage:
+    """`open_storage` for a storage that must already exist: a missing SQLite file is an error, not created.
+
+    Commands that read or join studies (status, report, dashboard, worker) pointed at a wrong path would
+    otherwise create an empty database and show nothing, which looks like lost studies.
+    """
+    parsed = normalise_storage_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:"):
+        path = Path(database).expanduser()
+        if not path.is_file():
+            raise StorageError(
+                f"Storage {mask_secrets(url)!r}: the SQLite file {path.resolve()} does not exist. Pass the "
+                "database the studies live in with --storage (or $ECGSEARCH_STORAGE), or run the command from "
+                "the folder where `ecgsearch start` created ecgsearch.db."
+            )
+    return open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
 
 
 def _rdb_storage(

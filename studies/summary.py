@@ -1,8 +1,5 @@
-"""Where a study stands: trials by state, the best so far, and which workers are alive.
-
-`render_summary` turns a summary into a rich renderable for `ecgsearch status`; rich is
-imported inside it so that the rest of `studies` needs only optuna and sqlalchemy.
-"""
+"""Where a study stands: trials by state, the best so far, and which workers are alive (data only; the CLI
+renders it)."""
 
 from __future__ import annotations
 
@@ -117,61 +114,6 @@ def list_studies(storage: optuna.storages.BaseStorage | str) -> list[StudyListin
     return listings
 
 
-def render_summary(summary: StudySummary) -> Any:
-    """A rich renderable: header, trials by state, best trial, and the running trials' workers."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    definition = summary.definition
-    budget = definition.trials_budget
-    header = Text.assemble(
-        (f"Study {summary.study_name}", "bold"),
-        f"  space {definition.space} · objective {definition.objective} ({definition.direction})"
-        f" · {definition.epochs} epochs · sampler {definition.sampler} · pruner {definition.pruner}",
-        (
-            f"\n{budget - summary.trials_remaining} of a budget of {budget} trials finished (COMPLETE + PRUNED), "
-            f"{summary.trials_remaining} left; {summary.n_trials} trials in all"
-            if budget is not None and summary.trials_remaining is not None
-            else f"\n{summary.n_trials} trials, no budget"
-        ),
-    )
-    states = Table(title="Trials by state", show_header=True)
-    for name in summary.counts:
-        states.add_column(name, justify="right")
-    states.add_row(*(str(count) for count in summary.counts.values()))
-
-    parts: list[Any] = [header, states]
-    if summary.best is None:
-        parts.append(Text("No completed trial yet.", style="yellow"))
-    else:
-        best = summary.best
-        parts.append(
-            Text.assemble(
-                ("Best: ", "bold"),
-                f"trial {best.number}, {definition.objective} = {best.value:.4f}",
-                f", family {best.family}" if best.family else "",
-            )
-        )
-    if summary.running:
-        workers = Table(title="Running trials", show_header=True)
-        for column in ("trial", "family", "host", "pid", "device", "epoch", "last epoch", "heartbeat"):
-            workers.add_column(column)
-        for trial in summary.running:
-            workers.add_row(
-                str(trial.number),
-                trial.family or "?",
-                trial.worker_host or "?",
-                str(trial.worker_pid) if trial.worker_pid is not None else "?",
-                trial.device or "?",
-                str(trial.epoch) if trial.epoch is not None else "-",
-                _format_age(trial.heartbeat_age_s),
-                _format_age(trial.storage_heartbeat_age_s),
-            )
-        parts.append(workers)
-    return Group(*parts)
-
-
 def _best(study: optuna.Study) -> BestTrial | None:
     trial = best_trial(study)
     if trial is None:
@@ -222,11 +164,3 @@ def _optional(value: Any, kind: type) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         return None
-
-
-def _format_age(age: float | None) -> str:
-    if age is None:
-        return "-"
-    if age < 120:
-        return f"{age:.0f} s ago"
-    return f"{age / 60:.0f} min ago"

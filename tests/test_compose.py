@@ -1,6 +1,6 @@
 """docker-compose.yml, Dockerfile and .env.example, checked without a Docker engine.
 
-Every ecgsearch command in the compose file must parse with the real CLI parser, every
+Every ecgsearch command in the compose file must parse with the real click CLI, every
 `mlflow server` flag must exist in the installed MLflow, and no credential may be written
 into the file itself.
 """
@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from search.cli import build_parser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = REPO_ROOT / "docker-compose.yml"
@@ -71,10 +69,12 @@ def argv_of(service: dict) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
 
 
-def effective_storage(service: dict) -> str:
-    """The storage URL the ecgsearch process in `service` resolves: --storage, else the env var."""
-    args = build_parser().parse_args(argv_of(service))
-    return args.storage or service.get("environment", {}).get("ECGSEARCH_STORAGE")
+def effective_storage(service: dict, parse_command, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The storage URL the ecgsearch process in `service` resolves: --storage, else the service's environment."""
+    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
+    if "ECGSEARCH_STORAGE" in service.get("environment", {}):
+        monkeypatch.setenv("ECGSEARCH_STORAGE", service["environment"]["ECGSEARCH_STORAGE"])
+    return parse_command(argv_of(service))[1]["storage"]
 
 
 def test_every_service_is_defined(raw_compose: dict) -> None:
@@ -83,35 +83,40 @@ def test_every_service_is_defined(raw_compose: dict) -> None:
 
 
 @pytest.mark.parametrize("name", ECGSEARCH_SERVICES)
-def test_ecgsearch_commands_are_real_subcommands_with_valid_flags(compose: dict, name: str) -> None:
+def test_ecgsearch_commands_are_real_subcommands_with_valid_flags(compose: dict, name: str, parse_command) -> None:
+    from search.cli import cli
+
     service = compose["services"][name]
     assert "entrypoint" not in service, "ecgsearch services rely on the image's ENTRYPOINT [ecgsearch]"
     argv = argv_of(service)
-    registered = set(build_parser()._subparsers._group_actions[0].choices)
-    assert argv[0] in registered, f"{name}: `ecgsearch {argv[0]}` is not a subcommand ({sorted(registered)})"
-    args = build_parser().parse_args(argv)  # SystemExit(2) on any unknown flag or bad value
-    assert callable(args.func)
+    assert argv[0] in cli.commands, f"{name}: `ecgsearch {argv[0]}` is not a command ({sorted(cli.commands)})"
+    command, _params = parse_command(argv)  # click's UsageError on any unknown flag or bad value
+    assert command == argv[0]
 
 
-def test_create_and_worker_agree_on_the_study_and_data(compose: dict) -> None:
+def test_create_and_worker_agree_on_the_study_and_data(compose: dict, parse_command) -> None:
     services = compose["services"]
-    create = build_parser().parse_args(argv_of(services["create"]))
-    worker = build_parser().parse_args(argv_of(services["worker"]))
+    _, create = parse_command(argv_of(services["create"]))
+    _, worker = parse_command(argv_of(services["worker"]))
     env = read_env_example()
-    assert create.create_only
-    assert create.study == worker.study == env["ECGSEARCH_STUDY"]
-    assert create.space == env["ECGSEARCH_SPACE"]
-    assert worker.gpus == "all"
-    assert any(volume.endswith(f":{create.data}:ro") for volume in services["create"]["volumes"])
+    assert create["create_only"]
+    assert create["study_name"] == worker["study_name"] == env["ECGSEARCH_STUDY"]
+    assert create["space"] == env["ECGSEARCH_SPACE"]
+    assert worker["gpus"] == "all"
+    assert any(volume.endswith(f":{create['data']}:ro") for volume in services["create"]["volumes"])
     assert services["create"]["volumes"] == services["worker"]["volumes"]
     assert services["create"]["restart"] == "no"
     assert services["create"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert services["worker"]["depends_on"]["create"]["condition"] == "service_completed_successfully"
 
 
-def test_workers_dashboard_and_create_share_one_postgres_database(compose: dict) -> None:
+def test_workers_dashboard_and_create_share_one_postgres_database(
+    compose: dict, parse_command, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = read_env_example()
-    urls = {name: effective_storage(compose["services"][name]) for name in ECGSEARCH_SERVICES}
+    urls = {
+        name: effective_storage(compose["services"][name], parse_command, monkeypatch) for name in ECGSEARCH_SERVICES
+    }
     expected = (
         f"postgresql+psycopg://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:5432/{env['POSTGRES_DB']}"
     )

@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import optuna
@@ -18,7 +20,6 @@ from optuna.trial import TrialState, create_trial
 
 from search.report.dashboard import dashboard_url, is_loopback
 from studies import create_or_load_study, open_storage
-from study_fixtures import make_definition
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # optuna-dashboard answers ≈4 s after start here (STACK.md); CI machines can be slower.
@@ -31,7 +32,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_study(storage_url: str, name: str) -> optuna.Study:
+def make_study(storage_url: str, name: str, make_definition: Callable[..., Any]) -> optuna.Study:
     definition = make_definition(
         data_fingerprint="cd" * 32, seq_len=360, epochs=3, sampler="random", pruner="median", seed=1
     )
@@ -89,9 +90,9 @@ def stop(process: subprocess.Popen) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
-def test_dashboard_serves_the_study_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_dashboard_serves_the_study_and_stops_cleanly_on_ctrl_c(tmp_path: Path, make_definition) -> None:
     storage_url = f"sqlite:///{tmp_path / 'studies.db'}"
-    study = make_study(storage_url, "ecg-cnn")
+    study = make_study(storage_url, "ecg-cnn", make_definition)
     port = free_port()
     process = start_dashboard("--storage", storage_url, "--port", str(port), cwd=tmp_path)
     try:
@@ -115,28 +116,13 @@ def test_dashboard_serves_the_study_and_stops_cleanly_on_ctrl_c(tmp_path: Path) 
     assert "warning" not in err.lower()
 
 
-@pytest.fixture()
-def postgres_database() -> str:
-    """A fresh database on the local PostgreSQL (trust auth), dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
-    name = f"ecgsearch_dashboard_test_{os.getpid()}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True)
-    except psycopg.OperationalError:
-        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    with admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.execute(f'CREATE DATABASE "{name}"')
-        yield name
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.mark.postgres
-def test_public_bind_warns_and_never_prints_the_password(tmp_path: Path, postgres_database: str) -> None:
+def test_public_bind_warns_and_never_prints_the_password(tmp_path: Path, postgres_url: str, make_definition) -> None:
     """A non-loopback --host works but warns; the storage URL (from the env) is printed masked."""
     # Trust authentication ignores the password, so a real URL can carry one to be masked.
-    storage_url = f"postgresql+psycopg://postgres:s3cret@127.0.0.1:5432/{postgres_database}"
-    make_study(storage_url, "on-postgres")
+    storage_url = postgres_url.replace("postgres@", "postgres:s3cret@", 1)
+    database = postgres_url.rsplit("/", 1)[1]
+    make_study(storage_url, "on-postgres", make_definition)
     port = free_port()
     process = start_dashboard("--host", "0.0.0.0", "--port", str(port), cwd=tmp_path, storage_env=storage_url)
     try:
@@ -147,14 +133,14 @@ def test_public_bind_warns_and_never_prints_the_password(tmp_path: Path, postgre
     assert code == 0, err
     assert "no authentication" in " ".join(err.split())
     assert f"open http://127.0.0.1:{port}/dashboard" in out
-    assert f"postgresql+psycopg://postgres:***@127.0.0.1:5432/{postgres_database}" in out
+    assert f"postgresql+psycopg://postgres:***@127.0.0.1:5432/{database}" in out
     assert "s3cret" not in out + err
 
 
-def test_sigterm_stops_cleanly_too(tmp_path: Path) -> None:
+def test_sigterm_stops_cleanly_too(tmp_path: Path, make_definition) -> None:
     """`docker compose stop` sends SIGTERM; the container must exit 0, not be killed."""
     storage_url = f"sqlite:///{tmp_path / 'studies.db'}"
-    make_study(storage_url, "s")
+    make_study(storage_url, "s", make_definition)
     port = free_port()
     process = start_dashboard("--storage", storage_url, "--port", str(port), cwd=tmp_path)
     try:
@@ -173,9 +159,9 @@ def test_missing_default_database_is_refused_not_created(tmp_path: Path) -> None
     assert not (tmp_path / "ecgsearch.db").exists()
 
 
-def test_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+def test_port_in_use_is_a_usage_error(tmp_path: Path, make_definition) -> None:
     storage_url = f"sqlite:///{tmp_path / 'studies.db'}"
-    make_study(storage_url, "s")
+    make_study(storage_url, "s", make_definition)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -1,4 +1,4 @@
-"""`ecgsearch start` / `worker` end to end on a real MIT-BIH slice: budget, resume, pruning, errors."""
+"""`ecgsearch start` / `worker` end to end on a real MIT-BIH slice: budget, resume, pruning, sampling, errors."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from studies import open_storage
-from study_fixtures import start_args
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -48,6 +47,16 @@ def assert_clean_budget(study: optuna.Study, budget: int) -> None:
     assert len(finished(study)) == budget
 
 
+def assert_no_repeated_configs(study: optuna.Study) -> None:
+    """Every worker process samples from its own seed: no two trials (re-queued copies aside) share params."""
+    sampled = [t for t in study.get_trials(deepcopy=False) if t.params and "fixed_params" not in t.system_attrs]
+    seen: dict[str, int] = {}
+    for trial in sampled:
+        key = repr(sorted(trial.params.items()))
+        assert key not in seen, f"trials {seen[key]} and {trial.number} ran the same params {trial.params}"
+        seen[key] = trial.number
+
+
 def spawn_worker(study: str, storage: str, *extra: str, log: Path) -> subprocess.Popen:
     env = dict(os.environ, ECGSEARCH_THREADS="1")
     return subprocess.Popen(
@@ -72,7 +81,9 @@ def spawn_worker(study: str, storage: str, *extra: str, log: Path) -> subprocess
     )
 
 
-def test_start_runs_budget_then_resume_adds_exactly_the_difference(tiny_real_dir, tmp_path, monkeypatch, capsys):
+def test_start_runs_budget_then_resume_adds_exactly_the_difference(
+    tiny_real_dir, tmp_path, monkeypatch, capsys, start_args
+):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "4", "--epochs", "2")) == 0
@@ -93,9 +104,15 @@ def test_start_runs_budget_then_resume_adds_exactly_the_difference(tiny_real_dir
     assert_clean_budget(study, 6)
     assert {t.user_attrs["config"]["epochs"] for t in finished(study)} == {2}
     assert first_numbers < {t.number for t in finished(study)}
+    # A resume samples from a new seed: it does not replay the first run's configs.
+    assert_no_repeated_configs(study)
+
+    # Settings left at their defaults are not "ignored", even where the default differs from the study's.
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--create-only")) == 0
+    assert "ignored" not in capsys.readouterr().out
 
 
-def test_hyperband_prunes_some_trials(tiny_real_dir, tmp_path, monkeypatch):
+def test_hyperband_prunes_some_trials(tiny_real_dir, tmp_path, monkeypatch, start_args):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     args = start_args(
@@ -123,38 +140,27 @@ def test_hyperband_prunes_some_trials(tiny_real_dir, tmp_path, monkeypatch):
         assert trial.user_attrs["pruned_at_epoch"] < 6
 
 
-def _two_workers_share_one_study(storage: str, data: Path, tmp_path: Path) -> None:
-    assert (
-        main(
-            start_args(
-                data,
-                storage,
-                "--space",
-                "cnn",
-                "--study",
-                "shared",
-                "--trials",
-                "6",
-                "--epochs",
-                "2",
-                "--max-params",
-                "60000",
-                "--create-only",
-            )
-        )
-        == 0
-    )
-    workers = [spawn_worker("shared", storage, log=tmp_path / f"worker{i}.log") for i in range(2)]
+@pytest.mark.postgres
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_standalone_workers_on_postgres_never_propose_the_same_trial(
+    sampler, tiny_real_dir, tmp_path, monkeypatch, postgres_url, start_args
+):
+    """Two `ecgsearch worker` processes on one study (as on two machines) each sample from their own seed."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--space", "cnn", "--study", "shared", "--trials", "4", "--epochs", "3", "--sampler", sampler]
+    args += ["--pruner", "none", "--max-params", "60000", "--create-only"]
+    assert main(start_args(tiny_real_dir, postgres_url, *args)) == 0
+    workers = [spawn_worker("shared", postgres_url, log=tmp_path / f"worker{i}.log") for i in range(2)]
     codes = [worker.wait(timeout=400) for worker in workers]
     logs = "\n".join((tmp_path / f"worker{i}.log").read_text() for i in range(2))
     assert codes == [0, 0], logs
-    study = load(storage, "shared")
-    assert_clean_budget(study, 6)
-    pids = {t.user_attrs["worker_pid"] for t in finished(study)}
-    assert len(pids) == 2, f"one worker did all the work: {logs}"
+    study = load(postgres_url, "shared")
+    assert_clean_budget(study, 4)
+    assert len({t.user_attrs["worker_pid"] for t in study.get_trials(deepcopy=False)}) == 2, logs
+    assert_no_repeated_configs(study)
 
 
-def test_start_with_two_cpu_workers_shares_a_sqlite_study(tiny_real_dir, tmp_path, monkeypatch):
+def test_start_with_two_cpu_workers_shares_a_sqlite_study(tiny_real_dir, tmp_path, monkeypatch, start_args):
     """The launcher path: `start --workers 2` runs two worker processes on one SQLite study."""
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -186,13 +192,7 @@ def test_start_with_two_cpu_workers_shares_a_sqlite_study(tiny_real_dir, tmp_pat
 
 
 @pytest.mark.postgres
-def test_two_worker_processes_share_a_postgres_study(tiny_real_dir, tmp_path, monkeypatch, postgres_url):
-    monkeypatch.chdir(tmp_path)
-    _two_workers_share_one_study(postgres_url, tiny_real_dir, tmp_path)
-
-
-@pytest.mark.postgres
-def test_killed_worker_trial_fails_and_is_rerun(tiny_real_dir, tmp_path, monkeypatch, postgres_url):
+def test_killed_worker_trial_fails_and_is_rerun(tiny_real_dir, tmp_path, monkeypatch, postgres_url, start_args):
     monkeypatch.chdir(tmp_path)
     storage = postgres_url
     assert (
@@ -235,7 +235,9 @@ def test_killed_worker_trial_fails_and_is_rerun(tiny_real_dir, tmp_path, monkeyp
     assert reruns[0].user_attrs["retried_from"] == killed_number
 
 
-def test_worker_with_different_data_is_refused(tiny_real_dir, small_real_dir, tmp_path, monkeypatch, capsys):
+def test_worker_with_different_data_is_refused(
+    tiny_real_dir, small_real_dir, tmp_path, monkeypatch, capsys, start_args
+):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "s", "--create-only")) == 0
@@ -259,25 +261,7 @@ def test_worker_with_different_data_is_refused(tiny_real_dir, small_real_dir, tm
     assert load(storage, "s").get_trials() == []
 
 
-@pytest.mark.parametrize(
-    ("extra", "code", "words"),
-    [
-        (["--space", "nope"], 2, ["nope", "cnn_lstm"]),
-        (["--space", "cnn", "--sampler", "annealing"], 2, ["annealing", "tpe"]),
-        (["--space", "cnn", "--pruner", "early"], 2, ["early", "hyperband"]),
-        (["--space", "cnn", "--objective", "auc"], 2, ["auc", "roc_auc"]),
-    ],
-)
-def test_bad_names_fail_with_one_paragraph(extra, code, words, tiny_real_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    assert main(start_args(tiny_real_dir, f"sqlite:///{tmp_path / 's.db'}", *extra)) == code
-    message = capsys.readouterr().err
-    for word in words:
-        assert word in message
-    assert not (tmp_path / "s.db").exists(), "a study database was created before the input was checked"
-
-
-def test_missing_data_folder_is_a_data_error(tmp_path, monkeypatch, capsys):
+def test_missing_data_folder_is_a_data_error(tmp_path, monkeypatch, capsys, start_args):
     monkeypatch.chdir(tmp_path)
     code = main(start_args(tmp_path / "no-such-data", f"sqlite:///{tmp_path / 's.db'}", "--space", "cnn"))
     assert code == 3
@@ -288,7 +272,7 @@ def test_missing_data_folder_is_a_data_error(tmp_path, monkeypatch, capsys):
     "storage",
     ["postgresql+psycopg://ecg:s3cret@127.0.0.1:1/ecgsearch", "mysql://ecg:s3cret@localhost/x", "not a url"],
 )
-def test_bad_storage_fails_with_masked_message(storage, tiny_real_dir, tmp_path, monkeypatch, capsys):
+def test_bad_storage_fails_with_masked_message(storage, tiny_real_dir, tmp_path, monkeypatch, capsys, start_args):
     monkeypatch.chdir(tmp_path)
     assert main(start_args(tiny_real_dir, storage, "--space", "cnn")) == 4
     message = capsys.readouterr().err
@@ -296,18 +280,7 @@ def test_bad_storage_fails_with_masked_message(storage, tiny_real_dir, tmp_path,
     assert len(message.strip().splitlines()) <= 6
 
 
-def test_every_command_has_help_with_an_example(capsys):
-    from search.cli import COMMAND_MODULES, build_parser
-
-    parser = build_parser()
-    # argparse has no public accessor for its subparsers.
-    subcommands = parser._subparsers._group_actions[0].choices
-    assert set(COMMAND_MODULES) == {name.replace("-", "_") for name in subcommands}
-    for name, subparser in subcommands.items():
-        assert "Example:" in (subparser.epilog or ""), name
-
-
-def test_status_shows_states_best_and_budget(tiny_real_dir, tmp_path, monkeypatch, capsys):
+def test_status_shows_states_best_and_budget(tiny_real_dir, tmp_path, monkeypatch, capsys, start_args):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert (
@@ -330,14 +303,14 @@ def test_status_shows_states_best_and_budget(tiny_real_dir, tmp_path, monkeypatc
     assert "cnn" in capsys.readouterr().err  # the message lists the studies that exist
 
 
-def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_dir, tmp_path, monkeypatch):
+def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_dir, tmp_path, monkeypatch, start_args):
     import torch
 
-    import search.optimize.worker
+    import search.optimize.objective
     from search.training.loop import TrainingDiverged
 
     monkeypatch.chdir(tmp_path)
-    real_fit = search.optimize.worker.fit
+    real_fit = search.optimize.objective.fit
     failures = iter(
         [
             torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
@@ -351,7 +324,7 @@ def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_di
             raise error
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(search.optimize.worker, "fit", flaky_fit)
+    monkeypatch.setattr(search.optimize.objective, "fit", flaky_fit)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert (
         main(
@@ -368,7 +341,7 @@ def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_di
     assert len(finished(study)) == 2
 
 
-def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path, monkeypatch):
+def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path, monkeypatch, start_args):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
@@ -10,7 +9,6 @@ import optuna
 import pytest
 
 from studies import (
-    DEFAULT_STORAGE_URL,
     PRUNERS,
     SAMPLERS,
     NotAnEcgsearchStudy,
@@ -28,8 +26,6 @@ from studies import (
     make_sampler,
     mask_secrets,
     open_storage,
-    render_summary,
-    resolve_storage_url,
     summarise,
     trials_remaining,
     trials_used,
@@ -50,16 +46,6 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 # --- storage URLs -------------------------------------------------------------------------
-
-
-def test_storage_url_resolution_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
-    assert resolve_storage_url(None) == DEFAULT_STORAGE_URL == "sqlite:///ecgsearch.db"
-    monkeypatch.setenv("ECGSEARCH_STORAGE", "sqlite:///from_env.db")
-    assert resolve_storage_url(None) == "sqlite:///from_env.db"
-    assert resolve_storage_url("sqlite:///from_flag.db") == "sqlite:///from_flag.db"
-    monkeypatch.setenv("ECGSEARCH_STORAGE", "  ")
-    assert resolve_storage_url(None) == DEFAULT_STORAGE_URL
 
 
 @pytest.mark.parametrize(
@@ -356,13 +342,6 @@ def test_summary_of_a_study_in_every_state(sqlite_url: str) -> None:
     assert 4 <= alive.heartbeat_age_s < 60
     assert alive.storage_heartbeat_age_s is not None and alive.storage_heartbeat_age_s < 60
 
-    from rich.console import Console
-
-    console = Console(file=io.StringIO(), width=140)
-    console.print(render_summary(summary))
-    text = console.file.getvalue()
-    assert "Study mixed" in text and "gpu-box" in text and "cuda:1" in text and "0.9000" in text
-
     listings = {listing.name: listing for listing in list_studies(storage)}
     assert listings["mixed"].space == "cnn" and listings["mixed"].n_trials == 5
     assert listings["mixed"].best_value == 0.9
@@ -372,8 +351,3 @@ def test_summary_without_completed_trials(sqlite_url: str) -> None:
     study, stored, _ = create_or_load_study(open_storage(sqlite_url), "empty", definition(trials_budget=None))
     summary = summarise(study, stored)
     assert summary.best is None and summary.running == [] and summary.trials_remaining is None
-    console_text = io.StringIO()
-    from rich.console import Console
-
-    Console(file=console_text, width=120).print(render_summary(summary))
-    assert "No completed trial yet" in console_text.getvalue()

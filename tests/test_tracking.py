@@ -169,11 +169,10 @@ def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert resolve_tracking_uri(None, "postgresql+psycopg://u:p@h/db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert resolve_tracking_uri("http://mlflow:5000", "sqlite:///x.db") == "http://mlflow:5000"
     assert resolve_tracking_uri("off", "sqlite:///x.db") is None
+    assert resolve_tracking_uri("OFF", "sqlite:///x.db") is None
+    # The environment is the CLI's to read (click passes $MLFLOW_TRACKING_URI in as the flag's value).
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
-    assert resolve_tracking_uri(None, "sqlite:///x.db") == "http://env:5000"
-    assert resolve_tracking_uri("sqlite:///cli.db", "sqlite:///x.db") == "sqlite:///cli.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "OFF")
-    assert resolve_tracking_uri(None, "sqlite:///x.db") is None
+    assert resolve_tracking_uri(None, "sqlite:///x.db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert (
         artifact_location(f"sqlite:///{db.parent / 'mlflow.db'}", "my study")
         == (db.parent / "mlartifacts" / "my_study").as_uri()

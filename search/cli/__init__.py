@@ -1,99 +1,71 @@
-"""`ecgsearch` command line: one module per subcommand under `search/cli/`.
+"""`ecgsearch` command line: a click group, one short module per command under `search/cli/`.
 
-Each command module defines `register(subparsers) -> argparse.ArgumentParser` (adding its own
-parser with `help`, a description and an `Example:` epilog) and sets `func=run` on it, where
-`run(args) -> int` returns the exit code. Errors that a user can fix are raised as the packages'
-own error types and turned into a one-paragraph message and an exit code here.
+This package is the only place that sees argv, environment variables (through click's `envvar`) and exit
+codes. `main(argv) -> int` is the entry point and the testable one: it never exits the interpreter. Errors a
+user can fix are raised below as the packages' own types, each carrying its `exit_code`, and printed here as
+one paragraph; click's usage errors exit 2 with click's message.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import sys
+import click
 
-from rich.console import Console
+from search import __version__
+from search.cli import dashboard, data, mlflow_sync, predict, report, retrain, start, status, worker
+from search.cli.console import err, print_error
+from search.cli.options import example
+from search.optimize.process import quiet_library_logs
 
-# Order is the order `ecgsearch --help` lists them.
-COMMAND_MODULES = (
-    "start",
-    "worker",
-    "status",
-    "dashboard",
-    "report",
-    "retrain",
-    "predict",
-    "mlflow_sync",
-    "data",
+# The order `ecgsearch --help` lists them in.
+COMMANDS: tuple[click.Command, ...] = (
+    start.command,
+    worker.command,
+    status.command,
+    dashboard.command,
+    report.command,
+    retrain.command,
+    predict.command,
+    mlflow_sync.command,
+    data.command,
 )
 
-err_console = Console(stderr=True, highlight=False)
+
+class _OrderedGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples in epilogs as written and shows defaults that say something."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if action.default in (None, False) or "default" in text:
-            return text
-        return super()._get_help_string(action)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from search import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="ecgsearch",
-        description="Hyperparameter and architecture search for ECG deep-learning models.",
-        epilog="Example:\n  ecgsearch start --space cnn_lstm --data data/mitdb --trials 50",
-        formatter_class=HelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"ecgsearch {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"search.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"search.cli.{name}":
-                continue
-            raise
-        module.register(subparsers)
-    return parser
+@click.group(
+    "ecgsearch",
+    cls=_OrderedGroup,
+    epilog=example("ecgsearch start --space cnn_lstm --data data/mitdb --trials 50"),
+)
+@click.version_option(__version__, prog_name="ecgsearch", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Hyperparameter and architecture search for ECG deep-learning models."""
+    quiet_library_logs()
 
 
-def quiet_library_logs() -> None:
-    """Optuna's per-trial log lines and experimental-API warnings would tear through the progress display;
-    the workers report every trial themselves, with its reason when it failed."""
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    quiet_library_logs()
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]Interrupted.[/yellow]")
-        return 130
-    except Exception as error:  # every error a user can cause maps to a message and an exit code
-        from search.errors import EXIT_UNEXPECTED, exit_code_for
+    """Run `ecgsearch ARGV`; returns the exit code (0 done, 2 bad flag, … see search.errors)."""
+    from search.errors import EXIT_INTERRUPTED, EXIT_UNEXPECTED, exit_code_for
 
+    try:
+        result = cli.main(args=argv, prog_name="ecgsearch", standalone_mode=False)
+    except click.ClickException as error:  # usage errors: exit 2 with click's own message
+        error.show()
+        return error.exit_code
+    except (click.Abort, KeyboardInterrupt):
+        err.print("Interrupted.", style="yellow")
+        return EXIT_INTERRUPTED
+    except Exception as error:  # every error a user can cause maps to a message and an exit code
         code = exit_code_for(error)
         if code == EXIT_UNEXPECTED:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {error}")
+        print_error(str(error))
         return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return int(result or 0)

@@ -2,4 +2,6 @@ import sys
 
 from search.cli import main
 
-sys.exit(main())
+# Guarded: a worker process spawned from `python -m search.cli` imports this module again as `__mp_main__`.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,59 +2,60 @@
 
 from __future__ import annotations
 
-import argparse
+import sys
 
-from search.cli.options import add_command
+import click
 
-
-def register(subparsers) -> argparse.ArgumentParser:
-    parser = add_command(
-        subparsers,
-        "predict",
-        help="score ECG windows with an exported model",
-        description="Loads an export bundle (from `ecgsearch retrain`), normalises the windows with the "
-        "statistics stored in it and writes one row per window: the score (probability of an anomalous "
-        "window, or an autoencoder's reconstruction error) and the label (1 when score >= the bundle's "
-        "threshold). Input: .pt (a tensor), .npy, or .npz (key X or X_test, else its only array) of shape "
-        "(N, leads, samples); a single (leads, samples) window is accepted. Output: CSV or JSON by the "
-        "suffix of --out; CSV on stdout without --out.",
-        example="ecgsearch predict --model exports/cnn_lstm --input windows.npy --out scores.csv --runtime onnx",
-    )
-    parser.add_argument("--model", required=True, metavar="DIR", help="export bundle folder")
-    parser.add_argument("--input", required=True, metavar="FILE", help=".pt, .npy or .npz file of windows")
-    parser.add_argument("--out", default=None, metavar="FILE", help=".csv or .json file (default: CSV on stdout)")
-    parser.add_argument(
-        "--runtime",
-        choices=("torch", "onnx"),
-        default="torch",
-        help="PyTorch (model.pt) or ONNX Runtime (model.onnx); both give the same scores",
-    )
-    parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="windows per forward pass")
-    parser.set_defaults(func=run)
-    return parser
+from search.cli.console import err
+from search.cli.options import example
 
 
-def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from rich.console import Console
-
+@click.command(
+    "predict",
+    short_help="score ECG windows with an exported model",
+    epilog=example("ecgsearch predict --model exports/cnn_lstm --input windows.npy --out scores.csv --runtime onnx"),
+)
+@click.option("--model", "model_dir", required=True, metavar="DIR", help="export bundle folder")
+@click.option("--input", "input_path", required=True, metavar="FILE", help=".pt, .npy or .npz file of windows")
+@click.option("--out", "out_path", default=None, metavar="FILE", help=".csv or .json file (default: CSV on stdout)")
+@click.option(
+    "--runtime",
+    type=click.Choice(("torch", "onnx")),
+    default="torch",
+    show_default=True,
+    help="PyTorch (model.pt) or ONNX Runtime (model.onnx); both give the same scores",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    metavar="N",
+    help="windows per forward pass",
+)
+def command(model_dir: str, input_path: str, out_path: str | None, runtime: str, batch_size: int) -> int:
+    """Loads an export bundle (from `ecgsearch retrain`), normalises the windows with the statistics stored in
+    it and writes one row per window: the score (probability of an anomalous window, or an autoencoder's
+    reconstruction error) and the label (1 when score >= the bundle's threshold). Input: .pt (a tensor), .npy,
+    or .npz (key X or X_test, else its only array) of shape (N, leads, samples); a single (leads, samples)
+    window is accepted. Output: CSV or JSON by the suffix of --out; CSV on stdout without --out.
+    """
     from search.ship.bundle import load_bundle
     from search.ship.predict import check_out_suffix, check_shape, load_windows, predict, to_csv, write_predictions
 
-    if args.out is not None:
-        check_out_suffix(args.out)  # before any work, so a typo costs nothing
-    bundle = load_bundle(args.model)
-    windows = load_windows(args.input)
-    check_shape(windows, bundle, args.input)
-    predictions = predict(bundle, windows, runtime=args.runtime, batch_size=args.batch_size)
-    if args.out is None:
+    if out_path is not None:
+        check_out_suffix(out_path)  # before any work, so a typo costs nothing
+    bundle = load_bundle(model_dir)
+    windows = load_windows(input_path)
+    check_shape(windows, bundle, input_path)
+    predictions = predict(bundle, windows, runtime=runtime, batch_size=batch_size)
+    if out_path is None:
         sys.stdout.write(to_csv(predictions))
         return 0
-    out = write_predictions(predictions, args.out)
+    written = write_predictions(predictions, out_path)
     flagged = int(predictions.labels.sum())
-    Console(stderr=True, highlight=False).print(
-        f"{len(predictions.scores)} windows scored with {args.runtime} ({predictions.score_kind}); "
-        f"{flagged} labelled anomalous (score >= {predictions.threshold:.6g}); written to {out}"
+    err.print(
+        f"{len(predictions.scores)} windows scored with {runtime} ({predictions.score_kind}); "
+        f"{flagged} labelled anomalous (score >= {predictions.threshold:.6g}); written to {written}"
     )
     return 0

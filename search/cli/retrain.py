@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+import click
+from rich.text import Text
+
+from search.cli.console import out, print_warning
+from search.cli.options import example, mlflow_option, storage_option
 
 if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, not for `ecgsearch --help`
     from rich.console import Console
@@ -19,102 +22,103 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     from search.ship.seeds import RetrainEvent
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    parser = add_command(
-        subparsers,
-        "retrain",
-        help="retrain the best trial from scratch (several seeds) and export it",
-        description="Takes the best COMPLETE trial of a study (or --trial N), rebuilds its exact config, "
-        "trains it from scratch on the study's data with the full epoch budget and early stopping on "
-        "validation, once per seed, and evaluates each seed once on the test split (mean ± std across "
-        "seeds). The seed best on validation (with --ensemble: the mean of all seeds' scores, as one "
-        "model) is exported to --out: model.pt (weights), model.onnx (with the score head), config.json, "
-        "metrics.json and README.md, and logged to MLflow under the "
-        "study's run.",
-        example="ecgsearch retrain --study cnn_lstm --seeds 3 --out exports/cnn_lstm --register-as ecg-cnn-lstm",
-    )
-    parser.add_argument("--study", required=True, help="study name")
-    add_storage_flag(parser)
-    parser.add_argument(
-        "--trial",
-        type=int,
-        default=None,
-        metavar="N",
-        help="retrain trial number N instead of the best (it must be COMPLETE)",
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=None, metavar="E", help="epoch budget (default: the study's epoch budget)"
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        default=1,
-        metavar="K",
-        help="train K times with seeds config.seed .. config.seed+K-1; export the best on validation",
-    )
-    parser.add_argument(
-        "--ensemble",
-        action="store_true",
-        help="export the mean of the K seeds' scores as one model (one ONNX graph) instead of the best seed; "
-        "needs --seeds K >= 2",
-    )
-    parser.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        metavar="P",
-        help="early stopping on validation after P epochs without improvement, 0 = off (default: max(3, epochs // 4))",
-    )
-    parser.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default: exports/<study>)")
-    parser.add_argument(
-        "--register-as",
-        default=None,
-        metavar="NAME",
-        help="register the exported model in the MLflow model registry under NAME",
-    )
-    add_mlflow_flag(parser)
-    parser.add_argument(
-        "--data",
-        default=None,
-        metavar="DIR",
-        help="data folder or .npz (default: the path stored in the study); its fingerprint must match the study's",
-    )
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="training device")
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    import os
-
-    from rich.console import Console
-    from rich.markup import escape
-
+@click.command(
+    "retrain",
+    short_help="retrain the best trial from scratch (several seeds) and export it",
+    epilog=example("ecgsearch retrain --study cnn_lstm --seeds 3 --out exports/cnn_lstm --register-as ecg-cnn-lstm"),
+)
+@click.option("--study", "study_name", required=True, help="study name")
+@storage_option
+@click.option(
+    "--trial",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="retrain trial number N instead of the best (it must be COMPLETE)",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, metavar="E", help="epoch budget (default: the study's)"
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="train K times with seeds config.seed .. config.seed+K-1; export the best on validation",
+)
+@click.option(
+    "--ensemble",
+    is_flag=True,
+    help="export the mean of the K seeds' scores as one model (one ONNX graph) instead of the best seed; "
+    "needs --seeds K >= 2",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="P",
+    help="early stopping on validation after P epochs without improvement, 0 = off (default: max(3, epochs // 4))",
+)
+@click.option("--out", "out_dir", default=None, metavar="DIR", help="bundle folder (default: exports/<study>)")
+@click.option(
+    "--register-as", default=None, metavar="NAME", help="register the exported model in the MLflow model registry"
+)
+@mlflow_option
+@click.option(
+    "--data",
+    default=None,
+    metavar="DIR",
+    help="data folder or .npz (default: the path stored in the study); its fingerprint must match the study's",
+)
+@click.option(
+    "--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto", show_default=True, help="training device"
+)
+def command(
+    study_name: str,
+    storage: str,
+    trial: int | None,
+    epochs: int | None,
+    seeds: int,
+    ensemble: bool,
+    patience: int | None,
+    out_dir: str | None,
+    register_as: str | None,
+    mlflow_uri: str | None,
+    data: str | None,
+    device: str,
+) -> int:
+    """Takes the best COMPLETE trial of a study (or --trial N), rebuilds its exact config, trains it from
+    scratch on the study's data with the full epoch budget and early stopping on validation, once per seed,
+    and evaluates each seed once on the test split (mean ± std across seeds). The seed best on validation
+    (with --ensemble: the mean of all seeds' scores, as one model) is exported to --out: model.pt
+    (state_dict), model.onnx (with the score head), config.json, metrics.json and README.md, and logged to
+    MLflow under the study's run.
+    """
     from search.ship.retrain import RetrainSettings, plan_retrain, run_retrain
 
     settings = RetrainSettings(
-        study=args.study,
-        storage=args.storage,
-        trial_number=args.trial,
-        epochs=args.epochs,
-        seeds=args.seeds,
-        ensemble=args.ensemble,
-        patience=args.patience,
-        out=Path(args.out) if args.out is not None else None,
-        register_as=args.register_as,
-        mlflow_uri=args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI"),
-        data=Path(args.data) if args.data is not None else None,
-        device=args.device,
+        study=study_name,
+        storage=storage,
+        trial_number=trial,
+        epochs=epochs,
+        seeds=seeds,
+        ensemble=ensemble,
+        patience=patience,
+        out=Path(out_dir) if out_dir is not None else None,
+        register_as=register_as,
+        mlflow_uri=mlflow_uri,
+        data=Path(data) if data is not None else None,
+        device=device,
     )
-    console = Console(highlight=False)
     plan = plan_retrain(settings)
-    console.print(describe_plan(plan))
-    with SeedProgress(console, plan.train_cfg.objective) as progress:
+    out.print(describe_plan(plan))
+    with SeedProgress(out, plan.train_cfg.objective) as progress:
         result = run_retrain(plan, on_progress=progress.on_event)
     for diverged in result.diverged:
-        console.print(f"[yellow]warning:[/yellow] seed {diverged.seed}: {escape(diverged.reason)}")
-    console.print(seed_table(result))
-    console.print(describe_result(result))
+        print_warning(f"seed {diverged.seed}: {diverged.reason}")
+    out.print(seed_table(result))
+    out.print(describe_result(result))
     return 0
 
 
@@ -167,17 +171,20 @@ class SeedProgress:
                 task, completed=total, status=status + (" · stopped early" if event.stopped_early else "")
             )
         elif isinstance(event, SeedDiverged):
-            self._progress.update(task, status="[red]diverged[/red]")
+            self._progress.update(task, status=Text("diverged", style="red"))
 
 
-def describe_plan(plan: RetrainPlan) -> str:
+def describe_plan(plan: RetrainPlan) -> Text:
     cfg, settings = plan.train_cfg, plan.settings
     ensemble = ", exporting their ensemble (mean score)" if settings.ensemble else ""
-    return (
-        f"retraining trial [bold]{plan.trial_number}[/bold] of study [bold]{settings.study}[/bold] "
-        f"({plan.family}, search value {plan.search_value:.4f}) from scratch: {cfg.epochs} epochs, patience "
+    return Text.assemble(
+        "retraining trial ",
+        (str(plan.trial_number), "bold"),
+        " of study ",
+        (settings.study, "bold"),
+        f" ({plan.family}, search value {plan.search_value:.4f}) from scratch: {cfg.epochs} epochs, patience "
         f"{cfg.patience} on validation {cfg.objective}, {settings.seeds} seed(s) from {cfg.seed}{ensemble}, "
-        f"on {plan.device}"
+        f"on {plan.device}",
     )
 
 
@@ -222,23 +229,24 @@ def seed_table(result: RetrainResult) -> Table:
     return table
 
 
-def describe_result(result: RetrainResult) -> str:
+def describe_result(result: RetrainResult) -> Text:
     if result.exported.ensemble:
         what = f"the ensemble of seeds {', '.join(str(s) for s in result.exported.seeds)}"
     else:
         what = f"seed {result.exported.seeds[0]}"
-    return f"exported {what} to [bold]{result.out}[/bold]; {describe_mlflow(result.mlflow, result.out)}"
+    return Text.assemble(
+        f"exported {what} to ", (str(result.out), "bold"), f"; {describe_mlflow(result.mlflow, result.out)}"
+    )
 
 
 def describe_mlflow(outcome: MlflowOutcome, out: Path) -> str:
-    from rich.markup import escape
-
     if outcome.uri is None:
         note = "MLflow off: the bundle was not logged to MLflow"
         return note + (f" and --register-as {outcome.register_as} was ignored" if outcome.register_as else "")
     if outcome.run is None:
-        error = escape(outcome.error or "")  # the store's words, not rich markup
-        return f"MLflow at {outcome.uri} could not take the model ({error}); the bundle in {out} is complete"
+        return (
+            f"MLflow at {outcome.uri} could not take the model ({outcome.error or ''}); the bundle in {out} is complete"
+        )
     note = f"logged to MLflow {outcome.uri} run {outcome.run.run_id}"
     if outcome.register_as:
         note += f", registered as {outcome.register_as} version {outcome.run.registered_version}"

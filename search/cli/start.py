@@ -2,218 +2,179 @@
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+import optuna
+from rich.text import Text
 
 import spaces
-from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
-from search.cli.run_workers import add_worker_flags, console, describe_study, run_study_workers
-from search.errors import UsageError
+from search.cli.console import out, print_warning
+from search.cli.fleet import plan_from_flags, run_here, worker_settings
+from search.cli.options import check_heartbeat, example, given, mlflow_option, storage_option, worker_options
+from search.cli.status import describe_study
+from search.optimize.settings import StudySettings
+from search.training.metrics import OBJECTIVES
+from studies import PRUNERS, SAMPLERS, best_trial, budget_of, mask_secrets
+
+if TYPE_CHECKING:
+    from search.optimize.study_setup import PreparedStudy
 
 DEFAULT_TRIALS = 20
+# The settings a user may give `start` that are stored in the study (the rest say where and how to run).
+STUDY_FIELDS = ("trials", "epochs", "objective", "sampler", "pruner", "min_epochs", "seed", "max_params")
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    parser = add_command(
-        subparsers,
-        "start",
-        help="create or resume a study and run its trials here",
-        description="Create a study (or resume the one of that name) in the study database and run trials "
-        "on it in this machine's worker processes until the study's trial budget is spent.\n"
-        "Running it again with a larger --trials adds trials to the same study.",
-        example="ecgsearch start --space cnn_lstm --data data/mitdb --trials 50 --epochs 20",
-    )
-    parser.add_argument("--space", required=True, help=f"search space: one of {', '.join(spaces.names())}")
-    parser.add_argument("--study", default=None, help="study name (default: the space name)")
-    parser.add_argument("--data", default="data/mitdb", help="dataset folder (X_train.pt … y_test.pt) or .npz file")
-    add_storage_flag(parser)
-    add_mlflow_flag(parser)
-    parser.add_argument(
-        "--trials",
-        type=int,
-        default=None,
-        metavar="N",
-        help="budget for the whole study across all workers: COMPLETE + PRUNED trials "
-        f"(default: the stored budget, {DEFAULT_TRIALS} for a new study)",
-    )
-    parser.add_argument("--epochs", type=int, default=10, metavar="E", help="epoch budget per trial")
-    parser.add_argument(
-        "--objective",
-        default=None,
-        help="validation metric to maximise (default: the stored one, roc_auc for a new study)",
-    )
-    parser.add_argument("--sampler", default="tpe", help="tpe | random | gp")
-    parser.add_argument("--pruner", default="hyperband", help="hyperband | median | sha | none")
-    parser.add_argument(
-        "--min-epochs", type=int, default=1, metavar="E", help="the pruner never stops a trial before this many epochs"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler and of each trial's training")
-    parser.add_argument(
-        "--max-params",
-        type=int,
-        default=2_000_000,
-        metavar="N",
-        help="architectures with more trainable parameters are rejected before training",
-    )
-    parser.add_argument(
-        "--create-only", action="store_true", help="create (or check) the study and its MLflow experiment, run no trial"
-    )
-    add_worker_flags(parser)
-    parser.set_defaults(func=run)
-    return parser
+@click.command(
+    "start",
+    short_help="create or resume a study and run its trials here",
+    epilog=example("ecgsearch start --space cnn_lstm --data data/mitdb --trials 50 --epochs 20"),
+)
+@click.option("--space", required=True, type=click.Choice(spaces.names()), help="search space")
+@click.option("--study", "study_name", default=None, help="study name (default: the space name)")
+@click.option(
+    "--data",
+    default="data/mitdb",
+    show_default=True,
+    metavar="DIR",
+    help="dataset folder (X_train.pt … y_test.pt) or .npz file",
+)
+@storage_option
+@mlflow_option
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=DEFAULT_TRIALS,
+    show_default=True,
+    metavar="N",
+    help="budget for the whole study across all workers: COMPLETE + PRUNED trials (a resumed study keeps "
+    "its budget unless --trials is given)",
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=10, show_default=True, metavar="E", help="epoch budget per trial"
+)
+@click.option(
+    "--objective",
+    type=click.Choice(list(OBJECTIVES)),
+    default="roc_auc",
+    show_default=True,
+    help="validation metric to maximise (a resumed study keeps its own unless --objective is given)",
+)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True, help="Optuna sampler")
+@click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True, help="Optuna pruner")
+@click.option(
+    "--min-epochs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="E",
+    help="the pruner never stops a trial before this many epochs (at most --epochs)",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="trial N trains with seed + N (its training can be repeated); each worker process seeds its sampler "
+    "with the seed and its own identity, so the configs proposed differ between workers and between runs",
+)
+@click.option(
+    "--max-params",
+    type=click.IntRange(min=1),
+    default=2_000_000,
+    show_default=True,
+    metavar="N",
+    help="architectures with more trainable parameters are rejected before training",
+)
+@click.option("--create-only", is_flag=True, help="create (or check) the study and its MLflow experiment, run no trial")
+@worker_options
+@click.pass_context
+def command(ctx: click.Context, **params: object) -> int:
+    """Create a study (or resume the one of that name) in the study database and run trials on it in this
+    machine's worker processes until the study's trial budget is spent.
 
-
-def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from search.data import load_dataset
-    from search.optimize.worker import current_versions
-    from search.tracking import resolve_tracking_uri
-    from search.training.metrics import OBJECTIVES
-    from studies import (
-        StudyDefinition,
-        StudyNotFound,
-        budget_of,
-        create_or_load_study,
-        load_study_with_definition,
-        make_pruner,
-        make_sampler,
-        mask_secrets,
-        open_storage,
-        resolve_storage_url,
-        write_definition,
-    )
-
-    # Every name is checked before anything is created or trained.
-    spaces.get(args.space)
-    make_sampler(args.sampler, seed=args.seed)
-    make_pruner(args.pruner, min_epochs=args.min_epochs, max_epochs=args.epochs)
-    if args.objective is not None and args.objective not in OBJECTIVES:
-        raise UsageError(f"--objective {args.objective!r} is not known; expected one of {', '.join(OBJECTIVES)}")
-    for flag, value in (("--epochs", args.epochs), ("--trials", args.trials), ("--max-params", args.max_params)):
-        if value is not None and value < 1:
-            raise UsageError(f"{flag} must be a positive integer, got {value}")
-    if not 1 <= args.min_epochs <= args.epochs:
-        raise UsageError(f"--min-epochs must be between 1 and --epochs ({args.epochs}), got {args.min_epochs}")
-
-    study_name = args.study or args.space
-    storage_url = resolve_storage_url(args.storage)
-    dataset = load_dataset(args.data)
-    storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
-    if args.objective is None:
-        # Resuming without --objective keeps the stored one rather than refusing over a default.
-        try:
-            args.objective = load_study_with_definition(storage, study_name)[1].objective
-        except StudyNotFound:
-            args.objective = "roc_auc"
-    versions = current_versions()
-    given = StudyDefinition(
-        space=args.space,
-        data_path=str(Path(args.data).resolve()),
-        data_fingerprint=dataset.fingerprint(),
-        n_channels=dataset.n_channels,
-        seq_len=dataset.seq_len,
-        objective=args.objective,
-        direction=OBJECTIVES[args.objective],
-        epochs=args.epochs,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        seed=args.seed,
-        max_params=args.max_params,
-        trials_budget=args.trials or DEFAULT_TRIALS,
-        ecgsearch_version=versions["ecgsearch"],
-        optuna_version=versions["optuna"],
-        torch_version=torch.__version__,
-        min_epochs=args.min_epochs,
-    )
-    tracking_uri = resolve_tracking_uri(args.mlflow_uri, storage_url)
-    study, definition, created = create_or_load_study(storage, study_name, given)
-    if tracking_uri and not definition.mlflow_parent_run_id:
-        _set_up_mirror(
-            definition, tracking_uri=tracking_uri, study_name=study_name, storage_url=storage_url, created=created
-        )
-    if not created:
-        _warn_about_ignored_settings(args, definition)
-    if args.trials is not None:
-        definition.trials_budget = args.trials
-    write_definition(study, definition)
-    budget = budget_of(study)
-    console.print(
-        ("created " if created else "resuming ") + describe_study(study_name, definition, storage_url, budget)
-    )
-    if tracking_uri:
-        console.print(f"MLflow: {mask_secrets(tracking_uri)} (experiment {definition.mlflow_experiment_id})")
-    if args.create_only:
-        return 0
-    code = run_study_workers(
-        args,
-        study_name=study_name,
-        storage_url=storage_url,
-        mlflow_uri=tracking_uri,
-        data_dir=args.data,
-        storage=storage,
-    )
-    _print_outcome(study, study_name)
-    return code
-
-
-def _print_outcome(study, study_name: str) -> None:
-    import optuna
-
-    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not completed:
-        console.print("no completed trial yet.")
-        return
-    best = study.best_trial
-    console.print(f"best trial #{best.number} ({best.user_attrs.get('family', '?')}): value {best.value:.4f}")
-    console.print(
-        f"next: ecgsearch status --study {study_name} · ecgsearch report --study {study_name} "
-        f"--out report.html · ecgsearch retrain --study {study_name}"
-    )
-
-
-def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_url: str, created: bool) -> None:
-    """Create the study's MLflow experiment and parent run once; a store that is down only warns.
-
-    Workers then mirror nothing live, and `ecgsearch mlflow-sync` rebuilds the MLflow side from the study
-    database once the store is back (MLflow mirrors, it never decides).
+    Running it again with a larger --trials adds trials to the same study.
     """
-    from search.tracking import definition_tags, setup_study_mirror
-    from search.tracking.mirror import limit_http_retries
-    from search.tracking.uri import http_reachable, is_http
-    from studies import mask_secrets
+    from search.optimize.study_setup import set_up_study
 
-    # Stored masked: the study database is readable by every worker and the dashboard.
-    definition.mlflow_tracking_uri = mask_secrets(tracking_uri)
-    if is_http(tracking_uri):
-        limit_http_retries(5.0)
-        if not http_reachable(tracking_uri, timeout_s=3.0):
-            console.print(
-                f"[yellow]warning:[/yellow] MLflow at {mask_secrets(tracking_uri)} is not reachable: trials run "
-                f"without a live mirror; once it is up, run `ecgsearch mlflow-sync --study {study_name}`"
-            )
-            return
-    experiment_id, parent_run_id = setup_study_mirror(
-        tracking_uri=tracking_uri,
-        study_name=study_name,
-        tags=definition_tags(study_name=study_name, definition=definition, storage_url=storage_url),
-        new_study=created,
+    _check_epochs(ctx)
+    check_heartbeat(ctx)
+    slots = None if ctx.params["create_only"] else plan_from_flags(ctx)  # every flag checked before any write
+    prepared = set_up_study(_study_settings(ctx))
+    study_name, definition = prepared.study.study_name, prepared.definition
+    storage_url = ctx.params["storage"]
+    out.print(
+        Text("created " if prepared.created else "resuming ")
+        + describe_study(study_name, definition, storage_url, budget_of(prepared.study))
     )
-    definition.mlflow_experiment_id = experiment_id
-    definition.mlflow_parent_run_id = parent_run_id
+    if prepared.ignored:
+        shown = [
+            f"--{item.name.replace('_', '-')} {item.given} (the study keeps {item.kept})" for item in prepared.ignored
+        ]
+        print_warning("resuming keeps the study's settings; ignored: " + ", ".join(shown))
+    _report_mirror(prepared, study_name)
+    if slots is None:
+        return 0
+    settings = worker_settings(
+        ctx, study_name=study_name, storage_url=storage_url, mlflow_uri=prepared.tracking_uri, data_dir=None
+    )
+    run_here(ctx, settings, slots, prepared.loaded)
+    _print_outcome(prepared.study)
+    return 0
 
 
-def _warn_about_ignored_settings(args: argparse.Namespace, stored) -> None:
-    """A resumed study keeps its stored settings (workers must agree on them); say so when they differ."""
-    ignored = [
-        f"{flag} {given} (the study keeps {kept})"
-        for flag, given, kept in (
-            ("--epochs", args.epochs, stored.epochs),
-            ("--sampler", args.sampler, stored.sampler),
-            ("--pruner", args.pruner, stored.pruner),
-            ("--max-params", args.max_params, stored.max_params),
+def _check_epochs(ctx: click.Context) -> None:
+    if ctx.params["min_epochs"] > ctx.params["epochs"]:
+        raise click.BadParameter(
+            f"{ctx.params['min_epochs']} is more than --epochs ({ctx.params['epochs']}); the pruner would never run",
+            ctx=ctx,
+            param_hint="'--min-epochs'",
         )
-        if given != kept
-    ]
-    if ignored:
-        console.print("[yellow]warning:[/yellow] resuming keeps the study's settings; ignored: " + ", ".join(ignored))
+
+
+def _study_settings(ctx: click.Context) -> StudySettings:
+    params = ctx.params
+    return StudySettings(
+        space=params["space"],
+        study_name=params["study_name"] or params["space"],
+        data_path=params["data"],
+        storage_url=params["storage"],
+        mlflow_uri=params["mlflow_uri"],
+        trials=params["trials"],
+        epochs=params["epochs"],
+        objective=params["objective"],
+        sampler=params["sampler"],
+        pruner=params["pruner"],
+        min_epochs=params["min_epochs"],
+        seed=params["seed"],
+        max_params=params["max_params"],
+        heartbeat_interval_s=params["heartbeat_interval"],
+        grace_period_s=params["grace_period"],
+        given=frozenset(name for name in STUDY_FIELDS if given(ctx, name)),
+    )
+
+
+def _report_mirror(prepared: PreparedStudy, study_name: str) -> None:
+    uri = prepared.tracking_uri
+    if uri is None:
+        return
+    if prepared.definition.mlflow_experiment_id is not None:
+        out.print(f"MLflow: {mask_secrets(uri)} (experiment {prepared.definition.mlflow_experiment_id})")
+    elif not prepared.mirror_reachable:
+        print_warning(
+            f"MLflow at {mask_secrets(uri)} is not reachable: trials run without a live mirror; once it is up, "
+            f"run `ecgsearch mlflow-sync --study {study_name}`"
+        )
+
+
+def _print_outcome(study: optuna.Study) -> None:
+    best = best_trial(study)
+    if best is None:
+        out.print("no completed trial yet.")
+        return
+    name = study.study_name
+    out.print(f"best trial #{best.number} ({best.user_attrs.get('family', '?')}): value {best.value:.4f}")
+    out.print(
+        f"next: ecgsearch status --study {name} · ecgsearch report --study {name} --out report.html · "
+        f"ecgsearch retrain --study {name}"
+    )

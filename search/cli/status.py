@@ -2,51 +2,41 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 
-from rich.console import Console
+import click
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
-from search.cli.options import add_command, add_storage_flag
-
-console = Console(highlight=False)
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    parser = add_command(
-        subparsers,
-        "status",
-        help="show a study's trials by state, best so far and live workers",
-        description="Trials by state, the best value and its parameters, and the trials running now with "
-        "their worker (host, pid, device), epoch reached and last heartbeat. Without --study, lists every "
-        "study in the storage.",
-        example="ecgsearch status --study cnn_lstm --storage sqlite:///ecgsearch.db",
-    )
-    parser.add_argument("--study", default=None, help="study name (default: list all studies)")
-    add_storage_flag(parser)
-    parser.set_defaults(func=run)
-    return parser
+from search.cli.console import out
+from search.cli.options import example, storage_option
+from studies import StudyDefinition, StudySummary, mask_secrets
 
 
-def run(args: argparse.Namespace) -> int:
-    from studies import (
-        list_studies,
-        load_study_with_definition,
-        mask_secrets,
-        open_storage,
-        render_summary,
-        resolve_storage_url,
-        summarise,
-    )
+@click.command(
+    "status",
+    short_help="show a study's trials by state, best so far and live workers",
+    epilog=example("ecgsearch status --study cnn_lstm --storage sqlite:///ecgsearch.db"),
+)
+@click.option("--study", "study_name", default=None, help="study name (default: list all studies)")
+@storage_option
+def command(study_name: str | None, storage: str) -> int:
+    """Trials by state, the best value and its parameters, and the trials running now with their worker
+    (host, pid, device), epoch reached and last heartbeat. Without --study, lists every study in the storage.
+    """
+    from studies import list_studies, load_study_with_definition, open_existing_storage, summarise
 
-    storage_url = resolve_storage_url(args.storage)
-    storage = open_storage(storage_url)
-    if args.study:
-        study, definition = load_study_with_definition(storage, args.study)
-        console.print(render_summary(summarise(study, definition)))
+    opened = open_existing_storage(storage)
+    if study_name:
+        study, definition = load_study_with_definition(opened, study_name)
+        out.print(render_summary(summarise(study, definition)))
         return 0
-    listings = list_studies(storage)
-    table = Table(title=f"studies in {mask_secrets(storage_url)}")
+    listings = list_studies(opened)
+    if not listings:
+        out.print(f"no study yet in {mask_secrets(storage)}; create one with `ecgsearch start`")
+        return 0
+    table = Table(title=f"studies in {mask_secrets(storage)}")
     for column in ("study", "space", "objective", "trials", "best", "created"):
         table.add_column(column)
     for listing in listings:
@@ -59,7 +49,78 @@ def run(args: argparse.Namespace) -> int:
             best,
             listing.created_at or "",
         )
-    console.print(
-        table if listings else f"no study yet in {mask_secrets(storage_url)}; create one with `ecgsearch start`"
-    )
+    out.print(table)
     return 0
+
+
+def describe_study(study_name: str, definition: StudyDefinition, storage_url: str, budget: int | None) -> Text:
+    """One line: the study, what it searches and how, its budget and where it is stored (password masked)."""
+    return Text.assemble(
+        "study ",
+        (study_name, "bold"),
+        f" · space {definition.space} · objective {definition.objective} ({definition.direction}) · "
+        f"{definition.epochs} epochs · sampler {definition.sampler} · pruner {definition.pruner} · budget "
+        f"{budget or 'unlimited'} trials · storage {mask_secrets(storage_url)}",
+    )
+
+
+def render_summary(summary: StudySummary) -> Group:
+    """Header, trials by state, the best trial, and the running trials' workers."""
+    definition = summary.definition
+    budget = definition.trials_budget
+    header = Text.assemble(
+        (f"Study {summary.study_name}", "bold"),
+        f"  space {definition.space} · objective {definition.objective} ({definition.direction})"
+        f" · {definition.epochs} epochs · sampler {definition.sampler} · pruner {definition.pruner}",
+        (
+            f"\n{budget - summary.trials_remaining} of a budget of {budget} trials finished (COMPLETE + PRUNED), "
+            f"{summary.trials_remaining} left; {summary.n_trials} trials in all"
+            if budget is not None and summary.trials_remaining is not None
+            else f"\n{summary.n_trials} trials, no budget"
+        ),
+    )
+    states = Table(title="Trials by state", show_header=True)
+    for name in summary.counts:
+        states.add_column(name, justify="right")
+    states.add_row(*(str(count) for count in summary.counts.values()))
+    parts: list[Any] = [header, states]
+    if summary.best is None:
+        parts.append(Text("No completed trial yet.", style="yellow"))
+    else:
+        best = summary.best
+        parts.append(
+            Text.assemble(
+                ("Best: ", "bold"),
+                f"trial {best.number}, {definition.objective} = {best.value:.4f}",
+                f", family {best.family}" if best.family else "",
+            )
+        )
+    if summary.running:
+        parts.append(_running_table(summary))
+    return Group(*parts)
+
+
+def _running_table(summary: StudySummary) -> Table:
+    workers = Table(title="Running trials", show_header=True)
+    for column in ("trial", "family", "host", "pid", "device", "epoch", "last epoch", "heartbeat"):
+        workers.add_column(column)
+    for trial in summary.running:
+        workers.add_row(
+            str(trial.number),
+            trial.family or "?",
+            trial.worker_host or "?",
+            str(trial.worker_pid) if trial.worker_pid is not None else "?",
+            trial.device or "?",
+            str(trial.epoch) if trial.epoch is not None else "-",
+            _format_age(trial.heartbeat_age_s),
+            _format_age(trial.storage_heartbeat_age_s),
+        )
+    return workers
+
+
+def _format_age(age: float | None) -> str:
+    if age is None:
+        return "-"
+    if age < 120:
+        return f"{age:.0f} s ago"
+    return f"{age / 60:.0f} min ago"

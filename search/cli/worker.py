@@ -2,55 +2,60 @@
 
 from __future__ import annotations
 
-import argparse
+import click
+from rich.text import Text
 
-from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
-from search.cli.run_workers import add_worker_flags, console, describe_study, run_study_workers
+from search.cli.console import out
+from search.cli.fleet import plan_from_flags, run_here, worker_settings
+from search.cli.options import check_heartbeat, example, mlflow_option, storage_option, worker_options
+from search.cli.status import describe_study
+from studies import budget_of
 
 
-def register(subparsers) -> argparse.ArgumentParser:
-    parser = add_command(
-        subparsers,
-        "worker",
-        help="join an existing study and run its trials here",
-        description="Join a study created by `ecgsearch start` (on this or another machine). Everything else "
-        "(space, data fingerprint, objective, epochs, sampler, pruner) is read from the study; the worker "
-        "refuses to join when its data or versions differ.",
-        example="ecgsearch worker --study cnn_lstm --storage postgresql+psycopg://ecg@db-host/ecgsearch --gpus all",
+@click.command(
+    "worker",
+    short_help="join an existing study and run its trials here",
+    epilog=example("ecgsearch worker --study cnn_lstm --storage postgresql+psycopg://ecg@db-host/ecgsearch --gpus all"),
+)
+@click.option("--study", "study_name", required=True, help="name of an existing study")
+@click.option(
+    "--data",
+    default=None,
+    metavar="DIR",
+    help="dataset folder on this machine (default: the path stored in the study); its fingerprint must match "
+    "the study's",
+)
+@storage_option
+@mlflow_option
+@worker_options
+@click.pass_context
+def command(ctx: click.Context, **params: object) -> int:
+    """Join a study created by `ecgsearch start` (on this or another machine). Everything else (space, data
+    fingerprint, objective, epochs, sampler, pruner) is read from the study; the worker refuses to join when
+    its data or versions differ.
+
+    Every worker process seeds its sampler with the study's seed and its own identity (host, pid, start
+    time), so workers never propose the same configs; each trial's training is seeded with seed + trial number.
+    """
+    from search.optimize.study_setup import join_study
+
+    check_heartbeat(ctx)
+    slots = plan_from_flags(ctx)
+    storage_url, study_name = ctx.params["storage"], ctx.params["study_name"]
+    joined = join_study(
+        storage_url,
+        study_name,
+        mlflow_uri=ctx.params["mlflow_uri"],
+        heartbeat_interval_s=ctx.params["heartbeat_interval"],
+        grace_period_s=ctx.params["grace_period"],
     )
-    parser.add_argument("--study", required=True, help="name of an existing study")
-    parser.add_argument(
-        "--data",
-        default=None,
-        help="dataset folder on this machine (default: the path stored in the study); "
-        "its fingerprint must match the study's",
+    if not ctx.params["no_progress"]:
+        out.print(
+            Text("joining ")
+            + describe_study(study_name, joined.loaded.definition, storage_url, budget_of(joined.loaded.study))
+        )
+    settings = worker_settings(
+        ctx, study_name=study_name, storage_url=storage_url, mlflow_uri=joined.tracking_uri, data_dir=ctx.params["data"]
     )
-    add_storage_flag(parser)
-    add_mlflow_flag(parser)
-    add_worker_flags(parser)
-    parser.set_defaults(func=run)
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    from studies import budget_of, load_study_with_definition, open_storage, resolve_storage_url
-
-    storage_url = resolve_storage_url(args.storage)
-    storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
-    study, definition = load_study_with_definition(storage, args.study)
-    mlflow_uri = resolve_worker_tracking_uri(args.mlflow_uri, definition.mlflow_tracking_uri)
-    if not args.no_progress:
-        console.print("joining " + describe_study(args.study, definition, storage_url, budget_of(study)))
-    return run_study_workers(
-        args, study_name=args.study, storage_url=storage_url, mlflow_uri=mlflow_uri, data_dir=args.data, storage=storage
-    )
-
-
-def resolve_worker_tracking_uri(cli_value: str | None, stored: str | None) -> str | None:
-    """--mlflow-uri, else $MLFLOW_TRACKING_URI, else the URI the study was created with; 'off' disables."""
-    import os
-
-    value = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or stored
-    if not value or value.strip().lower() == "off" or "***" in value:
-        return None
-    return value
+    run_here(ctx, settings, slots, joined.loaded)
+    return 0

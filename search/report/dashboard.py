@@ -14,9 +14,6 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 import optuna_dashboard
-from sqlalchemy.engine import make_url
-
-from studies import StorageError, mask_secrets, open_storage
 
 
 class _ThreadedWSGIServer(ThreadingMixIn, WSGIServer):
@@ -28,27 +25,6 @@ class _QuietRequestHandler(WSGIRequestHandler):
     # The dashboard polls every few seconds: one log line per request would bury everything else.
     def log_message(self, format: str, *args: object) -> None:
         pass
-
-
-def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open the storage for reading; a SQLite file that does not exist is an error, not created.
-
-    Readers (dashboard, report) pointed at a wrong path would otherwise create an empty database
-    and show nothing, which looks like lost studies.
-    """
-    try:
-        parsed = make_url(url)
-    except Exception:  # malformed: open_storage below explains what was expected
-        parsed = None
-    if parsed is not None and parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database not in (None, "", ":memory:") and not Path(database).expanduser().is_file():
-            raise StorageError(
-                f"Storage {mask_secrets(url)!r}: the SQLite file {Path(database).expanduser().resolve()} does "
-                "not exist. Pass the database the studies live in with --storage (or $ECGSEARCH_STORAGE), "
-                "or run the command from the folder where `ecgsearch start` created ecgsearch.db."
-            )
-    return open_storage(url)
 
 
 def is_loopback(host: str) -> bool:

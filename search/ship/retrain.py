@@ -28,12 +28,12 @@ from search.ship.seeds import ProgressCallback, SeedDiverged, SeedResult, summar
 from search.training.config import TrainConfig, split_config
 from search.training.loop import resolve_device
 from studies import (
+    DEFAULT_STORAGE_URL,
     StudyDefinition,
     StudyMismatch,
     load_study_with_definition,
     mask_secrets,
     open_storage,
-    resolve_storage_url,
     select_trial,
     trial_config,
 )
@@ -138,7 +138,7 @@ def _load_data(settings: RetrainSettings, definition: StudyDefinition) -> tuple[
 def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
     """Load the study, the trial and the data, and check them, before anything trains or is written."""
     settings.check()
-    storage_url = resolve_storage_url(settings.storage)
+    storage_url = settings.storage or DEFAULT_STORAGE_URL
     study, definition = load_study_with_definition(open_storage(storage_url), settings.study)
     trial = select_trial(study, settings.trial_number)
     config = trial_config(trial)

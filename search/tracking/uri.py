@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from pathlib import Path
@@ -16,15 +15,15 @@ _SQLITE_PREFIX = "sqlite:///"
 
 
 def resolve_tracking_uri(cli_value: str | None, storage_url: str) -> str | None:
-    """`--mlflow-uri`, else `$MLFLOW_TRACKING_URI`, else `sqlite:///mlflow.db` beside the study database.
+    """`--mlflow-uri` (the CLI fills it from `$MLFLOW_TRACKING_URI`), else `sqlite:///mlflow.db` beside the
+    study database.
 
     "Beside" is the folder of a SQLite study file, the working directory for any other storage.
-    `off` (from either source) disables mirroring and gives None.
+    `off` disables mirroring and gives None.
     """
-    for value in (cli_value, os.environ.get("MLFLOW_TRACKING_URI")):
-        if value is not None and value.strip():
-            value = value.strip()
-            return None if value.lower() == OFF else value
+    if cli_value is not None and cli_value.strip():
+        value = cli_value.strip()
+        return None if value.lower() == OFF else value
     return f"{_SQLITE_PREFIX}{(_study_db_folder(storage_url) / DEFAULT_DB_NAME).resolve()}"
 
 

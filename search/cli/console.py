@@ -1,0 +1,27 @@
+"""The one way the CLI prints: rich consoles with markup off.
+
+User text is printed as written: a path holding `[/x]` cannot break rich's markup parser and a field name
+in brackets (`[y_train]`) stays in the message. Styles come from `rich.text.Text` objects, never from markup
+in strings. Long lines are left to the terminal to wrap, so one record stays one line in a log.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+out = Console(markup=False, highlight=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+
+
+def labelled(label: str, style: str, message: str) -> Text:
+    """`label: message` with the label styled and the message exactly as given."""
+    return Text.assemble((f"{label}:", style), " ", message)
+
+
+def print_warning(message: str, *, stderr: bool = False) -> None:
+    (err if stderr else out).print(labelled("warning", "yellow", message))
+
+
+def print_error(message: str) -> None:
+    err.print(labelled("error", "bold red", message))

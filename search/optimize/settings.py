@@ -1,0 +1,51 @@
+"""Typed settings of the orchestration, built by the CLI from flags and the environment.
+
+A `WorkerSettings` is pickled into each spawned worker process: the storage URL and the MLflow URI, passwords
+included, travel through that pipe and never appear on a command line. `repr` leaves them out, so a settings
+object that reaches a log or a traceback shows no password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What `start` asks of a study: the values to create it with, or to check a resumed one against."""
+
+    space: str
+    study_name: str
+    data_path: str
+    storage_url: str = field(repr=False)
+    # As given (flag or environment); None: the default store beside the study database; "off": no mirror.
+    mlflow_uri: str | None = field(repr=False)
+    trials: int
+    epochs: int
+    objective: str
+    sampler: str
+    pruner: str
+    min_epochs: int
+    seed: int | None
+    max_params: int | None
+    heartbeat_interval_s: int
+    grace_period_s: int
+    # The fields the user set; a resumed study keeps its stored settings and reports only those it ignores.
+    given: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What one worker process needs besides its slot: the study, where it lives, and how to behave."""
+
+    study_name: str
+    storage_url: str = field(repr=False)
+    mlflow_uri: str | None = field(default=None, repr=False)  # resolved tracking URI; None: no mirroring
+    data_dir: str | None = None  # overrides the path stored in the study (same fingerprint required)
+    timeout_s: float | None = None
+    heartbeat_interval_s: int = 30
+    grace_period_s: int = 90
+    poll_interval_s: float = 2.0
+    max_consecutive_invalid: int = 100
+    spool_dir: Path = Path(".ecgsearch") / "mlflow-spool"

@@ -1,0 +1,179 @@
+"""`start`'s part before any trial: load and fingerprint the data, create or resume the study, set up its
+MLflow experiment. And `worker`'s: open an existing study and choose where its trials are mirrored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+from search.data import ECGDataset, load_dataset
+from search.optimize.settings import StudySettings
+from search.optimize.worker import LoadedStudy, current_versions, refuse_incompatible
+from search.training.metrics import OBJECTIVES
+from studies import (
+    USER_ATTR_KEY,
+    StudyDefinition,
+    create_or_load_study,
+    load_study_with_definition,
+    mask_secrets,
+    open_existing_storage,
+    open_storage,
+    write_definition,
+)
+
+# Settings a resumed study keeps from its creation even when `start` is given others.
+KEPT_ON_RESUME = ("epochs", "sampler", "pruner", "max_params", "min_epochs", "seed")
+
+
+@dataclass(frozen=True)
+class IgnoredSetting:
+    name: str  # the StudySettings field
+    given: Any
+    kept: Any
+
+
+@dataclass
+class PreparedStudy:
+    """A created or resumed study, ready for this process's workers (the data is loaded and checked)."""
+
+    loaded: LoadedStudy
+    created: bool
+    tracking_uri: str | None = field(repr=False)  # None: mirroring is off
+    mirror_reachable: bool  # False: the MLflow server did not answer, trials run without a live mirror
+    ignored: list[IgnoredSetting]
+
+    @property
+    def study(self) -> optuna.Study:
+        return self.loaded.study
+
+    @property
+    def definition(self) -> StudyDefinition:
+        return self.loaded.definition
+
+
+def set_up_study(settings: StudySettings) -> PreparedStudy:
+    """Create study `settings.study_name`, or resume it keeping its stored settings; nothing runs yet."""
+    from search.tracking import resolve_tracking_uri
+
+    dataset = load_dataset(settings.data_path)
+    fingerprint = dataset.fingerprint()
+    storage = open_storage(
+        settings.storage_url, heartbeat_interval=settings.heartbeat_interval_s, grace_period=settings.grace_period_s
+    )
+    given = _definition(settings, dataset, fingerprint, objective=_objective_for(storage, settings))
+    study, definition, created = create_or_load_study(storage, settings.study_name, given)
+    refuse_incompatible(definition, fingerprint=fingerprint, data_path=settings.data_path)
+    tracking_uri = resolve_tracking_uri(settings.mlflow_uri, settings.storage_url)
+    reachable = True
+    if tracking_uri and not definition.mlflow_parent_run_id:
+        reachable = _set_up_mirror(definition, tracking_uri, settings, created=created)
+    ignored = [] if created else _ignored_settings(settings, definition)
+    if created or "trials" in settings.given:
+        definition.trials_budget = settings.trials
+    write_definition(study, definition)
+    return PreparedStudy(
+        loaded=LoadedStudy(study, definition, dataset),
+        created=created,
+        tracking_uri=tracking_uri,
+        mirror_reachable=reachable,
+        ignored=ignored,
+    )
+
+
+def _objective_for(storage: optuna.storages.BaseStorage, settings: StudySettings) -> str:
+    """The given objective, else a resumed study's own, so resuming without --objective is not a mismatch."""
+    if "objective" in settings.given:
+        return settings.objective
+    try:
+        study_id = storage.get_study_id_from_name(settings.study_name)
+    except KeyError:
+        return settings.objective
+    stored = storage.get_study_user_attrs(study_id).get(USER_ATTR_KEY)
+    objective = stored.get("objective") if isinstance(stored, dict) else None
+    return objective if objective in OBJECTIVES else settings.objective
+
+
+def _definition(settings: StudySettings, dataset: ECGDataset, fingerprint: str, *, objective: str) -> StudyDefinition:
+    versions = current_versions()
+    return StudyDefinition(
+        space=settings.space,
+        data_path=str(Path(settings.data_path).resolve()),
+        data_fingerprint=fingerprint,
+        n_channels=dataset.n_channels,
+        seq_len=dataset.seq_len,
+        objective=objective,
+        direction=OBJECTIVES[objective],
+        epochs=settings.epochs,
+        sampler=settings.sampler,
+        pruner=settings.pruner,
+        seed=settings.seed,
+        max_params=settings.max_params,
+        trials_budget=settings.trials,
+        ecgsearch_version=versions["ecgsearch"],
+        optuna_version=versions["optuna"],
+        torch_version=torch.__version__,
+        min_epochs=settings.min_epochs,
+    )
+
+
+def _ignored_settings(settings: StudySettings, stored: StudyDefinition) -> list[IgnoredSetting]:
+    """Settings the user gave that differ from the resumed study's; a default never counts as given."""
+    return [
+        IgnoredSetting(name, getattr(settings, name), getattr(stored, name))
+        for name in KEPT_ON_RESUME
+        if name in settings.given and getattr(settings, name) != getattr(stored, name)
+    ]
+
+
+def _set_up_mirror(definition: StudyDefinition, tracking_uri: str, settings: StudySettings, *, created: bool) -> bool:
+    """Create the study's MLflow experiment and parent run once; False when the server does not answer.
+
+    Workers then mirror nothing live, and `ecgsearch mlflow-sync` rebuilds the MLflow side from the study
+    database once the store is back (MLflow mirrors, it never decides).
+    """
+    from search.tracking import definition_tags, setup_study_mirror
+    from search.tracking.mirror import limit_http_retries
+    from search.tracking.uri import http_reachable, is_http
+
+    # Stored masked: the study database is readable by every worker and the dashboard.
+    definition.mlflow_tracking_uri = mask_secrets(tracking_uri)
+    if is_http(tracking_uri):
+        limit_http_retries(5.0)
+        if not http_reachable(tracking_uri, timeout_s=3.0):
+            return False
+    experiment_id, parent_run_id = setup_study_mirror(
+        tracking_uri=tracking_uri,
+        study_name=settings.study_name,
+        tags=definition_tags(study_name=settings.study_name, definition=definition, storage_url=settings.storage_url),
+        new_study=created,
+    )
+    definition.mlflow_experiment_id = experiment_id
+    definition.mlflow_parent_run_id = parent_run_id
+    return True
+
+
+@dataclass
+class JoinedStudy:
+    """An existing study opened by `worker`, and the tracking URI its trials are mirrored to (None: off)."""
+
+    loaded: LoadedStudy
+    tracking_uri: str | None = field(repr=False)
+
+
+def join_study(
+    storage_url: str, study_name: str, *, mlflow_uri: str | None, heartbeat_interval_s: int, grace_period_s: int
+) -> JoinedStudy:
+    """Open study `study_name`, which must exist (a missing SQLite file is refused, not created).
+
+    `mlflow_uri` as given (flag or environment), else the URI the study was created with unless it was stored
+    masked (its credentials live in each machine's environment); "off" disables mirroring.
+    """
+    storage = open_existing_storage(storage_url, heartbeat_interval=heartbeat_interval_s, grace_period=grace_period_s)
+    study, definition = load_study_with_definition(storage, study_name)
+    value = mlflow_uri or definition.mlflow_tracking_uri
+    usable = value and value.strip().lower() != "off" and "***" not in value
+    return JoinedStudy(LoadedStudy(study, definition), value.strip() if usable else None)
