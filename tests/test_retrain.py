@@ -565,6 +565,7 @@ def test_mlflow_outcome_is_told_in_one_line():
     )
     failed = MlflowOutcome(uri="http://u:***@h:5000", run=None, error="ConnectionError: [refused]", register_as=None)
     assert describe_mlflow(failed, Path("b")) == (
-        "MLflow at http://u:***@h:5000 could not take the model (ConnectionError: \\[refused]); "
+        # printed with markup off: the store's words come out exactly as written
+        "MLflow at http://u:***@h:5000 could not take the model (ConnectionError: [refused]); "
         "the bundle in b is complete"
     )
