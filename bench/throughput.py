@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per family")
     args = parser.parse_args(argv)
 
-    from search.training.loop import resolve_device
+    from search.training.device import resolve_device
 
     device = resolve_device(args.device)
     families = [f.strip() for f in args.families.split(",") if f.strip()]

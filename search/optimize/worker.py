@@ -26,7 +26,8 @@ import spaces
 from search.data import ECGDataset, load_dataset
 from search.errors import UsageError
 from search.training.config import split_config
-from search.training.loop import TrainingDiverged, fit, resolve_device
+from search.training.device import resolve_device
+from search.training.loop import TrainingDiverged, fit
 from studies import (
     BUDGET_STATES,
     StudyDefinition,

@@ -26,7 +26,8 @@ from search.data import DataError, ECGDataset, load_dataset
 from search.errors import UsageError
 from search.ship.bundle import MlflowLogResult, log_bundle_to_mlflow, write_bundle
 from search.training.config import split_config
-from search.training.loop import TrainingDiverged, fit, resolve_device, seed_everything
+from search.training.device import resolve_device, seed_everything
+from search.training.loop import TrainingDiverged, fit
 from search.training.metrics import classification_metrics, scalar_metrics
 from search.training.scoring import score_windows
 from studies import (
