@@ -273,6 +273,57 @@ def test_a_run_shorter_than_the_smoothing_window_keeps_its_last_epoch() -> None:
     assert all(torch.equal(t, states[2][name]) for name, t in model.state_dict().items())
 
 
+ALL_AUGMENTATIONS = {
+    "aug_amplitude": 0.2,
+    "aug_shift": 0.1,
+    "aug_noise": 0.05,
+    "aug_wander": 0.2,
+    "aug_lead_dropout": 0.3,
+}
+
+
+def _untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k not in ("epoch_seconds", "samples_per_s")} for h in history]
+
+
+def test_augmentation_changes_training_batches_only_and_is_reproducible() -> None:
+    data = make_toy_data()
+    cfg = quick(epochs=2, objective="f1_macro", **ALL_AUGMENTATIONS)
+    seed_everything(0)
+    model = TinyAutoencoder()
+    result = fit(model, data, cfg, autoencoder=True, fs=360.0)
+    normal = data.X_train[data.y_train == 0]
+    seen = torch.cat(model.seen)
+    assert seen.shape == (2 * normal.shape[0], *normal.shape[1:])
+    assert not (seen.flatten(1)[:, None] == normal.flatten(1)[None]).all(dim=-1).any()  # every batch augmented
+    # the threshold sample and validation see the windows as they are
+    train_errors = score_windows(model, data.X_train, autoencoder=True)
+    assert result.threshold == pytest.approx(choose_threshold(train_errors, data.y_train, "f1_macro"), rel=1e-5)
+    val_errors = score_windows(model, data.X_val, autoencoder=True)
+    normal_val = (data.y_val == 0).numpy()
+    assert result.best_metrics["val_loss"] == pytest.approx(val_errors[normal_val].mean().item(), rel=1e-5)
+    seed_everything(0)
+    again = fit(TinyAutoencoder(), data, cfg, autoencoder=True, fs=360.0)
+    assert _untimed(again.history) == _untimed(result.history)
+
+
+def test_an_augmented_classifier_still_learns() -> None:
+    data = make_toy_data()
+    plain = fit(fresh_classifier(), data, quick(epochs=5), autoencoder=False)
+    augmented = fit(fresh_classifier(), data, quick(epochs=5, **ALL_AUGMENTATIONS), autoencoder=False)
+    losses = [h["train_loss"] for h in augmented.history]
+    assert losses[-1] < losses[0] and augmented.best_value > 0.85
+    assert losses != [h["train_loss"] for h in plain.history]
+
+
+def test_lead_dropout_needs_two_leads() -> None:
+    data = make_toy_data()
+    data.X_train, data.X_val = data.X_train[:, :1], data.X_val[:, :1]
+    model = nn.Sequential(nn.Conv1d(1, 1, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten(0))
+    with pytest.raises(ConfigError, match=r"'aug_lead_dropout'.*2 leads"):
+        fit(model, data, quick(aug_lead_dropout=0.2), autoencoder=False)
+
+
 def test_score_windows_and_metrics() -> None:
     data = make_toy_data()
     model = fresh_classifier()
@@ -328,8 +379,12 @@ TINY_REAL_MODELS = {
 
 
 @pytest.mark.mitdb
-@pytest.mark.parametrize("family", sorted(TINY_REAL_MODELS))
-def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, small_real_dir) -> None:
+@pytest.mark.parametrize(
+    ("family", "augmentation"),
+    [("cnn", {}), ("cnn_ae", {}), ("cnn", ALL_AUGMENTATIONS)],
+    ids=["cnn", "cnn_ae", "cnn+aug"],
+)
+def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, augmentation, small_real_dir) -> None:
     import ecgmodels
     from search.data import load_dataset
 
@@ -337,8 +392,8 @@ def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, s
     autoencoder = ecgmodels.is_autoencoder(family)
     seed_everything(0)
     model = ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, **TINY_REAL_MODELS[family])
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=0)
-    result = fit(model, data, cfg, autoencoder=autoencoder)
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=0, **augmentation)
+    result = fit(model, data, cfg, autoencoder=autoencoder, fs=data.meta.get("fs"))
 
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 4 and losses[-1] < losses[0]
