@@ -117,6 +117,11 @@ def test_wander_is_slow_and_bounded(fs) -> None:
     # a sinusoid of amplitude A and frequency f changes by at most 2*pi*f*A per sample
     assert wander.diff(dim=-1).abs().max() <= 2 * math.pi * max_hz_per_sample * amplitude + 1e-5
     assert wander.abs().max() > 0.8 * amplitude
+    # one source per window, weighted per lead: the leads' wanders are multiples of one curve
+    singular = torch.linalg.svdvals(wander.double())
+    assert (singular[:, 1] <= 1e-5 * singular[:, 0]).all()
+    weights = wander.abs().amax(dim=-1)
+    assert (weights[:, 0] - weights[:, 1]).abs().max() > 0.1  # but not with one weight
 
 
 @pytest.mark.gpu

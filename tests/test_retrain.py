@@ -277,7 +277,7 @@ def test_two_seeds_give_mean_and_std_and_export_the_best_on_validation(small_rea
 
 def _training_cut(bundle_dir: Path, dataset) -> float:
     """The threshold rule for objective roc_auc (which does not depend on a cut): F1 macro on the training
-    windows, all of them here (fewer than search.training.threshold.THRESHOLD_SAMPLE_CAP)."""
+    windows, all of them here (fewer than search.training.threshold.THRESHOLD_SAMPLE_MIN)."""
     return choose_threshold(load_bundle(bundle_dir).score(dataset.X_train), dataset.y_train, "f1_macro")
 
 

@@ -43,22 +43,21 @@ def shift_time(x: Tensor, fraction: float, generator: torch.Generator) -> Tensor
 
 def add_noise(x: Tensor, std: float, generator: torch.Generator) -> Tensor:
     """Gaussian noise of standard deviation `std` (in the normalised units the model sees)."""
-    return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return x + torch.empty_like(x).normal_(0.0, std, generator=generator)
 
 
 def add_baseline_wander(x: Tensor, amplitude: float, generator: torch.Generator, fs: float | None = None) -> Tensor:
-    """A random slow sinusoid per window and lead: amplitude up to `amplitude`, frequency below 0.5 Hz.
-
-    Without `fs` the frequency is bounded by the window instead: a period of at least half of it.
+    """A random slow sinusoid per window (frequency below 0.5 Hz, random phase), added to each lead with
+    its own weight uniform in [-amplitude, amplitude]: one source (breathing, electrode motion) seen by
+    every lead. Without `fs` the frequency is bounded by the window instead: a period of at least half of it.
     """
     batch, leads, length = x.shape
     max_cycles_per_sample = WANDER_MAX_HZ / fs if fs else 1.0 / (WANDER_MIN_PERIOD_FRACTION * length)
-    shape = (batch, leads, 1)
-    frequency = _uniform(shape, 0.0, max_cycles_per_sample, x, generator)
-    phase = _uniform(shape, 0.0, 2 * math.pi, x, generator)
-    height = _uniform(shape, 0.0, amplitude, x, generator)
+    frequency = _uniform((batch, 1, 1), 0.0, max_cycles_per_sample, x, generator)
+    phase = _uniform((batch, 1, 1), 0.0, 2 * math.pi, x, generator)
+    weight = _uniform((batch, leads, 1), -amplitude, amplitude, x, generator)
     t = torch.arange(length, device=x.device, dtype=x.dtype)
-    return x + height * torch.sin(2 * math.pi * frequency * t + phase)
+    return torch.addcmul(x, weight, torch.sin(2 * math.pi * frequency * t + phase))
 
 
 def drop_lead(x: Tensor, probability: float, generator: torch.Generator) -> Tensor:
@@ -67,7 +66,7 @@ def drop_lead(x: Tensor, probability: float, generator: torch.Generator) -> Tens
     dropped = torch.rand(batch, generator=generator, device=x.device) < probability
     lead = torch.randint(0, leads, (batch,), generator=generator, device=x.device)
     hit = (torch.arange(leads, device=x.device)[None, :] == lead[:, None]) & dropped[:, None]
-    return x.masked_fill(hit[:, :, None], 0.0)
+    return x * (~hit)[:, :, None].to(x.dtype)
 
 
 @dataclass(frozen=True)

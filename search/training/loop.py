@@ -29,7 +29,7 @@ from search.training.device import seed_everything
 from search.training.losses import make_loss
 from search.training.metrics import choose_threshold, classification_metrics, scalar_metrics
 from search.training.scoring import ScoringModel, autocast, check_logits, check_reconstruction, eval_batch_size, score
-from search.training.threshold import threshold_metric, threshold_sample
+from search.training.threshold import threshold_metric, threshold_sample, threshold_sample_size
 
 # How often (in batches) the device-side NaN/inf flag is read back: one host sync per this many steps.
 NAN_CHECK_EVERY = 25
@@ -149,7 +149,7 @@ class TrainingRun:
         self.scorer = ScoringModel(self.model, autoencoder)
 
         X_train, y_train = data.X_train.to(self.device), data.y_train.to(self.device).float()
-        sample = threshold_sample(y_train, seed=cfg.seed).to(self.device)
+        sample = threshold_sample(y_train, threshold_sample_size(y_train.numel()), seed=cfg.seed).to(self.device)
         self.X_threshold, self.y_threshold = X_train[sample], y_train[sample].cpu()
         if autoencoder:  # they learn what normal looks like; anomalies are what they reconstruct badly
             X_train, y_train = X_train[y_train == 0], y_train[y_train == 0]
