@@ -89,3 +89,5 @@ def test_a_run_steps_one_epoch_at_a_time_and_has_no_result_before_its_first() ->
     assert entry["epoch"] == run.epoch == 1 and not run.finished
     run.step()
     assert run.finished and run.result().best_epoch == 2
+    with pytest.raises(RuntimeError, match="all 2 epochs"):
+        run.step()

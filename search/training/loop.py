@@ -172,7 +172,8 @@ class TrainingRun:
         self.eval_batch = eval_batch_size(self.device, cfg.batch_size)
         self.threshold_metric = threshold_metric(cfg.objective)
         self.history: list[dict[str, Any]] = []
-        self.kept_epoch, self.kept_state = 0, {}
+        self.kept_epoch = 0  # the epoch whose weights kept_state holds
+        self.kept_state: dict[str, Tensor] = {}
 
     @property
     def epoch(self) -> int:
@@ -195,6 +196,8 @@ class TrainingRun:
 
     def step(self) -> dict[str, Any]:
         """Run the next epoch; its history entry (full metrics, confusion matrix included)."""
+        if self.epoch >= self.cfg.epochs:
+            raise RuntimeError(f"the run has trained all {self.cfg.epochs} epochs of its budget")
         epoch, started = self.epoch + 1, time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         with self.randomness.active():
