@@ -51,7 +51,7 @@ class TrainConfig:
     aug_amplitude: float = 0.0  # per window and lead, a factor uniform in [1 - a, 1 + a]
     aug_shift: float = 0.0  # time shift up to this fraction of the window, either way
     aug_noise: float = 0.0  # Gaussian noise std, in normalised units
-    aug_wander: float = 0.0  # baseline wander amplitude (up to), in normalised units
+    aug_wander: float = 0.0  # baseline wander: one slow sinusoid per window, weighted per lead by up to ±w
     aug_lead_dropout: float = 0.0  # probability per window of zeroing one random lead
 
     def __post_init__(self) -> None:
