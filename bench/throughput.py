@@ -10,11 +10,15 @@ Both train the same ecgmodels model (same seed, same initial weights) on the sam
 number of epochs; a full epoch (training + validation pass + metrics) counts for both. Each is warmed up
 once, then contender and baseline alternate and the median of the repeats is compared.
 Targets: >= 1.5x on CPU, >= 5x on an H100/H200.
+
+Then the cost of training-time augmentation: the default cnn's `fit` with every augmentation on
+(AUGMENTATIONS) against the same `fit` with none, alternating in the same run, as a ratio of samples/s.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,8 @@ import _common  # also puts the repository on sys.path
 
 FAMILIES = ("cnn", "cnn_lstm", "cnn_transformer")
 BATCH_SIZE = 128
+# Every augmentation on, at strengths a search space might sample.
+AUGMENTATIONS = {"aug_amplitude": 0.1, "aug_shift": 0.05, "aug_noise": 0.05, "aug_wander": 0.1, "aug_lead_dropout": 0.1}
 CPU_TARGET = 1.5
 GPU_TARGET = 5.0
 
@@ -37,17 +43,20 @@ def build_model(family: str, dataset: Any) -> Any:
     return ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len)
 
 
-def train_config(epochs: int) -> Any:
+def train_config(epochs: int, **augmentation: float) -> Any:
     from search.training.config import TrainConfig
 
-    return TrainConfig(epochs=epochs, batch_size=BATCH_SIZE, optimizer="adam", lr=1e-3, objective="roc_auc", seed=0)
+    return TrainConfig(
+        epochs=epochs, batch_size=BATCH_SIZE, optimizer="adam", lr=1e-3, objective="roc_auc", seed=0, **augmentation
+    )
 
 
-def run_contender(family: str, dataset_on_device: Any, epochs: int, device: Any) -> None:
+def run_contender(family: str, dataset_on_device: Any, epochs: int, device: Any, augmented: bool = False) -> None:
     from search.training.loop import fit
 
     model = build_model(family, dataset_on_device)
-    fit(model, dataset_on_device, train_config(epochs), autoencoder=False, device=device)
+    cfg = train_config(epochs, **(AUGMENTATIONS if augmented else {}))
+    fit(model, dataset_on_device, cfg, autoencoder=False, device=device, fs=dataset_on_device.meta.get("fs"))
 
 
 def run_baseline(family: str, dataset_cpu: Any, epochs: int, device: Any) -> None:
@@ -108,25 +117,33 @@ def run_baseline(family: str, dataset_cpu: Any, epochs: int, device: Any) -> Non
         )
 
 
+def time_alternating(runners: dict[str, Callable[[], None]], *, repeats: int, device: Any) -> dict[str, list[float]]:
+    """Seconds of each runner per repeat; the order alternates so drifting load hits both alike."""
+    import time
+
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for repeat in range(repeats):
+        order = list(runners) if repeat % 2 == 0 else list(reversed(runners))
+        for name in order:
+            started = time.perf_counter()
+            runners[name]()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - started)
+    return times
+
+
 def measure(family: str, dataset: Any, *, epochs: int, repeats: int, device: Any, warmup: Any) -> dict[str, Any]:
     import statistics
-    import time
 
     on_device = dataset.to(device)
     warm_device = warmup.to(device)
     run_contender(family, warm_device, 1, device)  # first runs are several times slower: not timed
     run_baseline(family, warmup, 1, device)
-    times: dict[str, list[float]] = {"ecgsearch": [], "notebook": []}
-    for repeat in range(repeats):
-        order = ("ecgsearch", "notebook") if repeat % 2 == 0 else ("notebook", "ecgsearch")
-        for name in order:
-            started = time.perf_counter()
-            if name == "ecgsearch":
-                run_contender(family, on_device, epochs, device)
-            else:
-                run_baseline(family, dataset, epochs, device)
-            _synchronize(device)
-            times[name].append(time.perf_counter() - started)
+    runners = {
+        "ecgsearch": lambda: run_contender(family, on_device, epochs, device),
+        "notebook": lambda: run_baseline(family, dataset, epochs, device),
+    }
+    times = time_alternating(runners, repeats=repeats, device=device)
     samples = dataset.X_train.shape[0] * epochs
     contender_s = statistics.median(times["ecgsearch"])
     baseline_s = statistics.median(times["notebook"])
@@ -141,6 +158,33 @@ def measure(family: str, dataset: Any, *, epochs: int, repeats: int, device: Any
         "speedup": baseline_s / contender_s,
         "ecgsearch_s": [round(t, 3) for t in times["ecgsearch"]],
         "notebook_s": [round(t, 3) for t in times["notebook"]],
+    }
+
+
+def measure_augmentation(dataset: Any, *, epochs: int, repeats: int, device: Any, warmup: Any) -> dict[str, Any]:
+    """samples/s of the default cnn's `fit` with every augmentation on and with none, and their ratio."""
+    import statistics
+
+    on_device, warm_device = dataset.to(device), warmup.to(device)
+    for augmented in (False, True):
+        run_contender("cnn", warm_device, 1, device, augmented)
+    runners = {
+        "off": lambda: run_contender("cnn", on_device, epochs, device, False),
+        "on": lambda: run_contender("cnn", on_device, epochs, device, True),
+    }
+    times = time_alternating(runners, repeats=repeats, device=device)
+    samples = dataset.X_train.shape[0] * epochs
+    off_s, on_s = statistics.median(times["off"]), statistics.median(times["on"])
+    return {
+        "family": "cnn",
+        "augmentations": AUGMENTATIONS,
+        "epochs": epochs,
+        "repeats": repeats,
+        "off_samples_per_s": samples / off_s,
+        "on_samples_per_s": samples / on_s,
+        "on_over_off": off_s / on_s,
+        "off_s": [round(t, 3) for t in times["off"]],
+        "on_s": [round(t, 3) for t in times["on"]],
     }
 
 
@@ -180,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table per family")
     args = parser.parse_args(argv)
 
-    from search.training.loop import resolve_device
+    from search.training.device import resolve_device
 
     device = resolve_device(args.device)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -220,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         ["family", "ecgsearch_samples_per_s", "notebook_samples_per_s", "speedup", "target", "verdict"],
     )
-    _common.write_json(args.json, "throughput", [{**row, "quick": args.quick} for row in rows], info)
+    augmentation = measure_augmentation(dataset, epochs=args.epochs, repeats=args.repeats, device=device, warmup=warmup)
+    augmentation["device"] = str(device)
+    print(f"\naugmentation (cnn, all on: {AUGMENTATIONS}): off {augmentation['off_s']} s, on {augmentation['on_s']} s")
+    _common.print_table([augmentation], ["family", "off_samples_per_s", "on_samples_per_s", "on_over_off"])
+    rows_out = [{**row, "quick": args.quick} for row in rows] + [{**augmentation, "quick": args.quick}]
+    _common.write_json(args.json, "throughput", rows_out, info)
     return 0
 
 

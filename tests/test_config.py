@@ -21,7 +21,9 @@ def test_defaults_are_valid() -> None:
         "roc_auc",
     )
     assert cfg.amp is True and cfg.seed == 0
-    assert {"epochs", "lr", "pos_weight", "amp", "objective"} <= TRAIN_FIELDS
+    assert (cfg.selection, cfg.selection_window) == ("smoothed", 3)
+    assert (cfg.aug_amplitude, cfg.aug_shift, cfg.aug_noise, cfg.aug_wander, cfg.aug_lead_dropout) == (0.0,) * 5
+    assert {"epochs", "lr", "pos_weight", "amp", "objective", "selection", "aug_noise"} <= TRAIN_FIELDS
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,15 @@ def test_defaults_are_valid() -> None:
         ("objective", "auc", "roc_auc"),
         ("seed", -3, "integer >= 0"),
         ("amp", "yes", "true or false"),
+        ("selection", "max", "best, last, smoothed"),
+        ("selection_window", 0, "integer >= 1"),
+        ("aug_amplitude", 1.0, "< 1"),
+        ("aug_amplitude", -0.1, ">= 0"),
+        ("aug_shift", 0.6, "<= 0.5"),
+        ("aug_noise", math.nan, "finite"),
+        ("aug_wander", -1, ">= 0"),
+        ("aug_lead_dropout", 1.5, "<= 1"),
+        ("aug_lead_dropout", "often", "finite number"),
     ],
 )
 def test_bad_values_name_the_field_the_value_and_what_was_expected(field, value, expected) -> None:
@@ -60,8 +71,8 @@ def test_bad_values_name_the_field_the_value_and_what_was_expected(field, value,
 
 
 def test_whole_numbers_become_floats_and_auto_pos_weight_is_kept() -> None:
-    cfg = TrainConfig(lr=1, grad_clip=2, pos_weight="auto")
-    assert isinstance(cfg.lr, float) and isinstance(cfg.grad_clip, float)
+    cfg = TrainConfig(lr=1, grad_clip=2, pos_weight="auto", aug_lead_dropout=1)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.grad_clip, float) and isinstance(cfg.aug_lead_dropout, float)
     assert cfg.pos_weight == "auto"
 
 
@@ -103,7 +114,9 @@ def test_split_and_join_round_trip_the_internals_example() -> None:
     assert not set(model_params) & TRAIN_FIELDS
     assert cfg.scheduler == "cosine" and cfg.grad_clip == 1.0 and cfg.weight_decay == 1e-4
     flat = join_config(family, model_params, cfg)
-    assert flat == {**CNN_LSTM_CONFIG, "amp": True}  # the example leaves amp at its default
+    defaults = {"amp": True, "selection": "smoothed", "selection_window": 3}
+    defaults |= {f"aug_{name}": 0.0 for name in ("amplitude", "shift", "noise", "wander", "lead_dropout")}
+    assert flat == {**CNN_LSTM_CONFIG, **defaults}  # the example leaves these at their defaults
     assert json.loads(json.dumps(flat)) == flat
     assert split_config(flat) == (family, model_params, cfg)
 

@@ -18,7 +18,7 @@ from search.errors import EXIT_DATA
 from search.ship.bundle import BUNDLE_FILES, BundleError, load_bundle, write_bundle
 from search.ship.onnx import OnnxExportError, export_onnx, onnx_scores
 from search.training.config import TrainConfig, join_config
-from search.training.loop import seed_everything
+from search.training.device import seed_everything
 from search.training.metrics import classification_metrics, scalar_metrics
 from search.training.scoring import ScoringModel, score_windows
 from test_retrain import ensemble_bundle, retrained, shared_root
@@ -256,7 +256,8 @@ def test_loaded_bundle_is_in_eval_mode_with_its_stats(small_real_dir, session_ro
     _, result = retrained(small_real_dir, session_root, "best")
     _, _, norm = real
     bundle = load_bundle(result.out)
-    assert not bundle.scorer.training and bundle.norm == norm and bundle.threshold == 0.5
+    assert not bundle.scorer.training and bundle.norm == norm
+    assert bundle.threshold == json.loads((result.out / "config.json").read_text())["threshold"]
     assert bundle.ensemble is None and bundle.config["seeds"] == [0]
     assert bundle.family == "cnn" and bundle.n_channels == 3 and bundle.window_length == 2000
 

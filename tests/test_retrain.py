@@ -32,7 +32,8 @@ from search.ship.publish import MlflowOutcome
 from search.ship.retrain import RetrainResult, RetrainSettings, default_patience, retrain
 from search.ship.seeds import EpochDone, RetrainEvent, SeedFinished, SeedStarted
 from search.training.config import TrainConfig, join_config
-from search.training.loop import fit, seed_everything
+from search.training.device import seed_everything
+from search.training.loop import fit
 from search.training.metrics import choose_threshold, classification_metrics
 from studies import NoCompletedTrial, StudyDefinition, StudyMismatch, TrialNotUsable, create_or_load_study, open_storage
 from study_fixtures import make_definition
@@ -220,7 +221,8 @@ def test_best_trial_retrained_into_a_complete_bundle(small_real_dir, session_roo
     dataset = load_dataset(small_real_dir)
     _, norm = dataset.normalised()
     assert config["family"] == "cnn" and config["autoencoder"] is False
-    assert config["score_kind"] == "probability" and config["threshold"] == 0.5
+    assert config["score_kind"] == "probability"
+    assert config["threshold"] == pytest.approx(_training_cut(result.out, dataset), rel=1e-5)
     assert config["n_channels"] == 3 and config["window_length"] == 2000
     assert config["leads"] == ["II", "V1", "V5"] and config["sampling_rate_hz"] == 200
     assert config["normalisation"] == norm.to_dict()
@@ -291,16 +293,20 @@ def test_two_seeds_give_mean_and_std_and_export_the_best_on_validation(small_rea
     assert result.mlflow == MlflowOutcome(uri=None, run=None, error=None, register_as="ignored-when-off")
 
 
-def test_autoencoder_trial_threshold_is_chosen_on_validation(small_real_dir, session_root):
+def _training_cut(bundle_dir: Path, dataset) -> float:
+    """The threshold rule for objective roc_auc (which does not depend on a cut): F1 macro on the training
+    windows, all of them here (fewer than search.training.threshold.THRESHOLD_SAMPLE_MIN)."""
+    return choose_threshold(load_bundle(bundle_dir).score(dataset.X_train), dataset.y_train, "f1_macro")
+
+
+def test_autoencoder_trial_threshold_is_chosen_on_training_windows(small_real_dir, session_root):
     study, result = retrained(small_real_dir, session_root, "ae")
     assert result.trial_number == study.ae_number
     bundle = load_bundle(result.out)
     assert bundle.autoencoder and bundle.score_kind == "reconstruction_error"
     dataset = load_dataset(small_real_dir)
     val_errors = bundle.score(dataset.X_val)
-    # objective roc_auc does not depend on a threshold, so the worker's rule picks F1 macro on validation
-    expected = choose_threshold(val_errors, dataset.y_val, "f1_macro")
-    assert bundle.threshold == pytest.approx(expected, rel=1e-5)
+    assert bundle.threshold == pytest.approx(_training_cut(result.out, dataset), rel=1e-5)
     validation = classification_metrics(dataset.y_val, val_errors, bundle.threshold)
     assert _metrics(result.out)["validation"]["f1_macro"] == pytest.approx(validation["f1_macro"])
     assert _metrics(result.out)["validation"]["confusion_matrix"] == validation["confusion_matrix"]
@@ -465,11 +471,10 @@ def _member_scores(bundle_dir: Path, X: torch.Tensor) -> list[np.ndarray]:
 
 
 def _threshold_by_rule(bundle, dataset) -> float:
-    """The threshold `fit` chooses for one model, chosen on an exported bundle's own scores: classifiers
-    0.5; autoencoders the F1-macro cut on validation (the objective roc_auc does not depend on a cut)."""
-    if not bundle.autoencoder:
-        return 0.5
-    return choose_threshold(bundle.score(dataset.X_val), dataset.y_val, "f1_macro")
+    """The threshold `fit`'s one rule gives, chosen on an exported bundle's own scores: the F1-macro cut (the
+    objective roc_auc does not depend on a cut) on training windows (the small slice's training split is
+    smaller than the rule's sample, so the sample is all of it)."""
+    return choose_threshold(bundle.score(dataset.X_train), dataset.y_train, "f1_macro")
 
 
 def test_ensemble_exports_the_mean_of_the_seeds_scores(small_real_dir, session_root):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import pickle
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -13,93 +12,23 @@ from torch import Tensor, nn
 
 from search.errors import UsageError
 from search.training.config import ConfigError, TrainConfig
-from search.training.loop import (
-    FitResult,
-    TrainingDiverged,
-    fit,
-    focal_loss,
-    resolve_device,
-    seed_everything,
-)
-from search.training.metrics import OBJECTIVES, classification_metrics
+from search.training.curve import curve_value
+from search.training.device import resolve_device, seed_everything
+from search.training.loop import FitResult, TrainingDiverged, fit
+from search.training.losses import focal_loss
+from search.training.metrics import OBJECTIVES, choose_threshold, classification_metrics
 from search.training.scoring import score_windows
-
-CHANNELS, LENGTH = 2, 32
-
-
-@dataclass
-class ToyData:
-    """Just the six tensors `fit` needs, shaped like an ECGDataset."""
-
-    X_train: Tensor
-    y_train: Tensor
-    X_val: Tensor
-    y_val: Tensor
-    X_test: Tensor
-    y_test: Tensor
-
-
-def make_toy_data(n_train: int = 256, n_val: int = 96, n_test: int = 64, seed: int = 0) -> ToyData:
-    """Anomalies carry a bump in lead 0: learnable by a tiny conv net in a few epochs."""
-    g = torch.Generator().manual_seed(seed)
-
-    def split(n: int) -> tuple[Tensor, Tensor]:
-        y = (torch.rand(n, generator=g) < 0.3).float()
-        y[:2] = torch.tensor([0.0, 1.0])  # both classes in every split
-        X = torch.randn(n, CHANNELS, LENGTH, generator=g) * 0.5
-        X[:, 0, 8:24] += 1.5 * y[:, None]
-        return X, y
-
-    return ToyData(*split(n_train), *split(n_val), *split(n_test))
-
-
-class TinyClassifier(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(CHANNELS, 4, kernel_size=5, padding=2)
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean(dim=-1)).squeeze(-1)
-
-
-class TinyAutoencoder(nn.Module):
-    """Squeezes each window through 4 numbers: normals (noise) reconstruct, bumps do not."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.encode = nn.Linear(CHANNELS * LENGTH, 4)
-        self.decode = nn.Linear(4, CHANNELS * LENGTH)
-        self.seen: list[Tensor] = []
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            self.seen.append(x.detach().clone())
-        return self.decode(self.encode(x.flatten(1))).view_as(x)
-
-
-class NaNAfter(nn.Module):
-    """Emits NaN logits from the n-th training forward pass on."""
-
-    def __init__(self, after: int) -> None:
-        super().__init__()
-        self.inner = TinyClassifier()
-        self.after, self.calls = after, 0
-
-    def forward(self, x: Tensor) -> Tensor:
-        self.calls += self.training
-        out = self.inner(x)
-        return out * float("nan") if self.calls >= self.after else out
-
-
-def quick(**overrides) -> TrainConfig:
-    return TrainConfig(**{"epochs": 3, "batch_size": 32, "lr": 1e-2, **overrides})
-
-
-def fresh_classifier(seed: int = 0) -> TinyClassifier:
-    seed_everything(seed)
-    return TinyClassifier()
-
+from training_toys import (
+    EnergyAutoencoder,
+    NaNAfter,
+    TinyAutoencoder,
+    TinyClassifier,
+    ToyData,
+    energy_windows,
+    fresh_classifier,
+    make_toy_data,
+    quick,
+)
 
 EPOCH_KEYS = {"train_loss", "val_loss", "lr", "epoch_seconds", "samples_per_s"} | {
     f"val_{m}" for m in ("precision_0", "recall_0", "f1_0", "precision_1", "recall_1", "f1_1", *OBJECTIVES)
@@ -109,12 +38,13 @@ EPOCH_KEYS = {"train_loss", "val_loss", "lr", "epoch_seconds", "samples_per_s"} 
 def test_fit_lowers_the_loss_and_learns_a_learnable_problem() -> None:
     data = make_toy_data()
     result = fit(fresh_classifier(), data, quick(epochs=6), autoencoder=False)
-    assert isinstance(result, FitResult)
+    assert isinstance(result, FitResult) and result.selection == "smoothed"
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < 0.7 * losses[0]
-    assert result.best_value == result.history[result.best_epoch - 1]["val_roc_auc"]
+    window = [h["val_roc_auc"] for h in result.history[result.best_epoch - 3 : result.best_epoch]]
+    assert result.best_epoch >= 3 and result.best_value == pytest.approx(sum(window) / 3)
     assert result.best_value > 0.9
-    assert result.threshold == 0.5 and not result.stopped_early
+    assert result.threshold == result.best_metrics["threshold"] and not result.stopped_early
     assert result.best_metrics["epoch"] == result.best_epoch
     assert all(v.device.type == "cpu" for v in result.best_state.values())
     assert result.history[0]["val_confusion_matrix"][0][0] >= 0  # full metrics kept in history
@@ -159,7 +89,8 @@ def test_early_stopping_stops_and_restores_the_best_epoch() -> None:
         seen_states[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
 
     # objective val_loss is not offered; "recall_1" saturates at 1.0 quickly and then cannot improve
-    result = fit(model, data, quick(epochs=20, patience=2, objective="recall_1"), autoencoder=False, on_epoch=record)
+    cfg = quick(epochs=20, patience=2, objective="recall_1", selection="best")
+    result = fit(model, data, cfg, autoencoder=False, on_epoch=record)
     assert result.stopped_early
     assert len(result.history) == result.best_epoch + 2 < 20
     values = [h["val_recall_1"] for h in result.history]
@@ -249,7 +180,7 @@ def test_same_seed_same_result_different_seed_different_result() -> None:
     assert [h["train_loss"] for h in a.history] != [h["train_loss"] for h in c.history]
 
 
-def test_autoencoder_trains_on_normal_windows_only_and_thresholds_on_validation() -> None:
+def test_autoencoder_trains_on_normal_windows_only_and_thresholds_on_training_windows() -> None:
     data = make_toy_data()
     seed_everything(0)
     model = TinyAutoencoder()
@@ -261,11 +192,136 @@ def test_autoencoder_trains_on_normal_windows_only_and_thresholds_on_validation(
     assert (seen.flatten(1)[:, None] == normal.flatten(1)[None]).all(dim=-1).any(dim=1).all()
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]
-    assert result.threshold != 0.5 and result.threshold == result.best_metrics["threshold"]
+    # the cut is chosen on every training window, anomalies included, though it trains on normal ones only
+    train_errors = score_windows(model, data.X_train, autoencoder=True)
+    assert result.threshold == pytest.approx(choose_threshold(train_errors, data.y_train, "f1_macro"), rel=1e-5)
+    assert result.threshold == result.best_metrics["threshold"]
     assert result.best_metrics["val_f1_macro"] > 0.8
     errors = score_windows(model, data.X_val, autoencoder=True)
     normal_val = (data.y_val == 0).numpy()
     assert result.best_metrics["val_loss"] == pytest.approx(errors[normal_val].mean().item(), rel=1e-5)
+
+
+def _energy_split(n: int, anomaly_energy: float, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    y = (torch.rand(n, generator=g) < 0.3).float()
+    y[:2] = torch.tensor([0.0, 1.0])
+    energy = torch.where(y == 1, anomaly_energy, 1.0) + 0.2 * (torch.rand(n, generator=g) - 0.5)
+    return energy_windows(energy), y
+
+
+def test_autoencoder_validation_metrics_are_honest_when_a_validation_cut_would_flatter_them() -> None:
+    # Training anomalies are loud (energy 3), validation anomalies subtle (1.5). A cut chosen on validation
+    # separates them perfectly; the cut chosen on training windows misses them, and that is what is reported.
+    g = torch.Generator().manual_seed(0)
+    data = ToyData(*_energy_split(256, 3.0, g), *_energy_split(96, 1.5, g), *_energy_split(32, 1.5, g))
+    model = EnergyAutoencoder()
+    cfg = quick(objective="f1_macro", optimizer="sgd", momentum=0.0)
+    result = fit(model, data, cfg, autoencoder=True)
+    train_errors = score_windows(model, data.X_train, autoencoder=True)
+    val_errors = score_windows(model, data.X_val, autoencoder=True)
+    assert result.threshold == pytest.approx(choose_threshold(train_errors, data.y_train, "f1_macro"), rel=1e-5)
+    assert 1.1 < result.threshold < 2.9
+    honest = classification_metrics(data.y_val, val_errors, result.threshold)["f1_macro"]
+    val_cut = choose_threshold(val_errors, data.y_val, "f1_macro")
+    assert classification_metrics(data.y_val, val_errors, val_cut)["f1_macro"] == 1.0
+    assert honest < 0.6
+    assert result.best_metrics["val_f1_macro"] == pytest.approx(honest)
+    assert result.best_value == pytest.approx(honest)
+
+
+def test_classifier_threshold_is_chosen_on_training_windows_by_a_threshold_objective() -> None:
+    data = make_toy_data()
+    model = fresh_classifier()
+    result = fit(model, data, quick(epochs=4, objective="accuracy", selection="last"), autoencoder=False)
+    train_scores = score_windows(model, data.X_train, autoencoder=False)
+    assert result.threshold == pytest.approx(choose_threshold(train_scores, data.y_train, "accuracy"), abs=1e-6)
+    val_scores = score_windows(model, data.X_val, autoencoder=False)
+    expected = classification_metrics(data.y_val, val_scores, result.threshold)
+    assert result.best_metrics["val_accuracy"] == pytest.approx(expected["accuracy"])
+    assert result.best_metrics["val_confusion_matrix"] == expected["confusion_matrix"]
+
+
+def _record_states(model: nn.Module, states: dict[int, dict[str, Tensor]]):
+    def record(epoch: int, metrics: dict) -> None:
+        states[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    return record
+
+
+@pytest.mark.parametrize("selection", ["smoothed", "last", "best"])
+def test_fit_keeps_the_weights_the_selection_rule_picks(selection) -> None:
+    model, states = fresh_classifier(), {}
+    cfg = quick(epochs=5, lr=3e-3, selection=selection, selection_window=2)
+    result = fit(model, make_toy_data(), cfg, autoencoder=False, on_epoch=_record_states(model, states))
+    values = [h["val_roc_auc"] for h in result.history]
+    assert (result.best_value, result.best_epoch) == curve_value(values, selection, 2)
+    assert result.selection == selection and result.best_metrics is result.history[result.best_epoch - 1]
+    if selection == "last":
+        assert result.best_epoch == 5
+    if selection == "smoothed":
+        assert result.best_value == pytest.approx(sum(values[result.best_epoch - 2 : result.best_epoch]) / 2)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, states[result.best_epoch][name])
+        assert torch.equal(tensor, result.best_state[name])
+
+
+def test_a_run_shorter_than_the_smoothing_window_keeps_its_last_epoch() -> None:
+    model, states = fresh_classifier(), {}
+    result = fit(model, make_toy_data(), quick(epochs=2), autoencoder=False, on_epoch=_record_states(model, states))
+    values = [h["val_roc_auc"] for h in result.history]
+    assert result.best_epoch == 2 and result.best_value == pytest.approx(sum(values) / 2)
+    assert all(torch.equal(t, states[2][name]) for name, t in model.state_dict().items())
+
+
+ALL_AUGMENTATIONS = {
+    "aug_amplitude": 0.2,
+    "aug_shift": 0.1,
+    "aug_noise": 0.05,
+    "aug_wander": 0.2,
+    "aug_lead_dropout": 0.3,
+}
+
+
+def _untimed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in h.items() if k not in ("epoch_seconds", "samples_per_s")} for h in history]
+
+
+def test_augmentation_changes_training_batches_only_and_is_reproducible() -> None:
+    data = make_toy_data()
+    cfg = quick(epochs=2, objective="f1_macro", **ALL_AUGMENTATIONS)
+    seed_everything(0)
+    model = TinyAutoencoder()
+    result = fit(model, data, cfg, autoencoder=True, fs=360.0)
+    normal = data.X_train[data.y_train == 0]
+    seen = torch.cat(model.seen)
+    assert seen.shape == (2 * normal.shape[0], *normal.shape[1:])
+    assert not (seen.flatten(1)[:, None] == normal.flatten(1)[None]).all(dim=-1).any()  # every batch augmented
+    # the threshold sample and validation see the windows as they are
+    train_errors = score_windows(model, data.X_train, autoencoder=True)
+    assert result.threshold == pytest.approx(choose_threshold(train_errors, data.y_train, "f1_macro"), rel=1e-5)
+    val_errors = score_windows(model, data.X_val, autoencoder=True)
+    normal_val = (data.y_val == 0).numpy()
+    assert result.best_metrics["val_loss"] == pytest.approx(val_errors[normal_val].mean().item(), rel=1e-5)
+    seed_everything(0)
+    again = fit(TinyAutoencoder(), data, cfg, autoencoder=True, fs=360.0)
+    assert _untimed(again.history) == _untimed(result.history)
+
+
+def test_an_augmented_classifier_still_learns() -> None:
+    data = make_toy_data()
+    plain = fit(fresh_classifier(), data, quick(epochs=5), autoencoder=False)
+    augmented = fit(fresh_classifier(), data, quick(epochs=5, **ALL_AUGMENTATIONS), autoencoder=False)
+    losses = [h["train_loss"] for h in augmented.history]
+    assert losses[-1] < losses[0] and augmented.best_value > 0.85
+    assert losses != [h["train_loss"] for h in plain.history]
+
+
+def test_lead_dropout_needs_two_leads() -> None:
+    data = make_toy_data()
+    data.X_train, data.X_val = data.X_train[:, :1], data.X_val[:, :1]
+    model = nn.Sequential(nn.Conv1d(1, 1, 3), nn.AdaptiveAvgPool1d(1), nn.Flatten(0))
+    with pytest.raises(ConfigError, match=r"'aug_lead_dropout'.*2 leads"):
+        fit(model, data, quick(aug_lead_dropout=0.2), autoencoder=False)
 
 
 def test_score_windows_and_metrics() -> None:
@@ -323,8 +379,12 @@ TINY_REAL_MODELS = {
 
 
 @pytest.mark.mitdb
-@pytest.mark.parametrize("family", sorted(TINY_REAL_MODELS))
-def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, small_real_dir) -> None:
+@pytest.mark.parametrize(
+    ("family", "augmentation"),
+    [("cnn", {}), ("cnn_ae", {}), ("cnn", ALL_AUGMENTATIONS)],
+    ids=["cnn", "cnn_ae", "cnn+aug"],
+)
+def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, augmentation, small_real_dir) -> None:
     import ecgmodels
     from search.data import load_dataset
 
@@ -332,8 +392,8 @@ def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, s
     autoencoder = ecgmodels.is_autoencoder(family)
     seed_everything(0)
     model = ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, **TINY_REAL_MODELS[family])
-    cfg = TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=0)
-    result = fit(model, data, cfg, autoencoder=autoencoder)
+    cfg = TrainConfig(epochs=4, batch_size=16, lr=3e-3, seed=0, **augmentation)
+    result = fit(model, data, cfg, autoencoder=autoencoder, fs=data.meta.get("fs"))
 
     losses = [h["train_loss"] for h in result.history]
     assert len(losses) == 4 and losses[-1] < losses[0]

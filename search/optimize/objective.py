@@ -22,7 +22,8 @@ import spaces
 from search.data import ECGDataset
 from search.optimize.events import EventHandler, TrialEvent
 from search.training.config import TrainConfig, split_config
-from search.training.loop import TrainingDiverged, fit, seed_everything
+from search.training.device import seed_everything
+from search.training.loop import TrainingDiverged, fit
 from studies import BUDGET_STATES, StudyDefinition, budget_of
 
 

@@ -28,7 +28,7 @@ from search.errors import UsageError
 from search.optimize.events import EventHandler
 from search.optimize.objective import TRIAL_FAILURES, TrialObjective
 from search.optimize.settings import WorkerSettings
-from search.training.loop import resolve_device
+from search.training.device import resolve_device
 from studies import (
     StudyDefinition,
     StudyMismatch,

@@ -77,7 +77,7 @@ def seed_ensemble(
     autoencoder = ecgmodels.is_autoencoder(family)
     models = [_rebuilt(family, model_params, data, r.state) for r in results]
     scorer = EnsembleScoringModel(models, autoencoder).to(device)
-    threshold = ensemble_threshold(scorer, data, autoencoder=autoencoder, objective=objective, device=device)
+    threshold = ensemble_threshold(scorer, data, objective=objective, device=device, seed=results[0].seed)
     val_scores = score(scorer, data.X_val.to(device)).cpu().numpy()
     test_scores = score(scorer, data.X_test.to(device)).cpu().numpy()
     y_val, y_test = data.y_val.cpu().numpy(), data.y_test.cpu().numpy()

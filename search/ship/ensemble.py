@@ -13,12 +13,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from search.training.loop import AE_THRESHOLD_OBJECTIVES, SplitData
+from search.training.loop import SplitData
 from search.training.metrics import choose_threshold
 from search.training.scoring import ScoringModel, score
-
-# The threshold `fit` gives a classifier: probabilities are calibrated by the loss, not tuned.
-CLASSIFIER_THRESHOLD = 0.5
+from search.training.threshold import threshold_metric, threshold_sample, threshold_sample_size
 
 
 class EnsembleScoringModel(nn.Module):
@@ -36,13 +34,12 @@ class EnsembleScoringModel(nn.Module):
 
 
 def ensemble_threshold(
-    scorer: EnsembleScoringModel, data: SplitData, *, autoencoder: bool, objective: str, device: torch.device
+    scorer: EnsembleScoringModel, data: SplitData, *, objective: str, device: torch.device, seed: int = 0
 ) -> float:
-    """The threshold `search.training.loop.fit` chooses for one model, chosen the same way on the ensemble's
-    scores: classifiers keep 0.5; autoencoders take the cut that maximises the objective on validation
-    (F1 macro for objectives a cut cannot tune, as `fit` does)."""
-    if not autoencoder:
-        return CLASSIFIER_THRESHOLD
-    metric = objective if objective in AE_THRESHOLD_OBJECTIVES else "f1_macro"
-    val_scores = score(scorer.to(device), data.X_val.to(device)).cpu()
-    return float(choose_threshold(val_scores, data.y_val.cpu(), metric))
+    """The threshold chosen for the ensemble by `fit`'s one rule: on a fixed, stratified sample of training
+    windows (never on the validation or test windows it is scored on), by the objective when a cut can
+    tune it, else F1 macro."""
+    sample = threshold_sample(data.y_train, threshold_sample_size(data.y_train.numel()), seed=seed)
+    windows = data.X_train[sample.to(data.X_train.device)].to(device)
+    scores = score(scorer.to(device), windows).cpu()
+    return float(choose_threshold(scores, data.y_train.cpu()[sample], threshold_metric(objective)))

@@ -26,7 +26,7 @@ from search.ship.choice import ExportChoice, best_on_validation, seed_ensemble
 from search.ship.publish import MlflowOutcome, log_to_mlflow
 from search.ship.seeds import ProgressCallback, SeedDiverged, SeedResult, summarise_seeds, train_seeds
 from search.training.config import TrainConfig, split_config
-from search.training.loop import resolve_device
+from search.training.device import resolve_device
 from studies import (
     DEFAULT_STORAGE_URL,
     StudyDefinition,

@@ -18,7 +18,8 @@ import torch
 import ecgmodels
 from search.data import ECGDataset
 from search.training.config import TrainConfig
-from search.training.loop import TrainingDiverged, fit, seed_everything
+from search.training.device import seed_everything
+from search.training.loop import TrainingDiverged, fit
 from search.training.metrics import classification_metrics, scalar_metrics
 from search.training.scoring import score_windows
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from search.errors import EXIT_USAGE, EcgSearchError
+from search.training.curve import SELECTION_RULES
 from search.training.metrics import OBJECTIVES
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -43,6 +44,15 @@ class TrainConfig:
     objective: str = "roc_auc"
     seed: int = 0
     amp: bool = True  # bf16 autocast, on CUDA only
+    # How the validation curve becomes the trial's value and which epoch's weights are kept (see curve.py).
+    selection: str = "smoothed"
+    selection_window: int = 3  # epochs in the trailing mean of "smoothed"
+    # Training-time augmentation strengths (see augment.py); 0 = off.
+    aug_amplitude: float = 0.0  # per window and lead, a factor uniform in [1 - a, 1 + a]
+    aug_shift: float = 0.0  # time shift up to this fraction of the window, either way
+    aug_noise: float = 0.0  # Gaussian noise std, in normalised units
+    aug_wander: float = 0.0  # baseline wander: one slow sinusoid per window, weighted per lead by up to ±w
+    aug_lead_dropout: float = 0.0  # probability per window of zeroing one random lead
 
     def __post_init__(self) -> None:
         self._check_int("epochs", minimum=1)
@@ -66,6 +76,13 @@ class TrainConfig:
         self._check_int("seed", minimum=0)
         if not isinstance(self.amp, bool):
             raise _field_error("amp", self.amp, "true or false")
+        self._check_choice("selection", SELECTION_RULES)
+        self._check_int("selection_window", minimum=1)
+        self._check_float("aug_amplitude", minimum=0.0, below=1.0)
+        self._check_float("aug_shift", minimum=0.0, at_most=0.5)
+        self._check_float("aug_noise", minimum=0.0)
+        self._check_float("aug_wander", minimum=0.0)
+        self._check_float("aug_lead_dropout", minimum=0.0, at_most=1.0)
 
     def _check_int(self, name: str, *, minimum: int) -> None:
         value = getattr(self, name)
@@ -73,14 +90,29 @@ class TrainConfig:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise _field_error(name, value, f"an integer >= {minimum}")
 
-    def _check_float(self, name: str, *, minimum: float, inclusive: bool = True, also: str = "") -> None:
+    def _check_float(
+        self,
+        name: str,
+        *,
+        minimum: float,
+        inclusive: bool = True,
+        below: float | None = None,
+        at_most: float | None = None,
+        also: str = "",
+    ) -> None:
         value = getattr(self, name)
         bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+        if below is not None:
+            bound += f" and < {below:g}"
+        if at_most is not None:
+            bound += f" and <= {at_most:g}"
         expected = f"a finite number {bound}" + (f" {also}" if also else "")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _field_error(name, value, expected)
         value = float(value)
-        if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum):
+        too_low = value < minimum or (not inclusive and value == minimum)
+        too_high = (below is not None and value >= below) or (at_most is not None and value > at_most)
+        if not math.isfinite(value) or too_low or too_high:
             raise _field_error(name, value, expected)
         setattr(self, name, value)  # JSON/YAML give ints for whole numbers; keep the field a float
 

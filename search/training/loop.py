@@ -1,56 +1,53 @@
-"""The training loop: one `fit` used by the search and by retraining, read top to bottom.
+"""The training loop: a `TrainingRun` advanced one epoch at a time; `fit` runs one to its end, and
+`fit_lockstep` runs several side by side (cross-validation folds, reported together to a pruner).
+
+One epoch, top to bottom (`TrainingRun.step`): train on shuffled batches (augmented when configured),
+choose the threshold on a fixed sample of training windows, validate at that threshold, keep the
+weights the selection rule picks, step the scheduler.
 
 Fast by construction: the data lives on the device, batches are index slices of it (no DataLoader),
-the loss is summed on the device and copied to the host once per epoch, bf16 autocast on CUDA.
+the loss is summed on the device and read back once per epoch (a NaN flag every NAN_CHECK_EVERY
+batches), bf16 autocast and fused AdamW on CUDA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from search.errors import UsageError
+from search.training.augment import Augmentation
 from search.training.config import ConfigError, TrainConfig
+from search.training.curve import curve_value
+from search.training.device import seed_everything
+from search.training.losses import make_loss
 from search.training.metrics import choose_threshold, classification_metrics, scalar_metrics
-from search.training.scoring import (
-    ScoringModel,
-    autocast,
-    check_logits,
-    check_reconstruction,
-    eval_batch_size,
-    score,
-)
+from search.training.scoring import ScoringModel, autocast, check_logits, check_reconstruction, eval_batch_size, score
+from search.training.threshold import threshold_metric, threshold_sample, threshold_sample_size
 
 # How often (in batches) the device-side NaN/inf flag is read back: one host sync per this many steps.
 NAN_CHECK_EVERY = 25
 # ReduceLROnPlateau settings: halve the learning rate after this many epochs without improvement.
 PLATEAU_FACTOR = 0.5
 PLATEAU_PATIENCE = 2
-# Objectives that make a sensible autoencoder threshold; the others (ROC/PR-AUC do not depend on the
-# threshold; recall_1 or a precision alone is maximised by a degenerate one) fall back to f1_macro.
-AE_THRESHOLD_OBJECTIVES = ("f1_macro", "f1_1", "accuracy", "recall_macro")
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+LockstepCallback = Callable[[int, list[dict[str, float]]], None]
 
 
 class SplitData(Protocol):
-    """What `fit` needs of an `ECGDataset`."""
+    """What a run needs of an `ECGDataset` (or of one cross-validation fold of it)."""
 
     X_train: Tensor
     y_train: Tensor
     X_val: Tensor
     y_val: Tensor
-    X_test: Tensor
-    y_test: Tensor
 
 
 class TrainingDiverged(RuntimeError):
@@ -71,69 +68,18 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class FitResult:
     history: list[dict[str, Any]]  # one entry per finished epoch, confusion matrix included
-    best_epoch: int
-    best_value: float  # the objective at best_epoch
+    best_epoch: int  # the epoch the selection rule picked; its weights are kept
+    best_value: float  # the selection rule's value of the objective's curve (e.g. a 3-epoch mean)
     best_metrics: dict[str, Any]  # the history entry of best_epoch
     best_state: dict[str, Tensor] = field(repr=False)  # CPU copy; also loaded into the model
-    threshold: float  # autoencoders: chosen on validation at best_epoch; classifiers 0.5
+    threshold: float  # chosen on training windows at best_epoch (see threshold.py)
     stopped_early: bool
+    selection: str  # the rule that made best_value and best_epoch (see curve.py)
 
 
-def resolve_device(spec: str | None) -> torch.device:
-    """`None`/"auto" -> CUDA when available, else CPU; otherwise the named device, checked."""
-    if spec is None or spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError as exc:
-        raise UsageError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N ({exc})") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec!r}: CUDA is not available on this machine; use cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {spec!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all CUDA devices too). Call before building a model."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also seeds every CUDA device
-
-
-def focal_loss(logits: Tensor, targets: Tensor, *, gamma: float, pos_weight: Tensor | None) -> Tensor:
-    """Binary focal loss on logits (Lin et al. 2017): BCE down-weighted by (1 - p_t)^gamma."""
-    logits = logits.float()
-    bce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * targets + (1 - p) * (1 - targets)
-    return ((1 - p_t).pow(gamma) * bce).mean()
-
-
-def _resolve_pos_weight(cfg: TrainConfig, y_train: Tensor) -> float:
-    if cfg.pos_weight != "auto":
-        return float(cfg.pos_weight)
-    n_pos = int((y_train == 1).sum())
-    n_neg = int(y_train.numel()) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ConfigError(
-            f"config field 'pos_weight': 'auto' needs both classes in the training split "
-            f"(found {n_neg} normal, {n_pos} anomalous windows)"
-        )
-    return n_neg / n_pos
-
-
-def _make_loss(
-    cfg: TrainConfig, *, autoencoder: bool, y_train: Tensor, device: torch.device
-) -> Callable[[Tensor, Tensor], Tensor]:
-    if autoencoder:
-        return lambda recon, x: F.mse_loss(recon.float(), x.float())
-    pos_weight = _resolve_pos_weight(cfg, y_train)
-    weight = None if pos_weight == 1.0 else torch.tensor(pos_weight, device=device)
-    if cfg.loss == "focal":
-        return lambda logits, y: focal_loss(logits, y, gamma=cfg.focal_gamma, pos_weight=weight)
-    return lambda logits, y: F.binary_cross_entropy_with_logits(logits.float(), y, pos_weight=weight)
+def reported_metrics(entry: dict[str, Any]) -> dict[str, float]:
+    """The scalars of a history entry that `on_epoch` receives (no epoch number, no confusion matrix)."""
+    return {k: v for k, v in scalar_metrics(entry).items() if k != "epoch"}
 
 
 def _make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -157,80 +103,145 @@ def _make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
     return None
 
 
-def fit(
-    model: nn.Module,
-    data: SplitData,
-    cfg: TrainConfig,
-    *,
-    autoencoder: bool,
-    device: torch.device | str = "cpu",
-    on_epoch: EpochCallback | None = None,
-) -> FitResult:
-    """Train `model` on `data` (normalised) and keep the weights of the best validation epoch.
+class _OwnRandomness:
+    """A run's own state of torch's global RNG (dropout draws from it), swapped in while the run trains,
+    so runs advanced in lockstep train exactly as each would alone."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.devices = [device] if device.type == "cuda" else []
+        self.states = [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in self.devices]
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        with torch.random.fork_rng(devices=self.devices):  # restores the caller's state on the way out
+            torch.set_rng_state(self.states[0])
+            for device, state in zip(self.devices, self.states[1:], strict=True):
+                torch.cuda.set_rng_state(state, device)
+            yield
+            self.states = [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in self.devices]
+
+
+class TrainingRun:
+    """One model training on one split: its data views, optimizer, scheduler, generator, history and kept
+    weights. `step()` runs one epoch; `result()` loads the kept weights and summarises the run.
 
     Classifiers train on every training window with BCE (or focal) loss. Autoencoders train on the
-    normal training windows (y == 0) with reconstruction MSE; their anomaly score is the per-window
-    reconstruction error, thresholded on the validation split each epoch.
-    `on_epoch(epoch, scalar_metrics)` runs after every epoch (from 1); whatever it raises propagates.
-    On return the model holds the best epoch's weights.
+    normal training windows (y == 0) with reconstruction MSE; their score is the reconstruction error.
+    `data` is normalised; it is moved to `device`. `fs` (Hz) lets augmentation bound baseline wander.
     """
-    device = torch.device(device)
-    seed_everything(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
-    amp = cfg.amp and device.type == "cuda"
-    model.to(device)
 
-    X_train, y_train = data.X_train.to(device), data.y_train.to(device).float()
-    X_val, y_val = data.X_val.to(device), data.y_val.to(device).float()
-    y_val_cpu = y_val.cpu()  # metrics are computed by scikit-learn on the host
-    if autoencoder:
-        # Autoencoders learn what normal looks like; anomalies are what they reconstruct badly.
-        X_train = X_train[y_train == 0]
-        y_train = y_train[y_train == 0]
-        val_normal = y_val == 0
-    n_train = X_train.shape[0]
-    if n_train == 0:
-        what = "normal (y == 0) " if autoencoder else ""
-        raise ValueError(f"the training split has no {what}windows to train on")
+    def __init__(
+        self,
+        model: nn.Module,
+        data: SplitData,
+        cfg: TrainConfig,
+        *,
+        autoencoder: bool,
+        device: torch.device | str = "cpu",
+        fs: float | None = None,
+    ) -> None:
+        self.cfg, self.autoencoder, self.device = cfg, autoencoder, torch.device(device)
+        seed_everything(cfg.seed)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+        self.amp = cfg.amp and self.device.type == "cuda"
+        self.model = model.to(self.device)
+        self.scorer = ScoringModel(self.model, autoencoder)
 
-    loss_fn = _make_loss(cfg, autoencoder=autoencoder, y_train=y_train, device=device)
-    optimizer = _make_optimizer(model, cfg, device)
-    scheduler = _make_scheduler(optimizer, cfg)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    eval_batch = eval_batch_size(device, cfg.batch_size)
-    scorer = ScoringModel(model, autoencoder)
-    threshold_metric = cfg.objective if cfg.objective in AE_THRESHOLD_OBJECTIVES else "f1_macro"
+        X_train, y_train = data.X_train.to(self.device), data.y_train.to(self.device).float()
+        sample = threshold_sample(y_train, threshold_sample_size(y_train.numel()), seed=cfg.seed).to(self.device)
+        self.X_threshold, self.y_threshold = X_train[sample], y_train[sample].cpu()
+        if autoencoder:  # they learn what normal looks like; anomalies are what they reconstruct badly
+            X_train, y_train = X_train[y_train == 0], y_train[y_train == 0]
+        if X_train.shape[0] == 0:
+            raise ValueError(
+                f"the training split has no {'normal (y == 0) ' if autoencoder else ''}windows to train on"
+            )
+        self.X_train, self.y_train = X_train, y_train
+        self.X_val, self.y_val = data.X_val.to(self.device), data.y_val.to(self.device).float()
+        self.y_val_cpu = self.y_val.cpu()  # metrics are computed by scikit-learn on the host
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    best_state: dict[str, Tensor] = {}
-    epochs_since_best = 0
-    stopped_early = False
+        self.augment = Augmentation.from_config(cfg, fs)
+        if self.augment.lead_dropout and X_train.shape[1] < 2:
+            raise ConfigError("config field 'aug_lead_dropout': needs at least 2 leads, the data has 1")
+        self.loss_fn = make_loss(cfg, autoencoder=autoencoder, y_train=y_train, device=self.device)
+        self.optimizer = _make_optimizer(self.model, cfg, self.device)
+        self.scheduler = _make_scheduler(self.optimizer, cfg)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)  # order and augmentation
+        self.randomness = _OwnRandomness(self.device)
+        self.eval_batch = eval_batch_size(self.device, cfg.batch_size)
+        self.threshold_metric = threshold_metric(cfg.objective)
+        self.history: list[dict[str, Any]] = []
+        self.kept_epoch = 0  # the epoch whose weights kept_state holds
+        self.kept_state: dict[str, Tensor] = {}
 
-    for epoch in range(1, cfg.epochs + 1):
-        # ---- train one epoch ---------------------------------------------------------------
-        epoch_start = time.perf_counter()
+    @property
+    def epoch(self) -> int:
+        """Epochs finished so far."""
+        return len(self.history)
+
+    def objective_curve(self) -> list[float]:
+        return [entry[f"val_{self.cfg.objective}"] for entry in self.history]
+
+    @property
+    def patience_exhausted(self) -> bool:
+        """`patience` epochs have passed without a new best validation value (whatever the selection rule)."""
+        if self.cfg.patience == 0 or not self.history:
+            return False
+        return self.epoch - curve_value(self.objective_curve(), "best")[1] >= self.cfg.patience
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.cfg.epochs or self.patience_exhausted
+
+    def step(self) -> dict[str, Any]:
+        """Run the next epoch; its history entry (full metrics, confusion matrix included)."""
+        if self.epoch >= self.cfg.epochs:
+            raise RuntimeError(f"the run has trained all {self.cfg.epochs} epochs of its budget")
+        epoch, started = self.epoch + 1, time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        with self.randomness.active():
+            train_loss, train_seconds = self._train_epoch(epoch)
+        threshold = self._choose_threshold(epoch)
+        val_loss, val_metrics = self._validate(epoch, threshold)
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            **{f"val_{name}": value for name, value in val_metrics.items()},
+            "threshold": threshold,
+            "lr": lr,
+            "epoch_seconds": time.perf_counter() - started,
+            "samples_per_s": self.X_train.shape[0] / train_seconds,
+        }
+        self.history.append(entry)
+        self._keep_selected_weights()
+        self._step_scheduler(val_metrics[self.cfg.objective])
+        return entry
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the shuffled training windows: (mean training loss, seconds)."""
+        cfg, model, device = self.cfg, self.model, self.device
+        started = time.perf_counter()
         model.train()
-        lr = optimizer.param_groups[0]["lr"]
-        order = torch.randperm(n_train, device=device, generator=generator)
+        n_train = self.X_train.shape[0]
+        order = torch.randperm(n_train, device=device, generator=self.generator)
         loss_sum = torch.zeros((), device=device)
         first_bad_batch = torch.full((), -1, device=device, dtype=torch.long)
-        n_batches = math.ceil(n_train / cfg.batch_size)
-        for batch in range(n_batches):
+        for batch in range(math.ceil(n_train / cfg.batch_size)):
             idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
-            xb = X_train[idx]
-            with autocast(device, amp):
+            xb = self.augment(self.X_train[idx], self.generator)
+            with autocast(device, self.amp):
                 out = model(xb)
-                if autoencoder:
-                    loss = loss_fn(check_reconstruction(out, xb), xb)
+                if self.autoencoder:
+                    loss = self.loss_fn(check_reconstruction(out, xb), xb)
                 else:
-                    loss = loss_fn(check_logits(out, xb.shape[0]), y_train[idx])
+                    loss = self.loss_fn(check_logits(out, xb.shape[0]), self.y_train[idx])
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
 
             # Bookkeeping stays on the device; the host reads it back every NAN_CHECK_EVERY batches.
             loss = loss.detach()
@@ -243,64 +254,103 @@ def fit(
         if int(first_bad_batch) >= 0 or not math.isfinite(train_loss):
             bad = int(first_bad_batch)
             raise TrainingDiverged(epoch, bad if bad >= 0 else None, "the training loss", cfg.lr)
-        train_seconds = time.perf_counter() - epoch_start
+        return train_loss, time.perf_counter() - started
 
-        # ---- validate ------------------------------------------------------------------------
-        raw = score(scorer, X_val, batch_size=eval_batch, amp=amp, raw=True)
-        if autoencoder:
-            val_loss_t = raw[val_normal].mean() if bool(val_normal.any()) else raw.mean()
+    def _choose_threshold(self, epoch: int) -> float:
+        """The cut that maximises the threshold metric on the fixed sample of training windows."""
+        scores = score(self.scorer, self.X_threshold, batch_size=self.eval_batch, amp=self.amp).cpu()
+        if not bool(torch.isfinite(scores).all()):
+            raise TrainingDiverged(epoch, None, "the scores of training windows", self.cfg.lr)
+        return choose_threshold(scores, self.y_threshold, self.threshold_metric)
+
+    def _validate(self, epoch: int, threshold: float) -> tuple[float, dict[str, Any]]:
+        """(validation loss, validation metrics at `threshold`)."""
+        raw = score(self.scorer, self.X_val, batch_size=self.eval_batch, amp=self.amp, raw=True)
+        if self.autoencoder:  # the loss it trains on: reconstruction error of normal windows
+            normal = self.y_val == 0
+            val_loss_t = raw[normal].mean() if bool(normal.any()) else raw.mean()
             scores = raw.cpu()
         else:
-            val_loss_t = loss_fn(raw, y_val)
+            val_loss_t = self.loss_fn(raw, self.y_val)
             scores = torch.sigmoid(raw).cpu()
         val_loss = float(val_loss_t)
         if not (math.isfinite(val_loss) and bool(torch.isfinite(scores).all())):
-            raise TrainingDiverged(epoch, None, "the validation loss or outputs", cfg.lr)
-        threshold = choose_threshold(scores, y_val_cpu, threshold_metric) if autoencoder else 0.5
-        val_metrics = classification_metrics(y_val_cpu, scores, threshold)
+            raise TrainingDiverged(epoch, None, "the validation loss or outputs", self.cfg.lr)
+        return val_loss, classification_metrics(self.y_val_cpu, scores, threshold)
 
-        entry: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            **{f"val_{name}": value for name, value in val_metrics.items()},
-            "threshold": threshold,
-            "lr": lr,
-            "epoch_seconds": time.perf_counter() - epoch_start,
-            "samples_per_s": n_train / train_seconds,
-        }
-        history.append(entry)
+    def _keep_selected_weights(self) -> None:
+        # The rule's pick over a longer curve is always the epoch it picked when that epoch ended (or a
+        # later one), so a copy taken now is the one `result()` needs.
+        _, chosen = curve_value(self.objective_curve(), self.cfg.selection, self.cfg.selection_window)
+        if chosen == self.epoch:
+            self.kept_epoch = chosen
+            self.kept_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
-        # ---- keep the best epoch (NaN, e.g. ROC-AUC of a one-class split, never beats a number)
-        value = val_metrics[cfg.objective]
-        improved = best is None or (not math.isnan(value) and (math.isnan(best["value"]) or value > best["value"]))
-        if improved:
-            best = {"epoch": epoch, "value": value, "entry": entry, "threshold": threshold}
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            epochs_since_best = 0
-        else:
-            epochs_since_best += 1
+    def _step_scheduler(self, value: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(value)
+        elif self.scheduler is not None:
+            self.scheduler.step()
 
+    def result(self) -> FitResult:
+        """The selection rule's value and epoch, with that epoch's weights loaded into the model."""
+        if not self.history:
+            raise RuntimeError("no epoch has run yet")
+        value, epoch = curve_value(self.objective_curve(), self.cfg.selection, self.cfg.selection_window)
+        if epoch != self.kept_epoch:
+            raise RuntimeError(f"kept the weights of epoch {self.kept_epoch}, but the rule picks epoch {epoch}")
+        self.model.load_state_dict(self.kept_state)
+        entry = self.history[epoch - 1]
+        return FitResult(
+            history=list(self.history),
+            best_epoch=epoch,
+            best_value=value,
+            best_metrics=entry,
+            best_state=self.kept_state,
+            threshold=entry["threshold"],
+            stopped_early=self.patience_exhausted and self.epoch < self.cfg.epochs,
+            selection=self.cfg.selection,
+        )
+
+
+def fit(
+    model: nn.Module,
+    data: SplitData,
+    cfg: TrainConfig,
+    *,
+    autoencoder: bool,
+    device: torch.device | str = "cpu",
+    on_epoch: EpochCallback | None = None,
+    fs: float | None = None,
+) -> FitResult:
+    """Train `model` on `data` (normalised) and keep the weights the selection rule picks.
+
+    `on_epoch(epoch, scalar_metrics)` runs after every epoch (from 1); whatever it raises propagates.
+    On return the model holds the kept weights.
+    """
+    run = TrainingRun(model, data, cfg, autoencoder=autoencoder, device=device, fs=fs)
+    while not run.finished:
+        entry = run.step()
         if on_epoch is not None:
-            on_epoch(epoch, {k: v for k, v in scalar_metrics(entry).items() if k != "epoch"})
+            on_epoch(run.epoch, reported_metrics(entry))
+    return run.result()
 
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(value)
-        elif scheduler is not None:
-            scheduler.step()
 
-        if cfg.patience > 0 and epochs_since_best >= cfg.patience:
-            stopped_early = epoch < cfg.epochs
-            break
+def fit_lockstep(runs: Sequence[TrainingRun], on_epoch: LockstepCallback | None = None) -> list[FitResult]:
+    """Advance `runs` together, one epoch each per round, until every one of them is finished.
 
-    assert best is not None  # epochs >= 1 is validated by TrainConfig
-    model.load_state_dict(best_state)
-    return FitResult(
-        history=history,
-        best_epoch=best["epoch"],
-        best_value=best["value"],
-        best_metrics=best["entry"],
-        best_state=best_state,
-        threshold=best["threshold"],
-        stopped_early=stopped_early,
-    )
+    `on_epoch(epoch, [scalar metrics of run 1..K])` runs after each round; whatever it raises (e.g.
+    `optuna.TrialPruned` on the mean over folds) stops all runs. The runs share one epoch budget; a run
+    whose patience is exhausted keeps training until all are, so every round reports every run.
+    Each run trains exactly as it would alone.
+    """
+    if not runs:
+        raise ValueError("fit_lockstep needs at least one run")
+    budgets = sorted({run.cfg.epochs for run in runs})
+    if len(budgets) > 1:
+        raise ValueError(f"runs in lockstep share one epoch budget; got epochs {budgets}")
+    while not all(run.finished for run in runs):
+        entries = [run.step() for run in runs]
+        if on_epoch is not None:
+            on_epoch(runs[0].epoch, [reported_metrics(entry) for entry in entries])
+    return [run.result() for run in runs]
