@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag, mlflow_flag_value
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -31,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from search.errors import UsageError
-    from search.tracking import definition_tags, resolve_tracking_uri, sync_study
+    from search.tracking import definition_tags, resolve_tracking_uri, same_store, sync_study
     from search.tracking.uri import OFF
     from studies import load_study_with_definition, mask_secrets, open_storage, resolve_storage_url
 
@@ -39,21 +38,16 @@ def run(args: argparse.Namespace) -> int:
     study, definition = load_study_with_definition(open_storage(storage_url), args.study)
     if args.mlflow_uri is not None and args.mlflow_uri.strip().lower() == OFF:
         raise UsageError("--mlflow-uri off: mlflow-sync needs a tracking URI to write to.")
-    # The store the study was mirrored to, unless the user names another one. The stored URI is masked:
-    # one that carried a password is useless here, and the credentials come from the environment.
-    stored = definition.mlflow_tracking_uri
-    usable_stored = stored if stored and "***" not in stored else None
-    tracking_uri = resolve_tracking_uri(
-        args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or usable_stored, storage_url
-    )
+    # The store the study was mirrored to, unless the user names another one.
+    tracking_uri = resolve_tracking_uri(mlflow_flag_value(args), storage_url, definition.mlflow_tracking_uri)
     if tracking_uri is None:
         raise UsageError("MLFLOW_TRACKING_URI is 'off': pass the tracking URI to write to with --mlflow-uri.")
-    same_store = tracking_uri == definition.mlflow_tracking_uri
+    known = same_store(tracking_uri, definition.mlflow_tracking_uri)
     summary = sync_study(
         study,
         tracking_uri=tracking_uri,
-        experiment_id=definition.mlflow_experiment_id if same_store else None,
-        parent_run_id=definition.mlflow_parent_run_id if same_store else None,
+        experiment_id=definition.mlflow_experiment_id if known else None,
+        parent_run_id=definition.mlflow_parent_run_id if known else None,
         study_tags=definition_tags(study_name=study.study_name, definition=definition, storage_url=storage_url),
     )
     Console(highlight=False, soft_wrap=True).print(

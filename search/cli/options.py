@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from search.cli import HelpFormatter
 
@@ -33,3 +34,9 @@ def add_mlflow_flag(parser: argparse.ArgumentParser) -> None:
         help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db beside "
         "the study database; 'off' disables mirroring",
     )
+
+
+def mlflow_flag_value(args: argparse.Namespace) -> str | None:
+    """`--mlflow-uri`, else `$MLFLOW_TRACKING_URI`: what `search.tracking.resolve_tracking_uri` gets as the
+    user's choice (the tracking package reads no environment variable)."""
+    return args.mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or None

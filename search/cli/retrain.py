@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag, mlflow_flag_value
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience,
         out=args.out,
         register_as=args.register_as,
-        mlflow_uri=args.mlflow_uri,
+        mlflow_uri=mlflow_flag_value(args),
         data=args.data,
         device=args.device,
     )

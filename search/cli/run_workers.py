@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
-from pathlib import Path
+from collections.abc import Iterator
 
 from rich.console import Console
 
@@ -138,7 +139,6 @@ def _run_study_workers(
             timeout_s=args.timeout,
             heartbeat_interval_s=args.heartbeat_interval,
             grace_period_s=args.grace_period,
-            spool_dir=Path(".ecgsearch") / "mlflow-spool",
         )
         if args.no_progress:
             result = run_worker(settings, on_event=_print_finished, storage=storage)
@@ -151,8 +151,28 @@ def _run_study_workers(
         return 0
     console.print(f"starting {len(slots)} worker processes: {', '.join(slot.label for slot in slots)}")
     flags = _child_flags(args, mlflow_uri=mlflow_uri, data_dir=data_dir)
-    with SearchProgress(study, budget, console=console, enabled=not args.no_progress) as progress:
+    # Like the storage URL, the tracking URI (and any password in it) reaches the workers through the
+    # environment, never on a command line `ps` shows.
+    with (
+        _environment("MLFLOW_TRACKING_URI", mlflow_uri),
+        SearchProgress(study, budget, console=console, enabled=not args.no_progress) as progress,
+    ):
         return run_slots(slots, study=study_name, storage_url=storage_url, base_flags=flags, on_tick=progress.poll)
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """`name=value` in this process's environment (inherited by the workers it starts), restored afterwards."""
+    previous = os.environ.get(name)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 def _child_flags(args: argparse.Namespace, *, mlflow_uri: str | None, data_dir: str | None) -> list[str]:
@@ -161,9 +181,9 @@ def _child_flags(args: argparse.Namespace, *, mlflow_uri: str | None, data_dir: 
         str(args.heartbeat_interval),
         "--grace-period",
         str(args.grace_period),
-        "--mlflow-uri",
-        mlflow_uri or "off",
     ]
+    if not mlflow_uri:
+        flags += ["--mlflow-uri", "off"]
     if data_dir:
         flags += ["--data", data_dir]
     if args.timeout is not None:

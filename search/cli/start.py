@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 import spaces
-from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag, mlflow_flag_value
 from search.cli.run_workers import add_worker_flags, console, describe_study, run_study_workers
 from search.errors import UsageError
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     from search.data import load_dataset
     from search.optimize.worker import current_versions
-    from search.tracking import resolve_tracking_uri
+    from search.tracking import resolve_tracking_uri, same_store
     from search.training.metrics import OBJECTIVES
     from studies import (
         StudyDefinition,
@@ -126,9 +126,18 @@ def run(args: argparse.Namespace) -> int:
         torch_version=torch.__version__,
         min_epochs=args.min_epochs,
     )
-    tracking_uri = resolve_tracking_uri(args.mlflow_uri, storage_url)
     study, definition, created = create_or_load_study(storage, study_name, given)
-    if tracking_uri and not definition.mlflow_parent_run_id:
+    tracking_uri = resolve_tracking_uri(mlflow_flag_value(args), storage_url, definition.mlflow_tracking_uri)
+    # A resumed study keeps its experiment, unless it is now mirrored to another store: set one up there.
+    if tracking_uri and not (
+        definition.mlflow_parent_run_id and same_store(tracking_uri, definition.mlflow_tracking_uri)
+    ):
+        if definition.mlflow_tracking_uri and not same_store(tracking_uri, definition.mlflow_tracking_uri):
+            console.print(
+                f"[yellow]warning:[/yellow] the study was mirrored to {definition.mlflow_tracking_uri}; it is "
+                f"mirrored to {mask_secrets(tracking_uri)} from now on (pass that URI with its password as "
+                "--mlflow-uri or $MLFLOW_TRACKING_URI to keep it; `ecgsearch mlflow-sync` brings any store up to date)"
+            )
         _set_up_mirror(
             definition, tracking_uri=tracking_uri, study_name=study_name, storage_url=storage_url, created=created
         )
@@ -179,12 +188,13 @@ def _set_up_mirror(definition, *, tracking_uri: str, study_name: str, storage_ur
     database once the store is back (MLflow mirrors, it never decides).
     """
     from search.tracking import definition_tags, setup_study_mirror
-    from search.tracking.mirror import limit_http_retries
+    from search.tracking.client import limit_http_retries
     from search.tracking.uri import http_reachable, is_http
     from studies import mask_secrets
 
     # Stored masked: the study database is readable by every worker and the dashboard.
     definition.mlflow_tracking_uri = mask_secrets(tracking_uri)
+    definition.mlflow_experiment_id = definition.mlflow_parent_run_id = None  # ids of this store, or none
     if is_http(tracking_uri):
         limit_http_retries(5.0)
         if not http_reachable(tracking_uri, timeout_s=3.0):

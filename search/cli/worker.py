@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from search.cli.options import add_command, add_mlflow_flag, add_storage_flag
+from search.cli.options import add_command, add_mlflow_flag, add_storage_flag, mlflow_flag_value
 from search.cli.run_workers import add_worker_flags, console, describe_study, run_study_workers
 
 
@@ -33,24 +33,15 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from search.tracking import resolve_tracking_uri
     from studies import budget_of, load_study_with_definition, open_storage, resolve_storage_url
 
     storage_url = resolve_storage_url(args.storage)
     storage = open_storage(storage_url, heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period)
     study, definition = load_study_with_definition(storage, args.study)
-    mlflow_uri = resolve_worker_tracking_uri(args.mlflow_uri, definition.mlflow_tracking_uri)
+    mlflow_uri = resolve_tracking_uri(mlflow_flag_value(args), storage_url, definition.mlflow_tracking_uri)
     if not args.no_progress:
         console.print("joining " + describe_study(args.study, definition, storage_url, budget_of(study)))
     return run_study_workers(
         args, study_name=args.study, storage_url=storage_url, mlflow_uri=mlflow_uri, data_dir=args.data, storage=storage
     )
-
-
-def resolve_worker_tracking_uri(cli_value: str | None, stored: str | None) -> str | None:
-    """--mlflow-uri, else $MLFLOW_TRACKING_URI, else the URI the study was created with; 'off' disables."""
-    import os
-
-    value = cli_value or os.environ.get("MLFLOW_TRACKING_URI") or stored
-    if not value or value.strip().lower() == "off" or "***" in value:
-        return None
-    return value

@@ -7,14 +7,13 @@ COMPLETE + PRUNED trials on the database, shared by every worker of the study.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import math
 import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -36,9 +35,12 @@ from studies import (
     count_trials,
     load_study_with_definition,
     make_sampler,
+    mask_secrets,
     open_storage,
     trials_used,
 )
+
+log = logging.getLogger(__name__)
 
 
 class BudgetReached(Exception):
@@ -75,7 +77,7 @@ class WorkerSettings:
     heartbeat_interval_s: int = 30
     grace_period_s: int = 90
     max_consecutive_invalid: int = 100
-    spool_dir: Path = field(default_factory=lambda: Path(".ecgsearch") / "mlflow-spool")
+    mirror_close_timeout_s: float = 60.0  # at exit, how long the MLflow mirror may take to catch up
 
 
 @dataclass
@@ -128,14 +130,10 @@ class TrialObjective:
         self.on_event = on_event or (lambda event: None)
         self.host = socket.gethostname()
 
-    def _mirror(self, method: str, **kwargs: Any) -> Any:
-        # The mirror never decides: it spools its own failures, and anything else it raises is ignored too.
-        if self.mirror is None:
-            return None
-        try:
-            return getattr(self.mirror, method)(**kwargs)
-        except Exception:
-            return None
+    def notify_mirror(self, trial_number: int) -> None:
+        # The mirror re-reads the trial from the database in the background: call after writing its attrs.
+        if self.mirror is not None:
+            self.mirror.trial_changed(trial_number)
 
     def _check_budget(self, trial: optuna.Trial) -> None:
         budget = budget_of(trial.study)
@@ -155,7 +153,15 @@ class TrialObjective:
         )
         if system_retry is not None:
             retried_from = system_retry
-        for key in ("fail_reason", "pruned_at_epoch", "history", "mlflow_run_id", "mlflow_run_url", "val_metrics"):
+        for key in (
+            "fail_reason",
+            "pruned_at_epoch",
+            "history",
+            "mlflow_run_id",
+            "mlflow_run_url",
+            "val_metrics",
+            "val_confusion_matrix",
+        ):
             if key in trial.user_attrs:  # a retried trial inherits its original's attrs
                 trial.set_user_attr(key, None)
         trial.set_user_attr("worker_host", self.host)
@@ -190,31 +196,7 @@ class TrialObjective:
             )
             raise
         trial.set_user_attr("n_params", n_params)
-
-        tags = {
-            "ecgsearch.worker_host": self.host,
-            "ecgsearch.worker_pid": str(os.getpid()),
-            "ecgsearch.device": self.device_label,
-            "ecgsearch.family": family,
-        }
-        if retried_from is not None:
-            tags["ecgsearch.retried_from"] = str(retried_from)
-        run_id = self._mirror(
-            "trial_started",
-            trial_number=trial.number,
-            trial_id=trial._trial_id,
-            params=dict(trial.params),
-            config=config,
-            n_params=n_params,
-            tags=tags,
-        )
-        if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            from search.tracking.uri import mlflow_run_link
-
-            link = mlflow_run_link(self.mirror.tracking_uri, self.mirror.experiment_id, run_id)
-            if link:  # shown by optuna-dashboard beside the trial
-                trial.set_user_attr("mlflow_run_url", link)
+        self.notify_mirror(trial.number)  # the mirror writes `mlflow_run_id` / `mlflow_run_url` once the run exists
 
         objective_key = f"val_{definition.objective}"
         history: list[dict[str, float]] = []
@@ -228,7 +210,9 @@ class TrialObjective:
             trial.report(value, epoch)
             trial.set_user_attr("epoch", epoch)
             trial.set_user_attr("heartbeat_at", time.time())
-            self._mirror("epoch", trial_number=trial.number, epoch=epoch, metrics=scalars)
+            # The curves so far, in the database: what the live mirror (and `mlflow-sync`) project per epoch.
+            trial.set_user_attr("history", history)
+            self.notify_mirror(trial.number)
             self.on_event(
                 TrialEvent("epoch", trial.number, epoch=epoch, epochs=definition.epochs, value=value, family=family)
             )
@@ -238,7 +222,6 @@ class TrialObjective:
 
         model = ecgmodels.build(family, n_channels=self.data.n_channels, seq_len=self.data.seq_len, **model_params)
         state, reason, value = "FAIL", None, None
-        confusion = None
         try:
             result = fit(
                 model,
@@ -249,11 +232,12 @@ class TrialObjective:
                 on_epoch=on_epoch,
             )
             value = float(result.best_value)
-            confusion = result.best_metrics.get("val_confusion_matrix")
             trial.set_user_attr(
                 "val_metrics",
                 {k: v for k, v in result.best_metrics.items() if isinstance(v, int | float)},
             )
+            if result.best_metrics.get("val_confusion_matrix") is not None:  # the run's confusion-matrix plot
+                trial.set_user_attr("val_confusion_matrix", result.best_metrics["val_confusion_matrix"])
             state = "COMPLETE"
             return value
         except optuna.TrialPruned as pruned:
@@ -279,19 +263,6 @@ class TrialObjective:
             del model
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
-            best = _best_of(trial.study, extra=(trial.number, value) if state == "COMPLETE" else None)
-            self._mirror(
-                "trial_finished",
-                trial_number=trial.number,
-                state=state,
-                value=value,
-                reason=reason,
-                pruned_at_epoch=trial.user_attrs.get("pruned_at_epoch") if state == "PRUNED" else None,
-                history=history,
-                confusion_matrix=confusion,
-                best_value=best[1] if best else None,
-                best_trial_number=best[0] if best else None,
-            )
             self.on_event(
                 TrialEvent(
                     "finished",
@@ -304,21 +275,6 @@ class TrialObjective:
                     reason=reason,
                 )
             )
-
-
-def _best_of(study: optuna.Study, extra: tuple[int, float | None] | None) -> tuple[int, float] | None:
-    """Best (number, value) over completed trials, counting the one finishing now."""
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    candidates = [
-        (t.number, t.value)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    if extra is not None and extra[1] is not None and math.isfinite(extra[1]):
-        candidates.append((extra[0], extra[1]))
-    if not candidates:
-        return None
-    return (max if maximize else min)(candidates, key=lambda item: item[1])
 
 
 def prepare_data(definition: StudyDefinition, data_dir: str | None, device: torch.device) -> ECGDataset:
@@ -363,9 +319,29 @@ def run_worker(
     study.sampler = make_sampler(
         definition.sampler, seed=None if definition.seed is None else definition.seed + 7919 * seed_offset
     )
-    mirror = build_mirror(settings, definition)
-    objective = TrialObjective(definition=definition, data=data, device=device, mirror=mirror, on_event=on_event)
+    mirror = build_mirror(settings, definition, study)
+    try:
+        return _run_trials(
+            settings,
+            study,
+            definition,
+            data,
+            TrialObjective(definition=definition, data=data, device=device, mirror=mirror, on_event=on_event),
+            should_stop,
+        )
+    finally:
+        if mirror is not None:
+            mirror.close(settings.mirror_close_timeout_s)
 
+
+def _run_trials(
+    settings: WorkerSettings,
+    study: optuna.Study,
+    definition: StudyDefinition,
+    data: ECGDataset,
+    objective: TrialObjective,
+    should_stop: Callable[[], bool],
+) -> WorkerResult:
     result = WorkerResult()
     started = time.monotonic()
     consecutive_invalid = 0
@@ -390,6 +366,7 @@ def run_worker(
             continue
         trial_id = _optimize_one(study, objective)
         frozen = study._storage.get_trial(trial_id)
+        objective.notify_mirror(frozen.number)  # finished: its state and value are in the database now
         result.trials_run += 1
         result.by_state[frozen.state.name] = result.by_state.get(frozen.state.name, 0) + 1
         reason = str(frozen.user_attrs.get("fail_reason") or "")
@@ -403,9 +380,6 @@ def run_worker(
                 )
         else:
             consecutive_invalid = 0
-    if mirror is not None:
-        with contextlib.suppress(Exception):
-            mirror.flush()
     return result
 
 
@@ -420,17 +394,27 @@ def _optimize_one(study: optuna.Study, objective: TrialObjective) -> int:
     return trial_ids[-1]
 
 
-def build_mirror(settings: WorkerSettings, definition: StudyDefinition) -> Any | None:
-    """The MLflow mirror for this study, or None when mirroring is off or the study has no experiment."""
+def build_mirror(settings: WorkerSettings, definition: StudyDefinition, study: optuna.Study) -> Any | None:
+    """The live MLflow mirror of this study, or None when mirroring is off, the study has no experiment, or
+    the experiment lives in another tracking store than `settings.mlflow_uri` (`mlflow-sync` writes there)."""
+    from search.tracking import TrialMirror, same_store
+
     if not settings.mlflow_uri or not definition.mlflow_experiment_id or not definition.mlflow_parent_run_id:
         return None
-    from search.tracking import TrialMirror
-
+    if not same_store(settings.mlflow_uri, definition.mlflow_tracking_uri):
+        log.warning(
+            "MLflow: study %s is mirrored to %s, not to %s: no live mirror in this worker; `ecgsearch mlflow-sync "
+            "--study %s` writes the study to a tracking store",
+            settings.study_name,
+            definition.mlflow_tracking_uri,
+            mask_secrets(settings.mlflow_uri),
+            settings.study_name,
+        )
+        return None
     return TrialMirror(
+        study,
         tracking_uri=settings.mlflow_uri,
-        study_name=settings.study_name,
         experiment_id=definition.mlflow_experiment_id,
         parent_run_id=definition.mlflow_parent_run_id,
-        spool_dir=settings.spool_dir,
-        background=True,  # a trial never waits for MLflow; `flush()` at the end waits for the sender
+        objective=definition.objective,
     )

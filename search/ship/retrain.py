@@ -9,7 +9,6 @@ seed that is best on VALIDATION is exported, so the test split never chooses any
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -87,20 +86,6 @@ def check_data(dataset: ECGDataset, definition: StudyDefinition, data_path: str)
             "best configuration would be judged on data it was not chosen for.",
             [difference],
         )
-
-
-def resolve_mlflow_uri(flag: str | None, definition: StudyDefinition, storage_url: str) -> str | None:
-    """`--mlflow-uri` or $MLFLOW_TRACKING_URI ('off' = None), else the store the study was searched with
-    (unless it was stored masked: its credentials live in the environment), else
-    sqlite:///mlflow.db beside the study database, as `ecgsearch start` chooses."""
-    from search.tracking import resolve_tracking_uri
-
-    if flag or os.environ.get("MLFLOW_TRACKING_URI", "").strip():
-        return resolve_tracking_uri(flag, storage_url)
-    stored = definition.mlflow_tracking_uri
-    if stored and "***" not in stored:
-        return stored
-    return resolve_tracking_uri(None, storage_url)
 
 
 def summarise_seeds(results: list[SeedResult]) -> dict[str, dict[str, float | None]]:
@@ -350,23 +335,24 @@ def retrain(
         check_windows=normalised.X_test,
     )
 
-    tracking_uri = resolve_mlflow_uri(mlflow_uri, definition, storage_url)
+    from search.tracking import resolve_tracking_uri, same_store
+    from search.tracking.client import describe_error
+
+    tracking_uri = resolve_tracking_uri(mlflow_uri, storage_url, definition.mlflow_tracking_uri)
     mlflow_result: MlflowLogResult | None = None
     if tracking_uri is None:
         mlflow_note = "MLflow off: the bundle was not logged to MLflow"
         if register_as:
             mlflow_note += f" and --register-as {register_as} was ignored"
     else:
-        same_store = definition.mlflow_tracking_uri is not None and mask_secrets(tracking_uri) == (
-            definition.mlflow_tracking_uri
-        )
+        known = same_store(tracking_uri, definition.mlflow_tracking_uri)
         try:
             mlflow_result = log_bundle_to_mlflow(
                 out_dir,
                 tracking_uri=tracking_uri,
-                experiment_id=definition.mlflow_experiment_id if same_store else None,
+                experiment_id=definition.mlflow_experiment_id if known else None,
                 study_name=study_name,
-                parent_run_id=definition.mlflow_parent_run_id if same_store else None,
+                parent_run_id=definition.mlflow_parent_run_id if known else None,
                 run_name=f"retrain-trial-{trial.number}",
                 example=normalised.X_test[:2].cpu().numpy(),
                 register_as=register_as,
@@ -374,7 +360,7 @@ def retrain(
         except Exception as error:  # MLflow mirrors, never decides: the bundle on disk is complete
             mlflow_note = (
                 f"MLflow at {mask_secrets(tracking_uri)} could not take the model "
-                f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                f"({describe_error(error, tracking_uri).splitlines()[0]}); "
                 f"the bundle in {out_dir} is complete"
             )
         else:
