@@ -241,8 +241,8 @@ def test_store_down_costs_the_worker_nothing_and_sync_completes(
     play_scenario(study, mirror, calls)
     assert max(calls) < 0.05, calls
     started = time.perf_counter()
-    assert not mirror.close(10)  # one more try, which fails at once: nothing listens
-    assert time.perf_counter() - started < 10
+    assert not mirror.close(2)  # tries again until the deadline: nothing listens
+    assert 1.5 < time.perf_counter() - started < 10
     warnings = [r.getMessage() for r in caplog.records if r.name.startswith("search.tracking")]
     assert len(warnings) == 2, warnings  # one per outage (the retries are silent), one at close
     assert "alice:***@127.0.0.1" in warnings[0] and "mlflow-sync" in warnings[0]

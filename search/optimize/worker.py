@@ -197,6 +197,8 @@ class TrialObjective:
             raise
         trial.set_user_attr("n_params", n_params)
         self.notify_mirror(trial.number)  # the mirror writes `mlflow_run_id` / `mlflow_run_url` once the run exists
+        if retried_from is not None:  # the original failed (its worker died or was interrupted): end its run too
+            self.notify_mirror(int(retried_from))
 
         objective_key = f"val_{definition.objective}"
         history: list[dict[str, float]] = []

@@ -11,6 +11,7 @@ pass (or `close`, or `ecgsearch mlflow-sync`) writes each run from the database 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 
@@ -24,6 +25,9 @@ from search.tracking.sync import Projector
 from search.tracking.uri import mlflow_run_link
 
 log = logging.getLogger(__name__)
+
+# While closing, a failed pass is tried again this soon (until the deadline `close` was given).
+CLOSING_RETRY_S = 1.0
 
 
 class TrialMirror:
@@ -55,6 +59,7 @@ class TrialMirror:
         self._unfinished: set[int] = set()  # told about, and not yet mirrored in a finished state
         self._parent_due = False
         self._closing = False
+        self._close_deadline = math.inf  # time.monotonic() after which a closing sender gives up
         self._down_until = 0.0  # time.monotonic() before which the store is not tried again
         self._down = False
         self._refused: set[int] = set()  # trials whose last write the store refused (warned once each)
@@ -72,14 +77,16 @@ class TrialMirror:
             self._cond.notify()
 
     def close(self, timeout_s: float = 30.0) -> bool:
-        """Wait up to `timeout_s` for the sender to write what is pending, plus, once more, every trial whose
-        run is not complete yet and the parent's best; True when MLflow got everything."""
+        """Write what is pending, plus, once more, every trial whose run is not complete yet and the parent's
+        best, trying again (every `CLOSING_RETRY_S`) for at most `timeout_s`; True when MLflow got everything."""
         with self._cond:
             self._closing = True
+            self._close_deadline = time.monotonic() + timeout_s
+            self._down_until = 0.0
             self._pending |= self._unfinished
             self._parent_due = True
             self._cond.notify()
-        self._thread.join(timeout_s)
+        self._thread.join(timeout_s + CLOSING_RETRY_S)
         with self._cond:
             left = sorted(self._pending | self._refused | (self._unfinished if self._thread.is_alive() else set()))
             complete = not self._thread.is_alive() and not left and not self._parent_due
@@ -102,16 +109,17 @@ class TrialMirror:
                     self._cond.wait(self._wait_s())
                 if not self._pending and not self._parent_due:
                     return  # closing, and nothing left
-                numbers, parent, closing = sorted(self._pending), self._parent_due, self._closing
+                numbers, parent = sorted(self._pending), self._parent_due
                 self._pending.clear()
                 self._parent_due = False
-            if not self._send(numbers, parent) and closing:
-                return  # `close` tries once more, not until the store is back
+            if not self._send(numbers, parent) and self._closing and time.monotonic() >= self._close_deadline:
+                return  # `close` waited long enough: `mlflow-sync` completes the rest
 
     def _due(self) -> bool:
-        if self._closing:
-            return True
-        return bool(self._pending or self._parent_due) and time.monotonic() >= self._down_until
+        work = self._pending or self._parent_due
+        if self._closing and not work:
+            return True  # to exit
+        return bool(work) and time.monotonic() >= self._down_until
 
     def _wait_s(self) -> float | None:
         if not (self._pending or self._parent_due):
@@ -181,7 +189,8 @@ class TrialMirror:
         with self._cond:
             self._pending.update(numbers)
             self._parent_due |= parent
-            self._down_until = time.monotonic() + self.retry_after_s
+            delay = min(self.retry_after_s, CLOSING_RETRY_S) if self._closing else self.retry_after_s
+            self._down_until = min(time.monotonic() + delay, self._close_deadline)
             first = not self._down
             self._down = True
         if first:
