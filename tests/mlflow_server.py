@@ -75,7 +75,7 @@ class Server:
                     if response.status == 200:
                         return
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.25)
         self.stop()
         pytest.fail(f"mlflow server not ready after {SERVER_READY_TIMEOUT_S} s:\n{self.log.read_text()[-3000:]}")
 

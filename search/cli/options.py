@@ -31,8 +31,9 @@ def add_mlflow_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mlflow-uri",
         default=None,
-        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db beside "
-        "the study database; 'off' disables mirroring",
+        help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI, else the store the study is mirrored to "
+        "(unless its URI held a password), else sqlite:///mlflow.db beside the study database; 'off' disables "
+        "mirroring",
     )
 
 

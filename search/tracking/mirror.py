@@ -31,6 +31,9 @@ CLOSING_RETRY_S = 1.0
 
 
 class TrialMirror:
+    """The live MLflow side of one study in one worker process: `trial_changed` from the worker, `close` at
+    its exit; everything else happens in the sender thread."""
+
     def __init__(
         self,
         study: optuna.Study,
