@@ -5,41 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
-import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from mlflow_server import Server
+from mlflow_server import Server, assert_mirrors_study, snapshot
 from search.cli import main
 from search.tracking import names
-from search.tracking.runs import find_runs, param_value
-from search.tracking.sync import was_trained
 from studies import load_study_with_definition, open_storage
 from study_fixtures import start_args
-
-STATUS_OF = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-
-
-def mlflow_matches_optuna(client: MlflowClient, study: optuna.Study, experiment_id: str) -> None:
-    """One parent run and one child per trial whose state, params and per-epoch curves match Optuna's."""
-    parents = find_runs(client, experiment_id, {names.TAG_STUDY: study.study_name, names.TAG_ROLE: names.ROLE_STUDY})
-    assert len(parents) == 1
-    children = find_runs(client, experiment_id, {names.TAG_STUDY: study.study_name, names.TAG_ROLE: names.ROLE_TRIAL})
-    trials = [t for t in study.get_trials(deepcopy=False) if was_trained(t)]
-    assert sorted(int(run.data.tags[names.TAG_TRIAL_NUMBER]) for run in children) == [t.number for t in trials]
-    by_number = {int(run.data.tags[names.TAG_TRIAL_NUMBER]): run for run in children}
-    objective_key = f"val_{load_study_with_definition(study._storage, study.study_name)[1].objective}"
-    for trial in trials:
-        run = by_number[trial.number]
-        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
-        assert run.info.run_name == f"trial-{trial.number}"
-        assert run.info.status == STATUS_OF[trial.state.name]
-        for key, value in trial.params.items():
-            assert run.data.params[key] == param_value(value)
-        curve = {m.step: m.value for m in client.get_metric_history(run.info.run_id, objective_key)}
-        assert curve == pytest.approx(dict(trial.intermediate_values))
-        if trial.state == TrialState.COMPLETE:
-            assert run.data.metrics["objective"] == pytest.approx(trial.value)
 
 
 def test_start_mirrors_every_trial_to_the_local_store(tiny_real_dir, tmp_path, monkeypatch):
@@ -66,9 +39,9 @@ def test_start_mirrors_every_trial_to_the_local_store(tiny_real_dir, tmp_path, m
     study, definition = load_study_with_definition(open_storage(storage), "cnn")
     assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 5
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow_matches_optuna(client, study, definition.mlflow_experiment_id)
-    for trial in study.get_trials(states=(TrialState.COMPLETE,)):
-        assert trial.user_attrs["mlflow_run_id"]
+    # The worker's mirror alone (no `mlflow-sync`) left MLflow equal to the database.
+    assert_mirrors_study(client, study, definition.mlflow_experiment_id, linked=False)
+    assert any(t.user_attrs.get("mlflow_run_id") for t in study.trials)
 
 
 def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkeypatch):
@@ -99,16 +72,18 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
         server.start()
         sync = ["mlflow-sync", "--study", "cnn", "--storage", storage, "--mlflow-uri", server.url]
         assert main(sync) == 0
-        assert main(sync) == 0  # a second sync changes nothing
         client = MlflowClient(tracking_uri=server.url)
         experiment = client.get_experiment_by_name(names.experiment_name("cnn"))
-        mlflow_matches_optuna(client, study, experiment.experiment_id)
+        assert_mirrors_study(client, study, experiment.experiment_id, linked=False)
+        synced = snapshot(client, experiment.experiment_id, "cnn")
+        assert main(sync) == 0  # a second sync changes nothing, duplicates nothing
+        assert snapshot(client, experiment.experiment_id, "cnn") == synced
 
         # Resuming with the server up mirrors live, into the same experiment, and links each run.
         code = main(start_args(tiny_real_dir, storage, "--space", "cnn", "--trials", "4", mlflow_uri=server.url))
         assert code == 0
         study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
-        mlflow_matches_optuna(client, study, experiment.experiment_id)
+        assert_mirrors_study(client, study, experiment.experiment_id, linked=False)
         last = max(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)), key=lambda t: t.number)
         run_id = last.user_attrs["mlflow_run_id"]
         expected = f"{server.url}/#/experiments/{experiment.experiment_id}/runs/{run_id}"
@@ -159,7 +134,7 @@ def test_same_study_name_in_two_databases_gets_two_experiments(tiny_real_dir, tm
         )
         study, definition = load_study_with_definition(open_storage(storage), "cnn")
         experiments.append(definition.mlflow_experiment_id)
-        mlflow_matches_optuna(MlflowClient(tracking_uri=store), study, definition.mlflow_experiment_id)
+        assert_mirrors_study(MlflowClient(tracking_uri=store), study, definition.mlflow_experiment_id, linked=False)
     assert experiments[0] != experiments[1]
     names_seen = [MlflowClient(tracking_uri=store).get_experiment(e).name for e in experiments]
     assert names_seen[0] == "ecgsearch/cnn" and names_seen[1].startswith("ecgsearch/cnn@")

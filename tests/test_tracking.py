@@ -1,9 +1,9 @@
-"""The MLflow mirror against a local SQLite tracking store: live mirroring, spooling while the store is
-unreachable and resending without duplicates, and rebuilding from the Optuna database (`mlflow-sync`)."""
+"""The MLflow side as a projection of the study database, against a local SQLite tracking store: the live
+mirror (background, per change), a store that is down, and `mlflow-sync` rebuilding or completing it."""
 
 from __future__ import annotations
 
-import shutil
+import logging
 import time
 from pathlib import Path
 
@@ -13,21 +13,24 @@ from mlflow.tracking import MlflowClient
 from optuna.distributions import FloatDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from mlflow_server import free_port
+from mlflow_server import assert_mirrors_study, free_port, snapshot
 from search.tracking import TrialMirror, names, resolve_tracking_uri, setup_study_mirror, study_tags, sync_study
+from search.tracking.projection import trial_run
 from search.tracking.runs import find_runs
+from search.tracking.sync import Projector
 from search.tracking.uri import artifact_location
 from study_fixtures import make_definition
 
-METRIC_KEYS = ("train_loss", "val_loss", "val_roc_auc")
+METRIC_KEYS = ("train_loss", "val_loss", "val_roc_auc", "epoch_seconds")
+DISTRIBUTIONS = {"lr": FloatDistribution(1e-6, 1e-1, log=True), "n_conv": IntDistribution(1, 4)}
 
 # (trial number, final state, epochs run, value, reason)
 SCENARIO = [
-    (0, "COMPLETE", 3, 0.81, None),
-    (1, "PRUNED", 2, None, None),
-    (2, "COMPLETE", 3, 0.86, None),
-    (3, "FAIL", 1, None, "TrainingDiverged: loss is nan at epoch 2, batch 5"),
-    (4, "PRUNED", 1, None, None),
+    (0, TrialState.COMPLETE, 3, 0.81, None),
+    (1, TrialState.PRUNED, 2, None, None),
+    (2, TrialState.COMPLETE, 3, 0.86, None),
+    (3, TrialState.FAIL, 1, None, "TrainingDiverged: loss is nan at epoch 2, batch 5"),
+    (4, TrialState.PRUNED, 1, None, None),
 ]
 
 
@@ -36,6 +39,7 @@ def epoch_metrics(number: int, epoch: int) -> dict[str, float]:
         "train_loss": 1.0 / (epoch + number),
         "val_loss": 1.2 / (epoch + number),
         "val_roc_auc": 0.5 + 0.01 * epoch + 0.001 * number,
+        "epoch_seconds": 0.25 * epoch,
     }
 
 
@@ -51,101 +55,66 @@ def trial_config(number: int) -> dict:
     }
 
 
-def feed(mirror: TrialMirror, durations: list[float] | None = None) -> None:
-    """Drive the worker's calls for SCENARIO; the time of every call goes to `durations`."""
+def new_study(tmp_path: Path, name: str) -> optuna.Study:
+    """A study in its own SQLite file, as workers use (trial ids then start at 1 in every test)."""
+    return optuna.create_study(study_name=name, storage=f"sqlite:///{tmp_path / f'{name}.db'}", direction="maximize")
 
-    def timed(call, **kwargs):
-        started = time.perf_counter()
-        result = call(**kwargs)
-        if durations is not None:
-            durations.append(time.perf_counter() - started)
-        return result
 
-    best: tuple[float, int] | None = None
+def wait_for_link(study: optuna.Study, number: int, timeout_s: float = 30.0) -> None:
+    """Until the mirror wrote the run id on the running trial (a real trial lasts far longer than this test's)."""
+    deadline = time.monotonic() + timeout_s
+    while "mlflow_run_id" not in study._storage.get_trial(study.trials[number]._trial_id).user_attrs:
+        assert time.monotonic() < deadline, f"trial {number} got no mlflow_run_id while it ran"
+        time.sleep(0.05)
+
+
+def play_scenario(
+    study: optuna.Study, mirror: TrialMirror | None, calls: list[float] | None = None, *, linked: bool = False
+) -> None:
+    """SCENARIO as a worker runs it: attrs written, then `trial_changed`, at the start, after every epoch and
+    at the end (once the state is in the database). The time of every `trial_changed` goes to `calls`;
+    `linked`: before it ends, each trial waits for the mirror to write its run id on it."""
+
+    def changed(number: int) -> None:
+        if mirror is not None:
+            started = time.perf_counter()
+            mirror.trial_changed(number)
+            if calls is not None:
+                calls.append(time.perf_counter() - started)
+
     for number, state, epochs, value, reason in SCENARIO:
-        tags = {
-            names.TAG_WORKER_HOST: "host-a",
-            names.TAG_WORKER_PID: "4242",
-            names.TAG_DEVICE: "cpu",
-            names.TAG_FAMILY: "cnn",
-        }
+        study.enqueue_trial({"lr": 10 ** -(number + 2), "n_conv": 2})
+        trial = study.ask(DISTRIBUTIONS)
+        assert trial.number == number
+        attrs = {"worker_host": "host-a", "worker_pid": 4242, "device": "cpu", "epoch": 0}
+        attrs.update(config=trial_config(number), family="cnn", n_params=1000 + number)
         if number == 4:
-            tags[names.TAG_RETRIED_FROM] = "3"
-        timed(
-            mirror.trial_started,
-            trial_number=number,
-            trial_id=100 + number,
-            params={"lr": 10 ** -(number + 2), "n_conv": 2},
-            config=trial_config(number),
-            n_params=1000 + number,
-            tags=tags,
-        )
+            attrs["retried_from"] = 3
+        for key, attr in attrs.items():
+            trial.set_user_attr(key, attr)
+        changed(number)
         history = []
         for epoch in range(1, epochs + 1):
-            metrics = epoch_metrics(number, epoch)
-            history.append({"epoch": epoch, **metrics})
-            timed(mirror.epoch, trial_number=number, epoch=epoch, metrics=metrics)
-        if value is not None and (best is None or value > best[0]):
-            best = (value, number)
-        timed(
-            mirror.trial_finished,
-            trial_number=number,
-            state=state,
-            value=value,
-            reason=reason,
-            pruned_at_epoch=epochs if state == "PRUNED" else None,
-            history=history,
-            confusion_matrix=[[40, 2], [3, 11]] if state == "COMPLETE" else None,
-            best_value=best[0] if best else None,
-            best_trial_number=best[1] if best else None,
-        )
-
-
-def snapshot(client: MlflowClient, experiment_id: str, study_name: str) -> dict:
-    """Everything the mirror wrote for a study, without ids or timestamps; fails on duplicate runs."""
-    parents = find_runs(client, experiment_id, {names.TAG_STUDY: study_name, names.TAG_ROLE: names.ROLE_STUDY})
-    children = find_runs(client, experiment_id, {names.TAG_STUDY: study_name, names.TAG_ROLE: names.ROLE_TRIAL})
-    assert len(parents) == 1
-    parent = parents[0]
-    out = {
-        "parent": {
-            "tags": {k: v for k, v in parent.data.tags.items() if k.startswith("ecgsearch.")},
-            "best_value": [(m.step, m.value) for m in client.get_metric_history(parent.info.run_id, "best_value")],
-        }
-    }
-    numbers = [run.data.tags[names.TAG_TRIAL_NUMBER] for run in children]
-    assert len(numbers) == len(set(numbers)), f"duplicate child runs: {sorted(numbers)}"
-    for run in children:
-        run_id = run.info.run_id
-        assert run.data.tags[names.TAG_PARENT_RUN_ID] == parent.info.run_id
-        out[int(run.data.tags[names.TAG_TRIAL_NUMBER])] = {
-            "name": run.info.run_name,
-            "status": run.info.status,
-            "tags": {k: v for k, v in run.data.tags.items() if k.startswith(("ecgsearch.", "optuna.trial"))},
-            "params": dict(run.data.params),
-            "metrics": {
-                key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)] for key in run.data.metrics
-            },
-            "artifacts": sorted(a.path for a in client.list_artifacts(run_id, "plots")),
-        }
-    return out
+            history.append({"epoch": epoch, **epoch_metrics(number, epoch)})
+            trial.report(history[-1]["val_roc_auc"], epoch)
+            trial.set_user_attr("history", history)
+            changed(number)
+        if linked:
+            wait_for_link(study, number)
+        if state == TrialState.COMPLETE:
+            trial.set_user_attr("val_confusion_matrix", [[40, 2], [3, 11]])
+        if state == TrialState.PRUNED:
+            trial.set_user_attr("pruned_at_epoch", epochs)
+        if reason:
+            trial.set_user_attr("fail_reason", reason)
+        study.tell(trial, value, state=state)
+        changed(number)
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite tracking store for the module (creating one costs ≈3 s of migrations)."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-
-
-def make_mirror(uri: str, study: str, ids: tuple[str, str], spool: Path, *, background: bool = False) -> TrialMirror:
-    return TrialMirror(
-        tracking_uri=uri,
-        study_name=study,
-        experiment_id=ids[0],
-        parent_run_id=ids[1],
-        spool_dir=spool,
-        background=background,
-    )
 
 
 def parent_tags(study: str) -> dict[str, str]:
@@ -160,19 +129,26 @@ def parent_tags(study: str) -> dict[str, str]:
     )
 
 
-def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def make_mirror(study: optuna.Study, uri: str, ids: tuple[str, str], **kwargs) -> TrialMirror:
+    return TrialMirror(
+        study, tracking_uri=uri, experiment_id=ids[0], parent_run_id=ids[1], objective="roc_auc", **kwargs
+    )
+
+
+def test_resolve_tracking_uri_reads_no_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")  # the CLI's business, not the resolver's
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "studies" / "ecg.db"
     assert resolve_tracking_uri(None, f"sqlite:///{db}") == f"sqlite:///{db.parent / 'mlflow.db'}"
     assert resolve_tracking_uri(None, "sqlite:///rel/ecg.db") == f"sqlite:///{tmp_path / 'rel' / 'mlflow.db'}"
     assert resolve_tracking_uri(None, "postgresql+psycopg://u:p@h/db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert resolve_tracking_uri("http://mlflow:5000", "sqlite:///x.db") == "http://mlflow:5000"
-    assert resolve_tracking_uri("off", "sqlite:///x.db") is None
-    assert resolve_tracking_uri("OFF", "sqlite:///x.db") is None
-    # The environment is the CLI's to read (click passes $MLFLOW_TRACKING_URI in as the flag's value).
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
-    assert resolve_tracking_uri(None, "sqlite:///x.db") == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert resolve_tracking_uri(" off ", "sqlite:///x.db", "http://stored:5000") is None
+    assert resolve_tracking_uri(None, "sqlite:///x.db", "http://stored:5000") == "http://stored:5000"
+    assert resolve_tracking_uri("sqlite:///cli.db", "sqlite:///x.db", "http://stored:5000") == "sqlite:///cli.db"
+    # A stored URI whose password was masked cannot connect: the default store is used instead.
+    masked = "http://bob:***@stored:5000"
+    assert resolve_tracking_uri(None, f"sqlite:///{db}", masked) == f"sqlite:///{db.parent / 'mlflow.db'}"
     assert (
         artifact_location(f"sqlite:///{db.parent / 'mlflow.db'}", "my study")
         == (db.parent / "mlartifacts" / "my_study").as_uri()
@@ -182,119 +158,142 @@ def test_resolve_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture(scope="module")
 def live(store: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """SCENARIO mirrored live into study "live"; shared as the reference state of a complete mirror."""
-    study = "live"
-    spool = tmp_path_factory.mktemp("live-spool")
-    ids = setup_study_mirror(tracking_uri=store, study_name=study, tags=parent_tags(study))
-    durations: list[float] = []
-    feed(make_mirror(store, study, ids, spool), durations)
+    """SCENARIO mirrored live into study "live"; the reference state of a complete mirror."""
+    study = new_study(tmp_path_factory.mktemp("live"), "live")
+    ids = setup_study_mirror(tracking_uri=store, study_name="live", tags=parent_tags("live"))
+    calls: list[float] = []
+    mirror = make_mirror(study, store, ids)
+    play_scenario(study, mirror, calls, linked=True)
+    started = time.perf_counter()
+    assert mirror.close(60)
     return {
+        "study": study,
         "ids": ids,
-        "spool": spool,
-        "durations": durations,
-        "snapshot": snapshot(MlflowClient(store), ids[0], study),
+        "calls": calls,
+        "close_s": time.perf_counter() - started,
+        "snapshot": snapshot(MlflowClient(store), ids[0], "live"),
     }
 
 
-def test_live_mirror_of_five_trials(store: str, live: dict) -> None:
-    study, ids, durations = "live", live["ids"], live["durations"]
-    assert setup_study_mirror(tracking_uri=store, study_name=study, tags=parent_tags(study)) == ids
+def test_live_mirror_of_five_trials(store: str, live: dict, tmp_path: Path) -> None:
+    study, ids = live["study"], live["ids"]
+    assert setup_study_mirror(tracking_uri=store, study_name="live", tags=parent_tags("live")) == ids
     client = MlflowClient(store)
     experiment = client.get_experiment(ids[0])
     assert experiment.name == "ecgsearch/live"
     assert experiment.artifact_location.endswith("/mlartifacts/live")
+    assert_mirrors_study(client, study, ids[0], linked=True)
 
     snap = live["snapshot"]
-    assert snapshot(client, ids[0], study) == snap
-    assert sorted(k for k in snap if k != "parent") == [0, 1, 2, 3, 4]
     parent = snap["parent"]["tags"]
     assert parent[names.TAG_STORAGE] == "postgresql+psycopg://bob:***@db:5432/ecg"
-    assert (parent[names.TAG_SPACE], parent[names.TAG_OBJECTIVE]) == ("cnn", "roc_auc")
     assert (parent[names.TAG_BEST_VALUE], parent[names.TAG_BEST_TRIAL_NUMBER]) == ("0.86", "2")
-    assert snap["parent"]["best_value"] == [(0, 0.81), (1, 0.81), (2, 0.86), (3, 0.86), (4, 0.86)]
-    expected_status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
-    for number, state, epochs, value, reason in SCENARIO:
+    assert [(step, value) for step, value, _ in snap["parent"]["best_value"]] == [
+        (0, 0.81),
+        (1, 0.81),
+        (2, 0.86),
+        (3, 0.86),
+        (4, 0.86),
+    ]
+    for number, _state, epochs, _value, _reason in SCENARIO:
         run = snap[number]
-        assert run["name"] == f"trial-{number}"
-        assert run["status"] == expected_status[state]
-        assert run["tags"][names.TAG_STATE] == state
-        assert run["tags"][names.TAG_TRIAL_NUMBER] == str(number)
-        assert run["tags"][names.TAG_TRIAL_ID] == str(100 + number)
-        assert run["tags"][names.TAG_WORKER_HOST] == "host-a"
-        assert run["tags"].get(names.TAG_PRUNED_AT_EPOCH) == (str(epochs) if state == "PRUNED" else None)
-        assert run["tags"].get(names.TAG_FAIL_REASON) == reason
-        assert run["tags"].get(names.TAG_RETRIED_FROM) == ("3" if number == 4 else None)
-        assert run["params"]["lr"] == repr(10 ** -(number + 2))
         assert run["params"]["config.out_channels"] == f"[16, {32 + number}]"
-        assert run["params"]["config.batch_norm"] == "true"
         assert run["params"]["config.scheduler"] == "null"
-        assert run["params"]["config.family"] == "cnn"
         for key in METRIC_KEYS:
-            assert run["metrics"][key] == [(e, epoch_metrics(number, e)[key]) for e in range(1, epochs + 1)]
-        assert run["metrics"]["n_params"] == [(0, 1000.0 + number)]
-        assert run["metrics"].get("objective") == ([(epochs, value)] if value is not None else None)
-        plots = ["plots/confusion_matrix.html", "plots/training_curves.html"]
-        assert run["artifacts"] == (plots if state == "COMPLETE" else [])
-    assert not list(live["spool"].rglob("*.jsonl")), "the spool is emptied once MLflow has everything"
-    # Per call against a local SQLite store (the report quotes the median).
-    assert sorted(durations)[len(durations) // 2] < 1.0
+            assert [p[:2] for p in run["metrics"][key]] == [
+                (e, epoch_metrics(number, e)[key]) for e in range(1, epochs + 1)
+            ]
+        # Stamped from the trial (its start plus the epoch seconds so far), not from when it was sent.
+        start_ms = int(study.trials[number].datetime_start.timestamp() * 1000)
+        assert run["metrics"]["val_loss"][0][2] == start_ms + 250
+        assert run["times"][0] == start_ms
+    # The worker's side of it: recording a number, never a request to MLflow.
+    calls = sorted(live["calls"])
+    assert len(calls) == 5 * 2 + sum(s[2] for s in SCENARIO)
+    assert calls[len(calls) // 2] < 0.001 and calls[-1] < 0.05, calls
+
+    # One builder: `mlflow-sync` of the same database into an empty store writes exactly what the live mirror
+    # wrote (timestamps included), and a second sync changes nothing.
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    summary = sync_study(
+        study, tracking_uri=other, experiment_id=None, parent_run_id=None, study_tags=parent_tags("live")
+    )
+    assert (summary["created"], summary["updated"], summary["unchanged"]) == (5, 0, 0)
+    assert snapshot(MlflowClient(other), summary["experiment_id"], "live") == snap
+    again = sync_study(
+        study, tracking_uri=store, experiment_id=ids[0], parent_run_id=ids[1], study_tags=parent_tags("live")
+    )
+    assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 5)
+    assert snapshot(client, ids[0], "live") == snap
 
 
-def test_background_sender_mirrors_the_same_as_a_synchronous_one(store: str, live: dict, tmp_path: Path) -> None:
-    """The worker's mode: epoch and finish events go out from a thread; after `flush()` nothing differs."""
-    study = "background"
-    ids = setup_study_mirror(tracking_uri=store, study_name=study, tags=parent_tags(study))
-    mirror = make_mirror(store, study, ids, tmp_path / "spool", background=True)
-    feed(mirror)
-    mirror.flush()
-    assert mirror.spool.pending_trials() == []
-    assert snapshot(MlflowClient(store), ids[0], study) == live["snapshot"]
-
-
-def test_unreachable_store_spools_fast_then_flush_catches_up(store: str, live: dict, tmp_path: Path) -> None:
-    study = "offline"
-    ids = setup_study_mirror(tracking_uri=store, study_name=study, tags=parent_tags(study))
-    spool = tmp_path / "spool"
-    down = make_mirror(f"http://127.0.0.1:{free_port()}", study, ids, spool)
-    durations: list[float] = []
-    feed(down, durations)
-    assert max(durations[1:]) < 1.0, durations  # the first call pays the probe
-    assert sum(durations) < 5.0
-    files = sorted(p.name for p in (spool / study).glob("*.jsonl"))
-    assert files == [f"trial-{n}.jsonl" for n in range(5)]
-    client = MlflowClient(store)
-    assert not find_runs(client, ids[0], {names.TAG_STUDY: study, names.TAG_ROLE: names.ROLE_TRIAL})
-
-    saved = tmp_path / "saved"
-    shutil.copytree(spool, saved)
-    up = make_mirror(store, study, ids, spool)
-    assert up.flush() == 5 * 2 + sum(s[2] for s in SCENARIO)  # started + finished + every epoch
-    assert not list(spool.rglob("*.jsonl"))
-    after_flush = snapshot(client, ids[0], study)
-
-    reference = live["snapshot"]
-    assert after_flush == reference
-
-    # A resend after a partial failure (events already in MLflow, still in the spool) duplicates nothing.
-    shutil.rmtree(spool)
-    shutil.copytree(saved, spool)
-    assert make_mirror(store, study, ids, spool).flush() == 5 * 2 + sum(s[2] for s in SCENARIO)
-    assert snapshot(client, ids[0], study) == after_flush
-
-
-def test_refused_event_is_set_aside_not_retried_forever(store: str, tmp_path: Path) -> None:
-    mirror = make_mirror(store, "refused", ("987654321", "0" * 32), tmp_path / "spool")
+def test_store_down_costs_the_worker_nothing_and_sync_completes(
+    store: str, live: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING, logger="search.tracking")
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)  # the mirror bounds its requests process-wide: undone afterwards
+    study = new_study(tmp_path, "offline")
+    ids = setup_study_mirror(tracking_uri=store, study_name="offline", tags=parent_tags("offline"))
+    down = f"http://alice:s3cret-Zq9@127.0.0.1:{free_port()}"
+    mirror = make_mirror(study, down, ids, timeout_s=1.0, retry_after_s=0.2)
+    calls: list[float] = []
+    play_scenario(study, mirror, calls)
+    assert max(calls) < 0.05, calls
     started = time.perf_counter()
-    assert mirror.trial_started(trial_number=0, trial_id=1, params={}, config={}, n_params=None, tags={}) is None
-    assert time.perf_counter() - started < 5.0
-    folder = tmp_path / "spool" / "refused"
-    assert not list(folder.glob("*.jsonl"))
-    assert (folder / "trial-0.jsonl.rejected").read_text().count("\n") == 1
+    assert not mirror.close(2)  # tries again until the deadline: nothing listens
+    assert 1.5 < time.perf_counter() - started < 10
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("search.tracking")]
+    assert len(warnings) == 2, warnings  # one per outage (the retries are silent), one at close
+    assert "alice:***@127.0.0.1" in warnings[0] and "mlflow-sync" in warnings[0]
+    assert "trials 0, 1, 2, 3, 4" in warnings[1]
+    assert "s3cret-Zq9" not in caplog.text
+    client = MlflowClient(store)
+    assert not find_runs(client, ids[0], {names.TAG_STUDY: "offline", names.TAG_ROLE: names.ROLE_TRIAL})
+
+    summary = sync_study(
+        study, tracking_uri=store, experiment_id=ids[0], parent_run_id=ids[1], study_tags=parent_tags("offline")
+    )
+    assert summary["created"] == 5
+    assert_mirrors_study(client, study, ids[0], linked=False)  # a finished trial's attrs cannot change
+    reference = {k: v for k, v in snapshot(client, live["ids"][0], "live", timestamps=False).items() if k != "parent"}
+    assert {
+        k: v for k, v in snapshot(client, ids[0], "offline", timestamps=False).items() if k != "parent"
+    } == reference
+
+
+def test_refused_run_is_warned_once_and_does_not_stop_the_sender(store: str, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="search.tracking")
+    study = new_study(tmp_path, "bogus")
+    mirror = make_mirror(study, store, ("987654321", "0" * 32))
+    trial = study.ask(DISTRIBUTIONS)
+    trial.set_user_attr("n_params", 10)
+    for _ in range(3):
+        mirror.trial_changed(trial.number)
+        time.sleep(0.2)
+    assert not mirror.close(30)
+    refusals = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and "trial 0" in refusals[0].getMessage()
+    assert "trial 0 of study bogus not mirrored yet" in caplog.text
+
+
+def test_parent_best_is_rederived_from_the_database(store: str, live: dict) -> None:
+    """A writer that read the database before another trial finished may land its best tags last; the next
+    derivation from the database puts the truth back, and re-deriving never duplicates a point."""
+    study, (_, parent_run_id) = live["study"], live["ids"]
+    client = MlflowClient(store)
+    client.set_tag(parent_run_id, names.TAG_BEST_TRIAL_NUMBER, "0")
+    client.set_tag(parent_run_id, names.TAG_BEST_VALUE, "0.81")
+    projector = Projector(
+        client, study_name="live", experiment_id=live["ids"][0], parent_run_id=parent_run_id, objective="roc_auc"
+    )
+    assert projector.sync_parent(study)
+    assert not projector.sync_parent(study)
+    assert snapshot(client, live["ids"][0], "live") == live["snapshot"]
 
 
 def optuna_study(name: str) -> optuna.Study:
     study = optuna.create_study(study_name=name, direction="maximize")
-    dists = {"lr": FloatDistribution(1e-5, 1e-1, log=True), "n_conv": IntDistribution(1, 4)}
 
     def add(number: int, state: TrialState, value: float | None, epochs: int, *, history: bool) -> None:
         attrs = {
@@ -316,7 +315,7 @@ def optuna_study(name: str) -> optuna.Study:
                 state=state,
                 value=value,
                 params={"lr": 10 ** -(number + 2), "n_conv": 2},
-                distributions=dists,
+                distributions=DISTRIBUTIONS,
                 user_attrs=attrs,
                 intermediate_values={e: epoch_metrics(number, e)["val_roc_auc"] for e in range(1, epochs + 1)},
             )
@@ -329,13 +328,25 @@ def optuna_study(name: str) -> optuna.Study:
     return study
 
 
+def test_builder_needs_only_the_trial() -> None:
+    study = optuna_study("builder")
+    complete, pruned, older, failed = study.trials
+    update = trial_run(complete, objective="roc_auc")
+    assert update.status == "FINISHED" and update.tags[names.TAG_STATE] == "COMPLETE"
+    assert update.once[names.METRIC_OBJECTIVE][:3] == (names.METRIC_OBJECTIVE, 3, 0.8)
+    assert sorted(update.artifacts) == [names.ARTIFACT_CURVES]  # no confusion matrix stored on this trial
+    assert trial_run(pruned, objective="roc_auc").tags[names.TAG_PRUNED_AT_EPOCH] == "2"
+    assert {p.key for p in trial_run(older, objective="roc_auc").points} == {"val_roc_auc"}
+    assert trial_run(failed, objective="roc_auc").tags[names.TAG_FAIL_REASON] == "CUDA out of memory"
+
+
 def test_sync_rebuilds_from_optuna_and_is_idempotent(store: str) -> None:
     study = optuna_study("synced")
     tags = parent_tags("synced")
     summary = sync_study(study, tracking_uri=store, experiment_id=None, parent_run_id=None, study_tags=tags)
     assert (summary["created"], summary["updated"], summary["unchanged"]) == (4, 0, 0)
     client = MlflowClient(store)
-    snap = snapshot(client, summary["experiment_id"], "synced")
+    snap = snapshot(client, summary["experiment_id"], "synced", timestamps=False)
     assert [snap[n]["status"] for n in range(4)] == ["FINISHED", "KILLED", "FINISHED", "FAILED"]
     assert snap[0]["metrics"]["val_loss"] == [(e, epoch_metrics(0, e)["val_loss"]) for e in (1, 2, 3)]
     assert snap[0]["metrics"]["objective"] == [(3, 0.8)]
@@ -345,7 +356,6 @@ def test_sync_rebuilds_from_optuna_and_is_idempotent(store: str) -> None:
     assert snap[1]["tags"][names.TAG_PRUNED_AT_EPOCH] == "2"
     assert snap[3]["tags"][names.TAG_FAIL_REASON] == "CUDA out of memory"
     assert snap[3]["tags"][names.TAG_WORKER_PID] == "7"
-    assert snap[1]["params"]["config.out_channels"] == "[16, 33]"
     assert snap[1]["metrics"]["n_params"] == [(0, 2001.0)]
     assert snap["parent"]["best_value"] == [(0, 0.8), (1, 0.8), (2, 0.9), (3, 0.9)]
     assert snap["parent"]["tags"][names.TAG_BEST_TRIAL_NUMBER] == "2"
@@ -359,28 +369,29 @@ def test_sync_rebuilds_from_optuna_and_is_idempotent(store: str) -> None:
     )
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 4)
     assert again["parent_run_id"] == summary["parent_run_id"]
-    assert snapshot(client, summary["experiment_id"], "synced") == snap
+    assert snapshot(client, summary["experiment_id"], "synced", timestamps=False) == snap
 
 
-def test_sync_completes_a_partial_live_mirror(store: str, tmp_path: Path) -> None:
-    study = optuna_study("partial")
+def test_sync_completes_what_a_dead_worker_left(store: str, tmp_path: Path) -> None:
+    study = new_study(tmp_path, "partial")
     tags = parent_tags("partial")
     ids = setup_study_mirror(tracking_uri=store, study_name="partial", tags=tags)
-    live = make_mirror(store, "partial", ids, tmp_path / "spool")
-    trial = study.trials[0]
-    live.trial_started(
-        trial_number=0,
-        trial_id=trial._trial_id,
-        params=trial.params,
-        config=trial.user_attrs["config"],
-        n_params=2000,
-        tags={},
-    )
-    live.epoch(trial_number=0, epoch=1, metrics=epoch_metrics(0, 1))  # the worker died after epoch 1
+    mirror = make_mirror(study, store, ids)
+    trial = study.ask(DISTRIBUTIONS)
+    trial.set_user_attr("config", trial_config(0))
+    trial.set_user_attr("n_params", 10)
+    history = [{"epoch": 1, **epoch_metrics(0, 1)}]
+    trial.set_user_attr("history", history)
+    mirror.trial_changed(trial.number)
+    assert mirror.close(30)  # then the worker dies: nothing more reaches MLflow from it
+    history += [{"epoch": e, **epoch_metrics(0, e)} for e in (2, 3)]  # (what a retry or the database holds)
+    trial.set_user_attr("history", history)
+    study.tell(trial, 0.8)
 
     summary = sync_study(study, tracking_uri=store, experiment_id=ids[0], parent_run_id=ids[1], study_tags=tags)
-    assert (summary["created"], summary["updated"], summary["unchanged"]) == (3, 1, 0)
-    snap = snapshot(MlflowClient(store), ids[0], "partial")
+    assert (summary["created"], summary["updated"], summary["unchanged"]) == (0, 1, 0)
+    client = MlflowClient(store)
+    snap = snapshot(client, ids[0], "partial", timestamps=False)
     assert snap[0]["metrics"]["train_loss"] == [(e, epoch_metrics(0, e)["train_loss"]) for e in (1, 2, 3)]
     assert snap[0]["status"] == "FINISHED"
 
@@ -420,3 +431,11 @@ def test_mlflow_sync_command(store: str, tmp_path: Path, capsys: pytest.CaptureF
         (2, 0.7),
     ]
     assert main(["mlflow-sync", "--study", "nope", "--storage", storage, "--mlflow-uri", store]) == 5
+
+    # A tracking server that is not there: one masked paragraph and the storage exit code, no traceback.
+    capsys.readouterr()
+    down = f"http://alice:s3cret-Zq9@127.0.0.1:{free_port()}"
+    assert main(["mlflow-sync", "--study", "cli", "--storage", storage, "--mlflow-uri", down]) == 4
+    captured = capsys.readouterr()
+    assert "alice:***@127.0.0.1" in captured.err and "s3cret-Zq9" not in captured.out + captured.err
+    assert "Traceback" not in captured.err

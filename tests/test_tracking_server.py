@@ -1,169 +1,193 @@
-"""The MLflow mirror against a real (lean) `mlflow server`: two worker processes mirroring one study at
-once, and a server that is down while trials run and comes up later."""
+"""The live mirror against a real (lean) `mlflow server`, as workers run it: nothing in these tests writes to
+MLflow; what the workers' mirrors leave behind must equal the study database."""
 
 from __future__ import annotations
 
-import json
-import os
+import logging
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from optuna.distributions import FloatDistribution
 
-from mlflow_server import REPO_ROOT, Server
+from mlflow_server import Server, assert_mirrors_study, metric_curve
+from search.cli import main
+from search.optimize.worker import TrialEvent, WorkerSettings, run_worker
 from search.tracking import TrialMirror, names, setup_study_mirror
-from search.tracking.runs import find_runs, update_parent_best
-from search.tracking.spool import Spool
+from search.tracking.runs import find_runs
+from studies import load_study_with_definition, open_storage
+from study_fixtures import start_args
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
+    """Not started: the first test runs while nothing listens; the others start it (once)."""
     server = Server(tmp_path_factory.mktemp("mlflow-server"))
     yield server
     server.stop()
 
 
-WORKER_SCRIPT = """
-import json, sys, time
-from pathlib import Path
-from search.tracking import TrialMirror, setup_study_mirror
-
-uri, study, spool, numbers = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
-experiment_id, parent_run_id = setup_study_mirror(tracking_uri=uri, study_name=study,
-                                                  tags={"ecgsearch.objective": "roc_auc"})
-mirror = TrialMirror(tracking_uri=uri, study_name=study, experiment_id=experiment_id,
-                     parent_run_id=parent_run_id, spool_dir=Path(spool))
-costs = []
-for n in numbers:
-    started = time.perf_counter()
-    mirror.trial_started(trial_number=n, trial_id=n, params={"lr": 0.001 * (n + 1)},
-                         config={"family": "cnn", "out_channels": [8, 16]}, n_params=100 + n,
-                         tags={"ecgsearch.worker_host": "proc-" + sys.argv[5]})
-    history = []
-    for epoch in (1, 2, 3):
-        metrics = {"val_loss": 1.0 / (n + epoch), "val_roc_auc": 0.5 + 0.01 * (n + epoch)}
-        history.append({"epoch": epoch, **metrics})
-        mirror.epoch(trial_number=n, epoch=epoch, metrics=metrics)
-    mirror.trial_finished(trial_number=n, state="COMPLETE", value=0.5 + 0.01 * (n + 3), history=history,
-                          confusion_matrix=[[5, 1], [1, 5]], best_value=0.5 + 0.01 * (n + 3), best_trial_number=n)
-    costs.append(time.perf_counter() - started)
-# As a worker does before it exits: a request that timed out on the loaded server left events spooled.
-mirror.flush()
-print(json.dumps({"ids": [experiment_id, parent_run_id], "costs": costs,
-                  "pending": mirror.spool.pending_trials()}))
-"""
+def create_study(data: Path, storage: str, study: str, uri: str, *extra: str) -> str:
+    """`start --create-only`: the study, its MLflow experiment and parent run; returns the experiment id."""
+    argv = start_args(
+        data, storage, "--space", "cnn", "--study", study, "--max-params", "60000", *extra, mlflow_uri=uri
+    )
+    assert main([*argv, "--create-only"]) == 0
+    return load_study_with_definition(open_storage(storage), study)[1].mlflow_experiment_id
 
 
-def child_runs(client: MlflowClient, experiment_id: str, study: str) -> dict[int, list]:
-    runs: dict[int, list] = {}
-    for run in find_runs(client, experiment_id, {names.TAG_STUDY: study, names.TAG_ROLE: names.ROLE_TRIAL}):
-        runs.setdefault(int(run.data.tags[names.TAG_TRIAL_NUMBER]), []).append(run)
-    return runs
-
-
-def test_server_down_then_up_catches_up_without_duplicates(server: Server, tmp_path: Path) -> None:
+def test_store_down_then_up_the_mirror_catches_up_from_the_database(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is spooled: while the server is down the worker's calls still return at once, and after its
+    back-off the mirror re-reads the trials it was told about and writes them whole."""
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    study = optuna.create_study(study_name="downup", storage=f"sqlite:///{tmp_path / 'study.db'}", direction="maximize")
     # `start` created the experiment while the server was up (here: straight into its backend database).
     ids = setup_study_mirror(tracking_uri=server.backend, study_name="downup", tags={})
-    spool = tmp_path / "spool"
     mirror = TrialMirror(
-        tracking_uri=server.url, study_name="downup", experiment_id=ids[0], parent_run_id=ids[1], spool_dir=spool
+        study, tracking_uri=server.url, experiment_id=ids[0], parent_run_id=ids[1], objective="roc_auc", retry_after_s=1
     )
-    for n in range(3):
-        started = time.perf_counter()
-        mirror.trial_started(
-            trial_number=n, trial_id=n, params={"lr": 0.01}, config={"family": "cnn"}, n_params=10, tags={}
-        )
+    calls = []
+    for number, value in enumerate((0.7, 0.8)):
+        trial = study.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
+        for key, attr in {"config": {"family": "cnn"}, "n_params": 10 + number, "family": "cnn"}.items():
+            trial.set_user_attr(key, attr)
+        history = []
         for epoch in (1, 2):
-            mirror.epoch(trial_number=n, epoch=epoch, metrics={"val_loss": 1.0 / epoch})
-        mirror.trial_finished(
-            trial_number=n,
-            state="PRUNED" if n == 1 else "COMPLETE",
-            value=None if n == 1 else 0.7,
-            pruned_at_epoch=2 if n == 1 else None,
-            history=[{"epoch": 1, "val_loss": 1.0}, {"epoch": 2, "val_loss": 0.5}],
-            best_value=0.7,
-            best_trial_number=0,
-        )
-        assert time.perf_counter() - started < 3.0  # 4 calls, each returning at once
-    assert mirror.spool.pending_trials() == [0, 1, 2]
+            history.append({"epoch": epoch, "val_loss": 1.0 / epoch, "val_roc_auc": value - 0.1 / epoch})
+            trial.set_user_attr("history", history)
+            started = time.perf_counter()
+            mirror.trial_changed(trial.number)
+            calls.append(time.perf_counter() - started)
+        trial.set_user_attr("val_confusion_matrix", [[1, 0], [0, 1]])
+        study.tell(trial, value)
+        mirror.trial_changed(trial.number)
+    assert max(calls) < 0.05, calls
 
     server.start()
-    assert mirror.flush() == 3 * 4
-    assert mirror.flush() == 0
     client = MlflowClient(server.url)
-    runs = child_runs(client, ids[0], "downup")
-    assert sorted(runs) == [0, 1, 2] and all(len(r) == 1 for r in runs.values())
-    for n, (run,) in runs.items():
-        assert run.info.status == ("KILLED" if n == 1 else "FINISHED")
-        assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == [
-            (1, 1.0),
-            (2, 0.5),
-        ]
-    best = client.get_metric_history(ids[1], "best_value")
-    assert sorted((m.step, m.value) for m in best) == [(0, 0.7), (1, 0.7), (2, 0.7)]
+    deadline = time.monotonic() + 60
+    while len(find_runs(client, ids[0], {names.TAG_ROLE: names.ROLE_TRIAL})) < 2 or not client.get_run(
+        ids[1]
+    ).data.tags.get(names.TAG_BEST_TRIAL_NUMBER):
+        assert time.monotonic() < deadline, "the mirror did not catch up after the server came back"
+        time.sleep(0.5)
+    assert mirror.close(60)
+    assert_mirrors_study(client, study, ids[0], linked=False)  # the runs were created after the trials ended
 
 
-def test_two_processes_mirror_one_study_concurrently(server: Server, tmp_path: Path) -> None:
+def test_two_worker_processes_mirror_one_study_concurrently(
+    server: Server, tiny_real_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `ecgsearch worker` processes, each with its background mirror, on one study; after they exit,
+    MLflow equals the database: runs, states, params, curves point for point, and the parent's best."""
     server.start()
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    shares = {"a": [0, 2, 4], "b": [1, 3, 5]}
-    procs = {
-        name: subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                WORKER_SCRIPT,
-                server.url,
-                "duo",
-                str(tmp_path / "spool"),
-                json.dumps(numbers),
-                name,
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, numbers in shares.items()
-    }
-    results = {}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-3000:]
-        results[name] = json.loads(out.strip().splitlines()[-1])
-    assert results["a"]["ids"] == results["b"]["ids"]
-    experiment_id, parent_run_id = results["a"]["ids"]
-    # A request the loaded SQLite-backed server failed stays spooled until the next flush, which the next
-    # worker (or `mlflow-sync`) does; after one, nothing is pending and nothing is duplicated below.
-    mirror = TrialMirror(
-        tracking_uri=server.url,
-        study_name="duo",
-        experiment_id=experiment_id,
-        parent_run_id=parent_run_id,
-        spool_dir=tmp_path / "spool",
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    experiment_id = create_study(tiny_real_dir, storage, "duo", server.url, "--trials", "6", "--epochs", "3")
+    worker = ["worker", "--study", "duo", "--storage", storage, "--workers", "2", "--no-progress"]
+    assert main([*worker, "--mlflow-uri", server.url]) == 0
+    study = optuna.load_study(study_name="duo", storage=storage)
+    assert len({t.user_attrs["worker_pid"] for t in study.trials}) == 2, "one worker did all the trials"
+    assert_mirrors_study(MlflowClient(server.url), study, experiment_id, linked=False)
+
+
+def test_a_running_trial_shows_its_epochs_in_mlflow(
+    server: Server, tiny_real_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live, per epoch: while a trial is still RUNNING in the database, its run already holds every epoch
+    finished so far, and the trial already names its run."""
+    server.start()
+    monkeypatch.chdir(tmp_path)
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    experiment_id = create_study(
+        tiny_real_dir, storage, "epochs", server.url, "--trials", "1", "--epochs", "3", "--pruner", "none"
     )
-    mirror.flush()
-    assert Spool(tmp_path / "spool", "duo").pending_trials() == []
-    costs = sorted(results["a"]["costs"] + results["b"]["costs"])
-    print(f"per-trial mirror cost through mlflow server (2 processes): median {costs[len(costs) // 2]:.3f} s")
-
     client = MlflowClient(server.url)
-    parents = find_runs(client, experiment_id, {names.TAG_STUDY: "duo", names.TAG_ROLE: names.ROLE_STUDY})
-    assert [p.info.run_id for p in parents] == [parent_run_id]
-    runs = child_runs(client, experiment_id, "duo")
-    assert sorted(runs) == list(range(6)) and all(len(r) == 1 for r in runs.values())
-    for n, (run,) in runs.items():
-        assert run.data.tags[names.TAG_WORKER_HOST] == ("proc-a" if n % 2 == 0 else "proc-b")
-        assert run.data.params["config.out_channels"] == "[8, 16]"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_roc_auc")] == [1, 2, 3]
-        artifacts = sorted(a.path for a in client.list_artifacts(run.info.run_id, "plots"))
-        assert artifacts == ["plots/confusion_matrix.html", "plots/training_curves.html"]
-    best = client.get_metric_history(parent_run_id, "best_value")
-    assert sorted(m.step for m in best) == list(range(6))
-    # The parent's best tags are read-then-written by each process, so two finishing at once can leave an
-    # older best (MLflow has no compare-and-set); the next finishing trial moves them to the true best.
-    update_parent_best(client, parent_run_id, trial_number=5, best_value=0.5 + 0.01 * 8, best_trial_number=5)
-    assert client.get_run(parent_run_id).data.tags[names.TAG_BEST_TRIAL_NUMBER] == "5"
+    seen: dict[int, dict] = {}
+
+    def watch(event: TrialEvent) -> None:
+        if event.kind != "epoch" or event.epoch == event.epochs:
+            return
+        study = optuna.load_study(study_name="epochs", storage=storage)
+        deadline = time.monotonic() + 30
+        while True:
+            runs = find_runs(client, experiment_id, {names.TAG_ROLE: names.ROLE_TRIAL})
+            steps = [step for step, _ in metric_curve(client, runs[0].info.run_id, "val_loss")] if runs else []
+            trial = study.trials[event.trial_number]
+            if steps == list(range(1, event.epoch + 1)) and trial.user_attrs.get("mlflow_run_id"):
+                break
+            assert time.monotonic() < deadline, f"epoch {event.epoch} not in MLflow while the trial runs: {steps}"
+            time.sleep(0.2)
+        seen[event.epoch] = {"state": trial.state, "status": runs[0].info.status, "run": runs[0].info.run_id}
+        assert trial.user_attrs["mlflow_run_id"] == runs[0].info.run_id
+        assert (
+            trial.user_attrs["mlflow_run_url"]
+            == f"{server.url}/#/experiments/{experiment_id}/runs/{runs[0].info.run_id}"
+        )
+
+    settings = WorkerSettings(study_name="epochs", storage_url=storage, device="cpu", mlflow_uri=server.url)
+    run_worker(settings, on_event=watch)
+    assert sorted(seen) == [1, 2]
+    assert all(s["state"] == optuna.trial.TrialState.RUNNING and s["status"] == "RUNNING" for s in seen.values())
+    study = optuna.load_study(study_name="epochs", storage=storage)
+    assert_mirrors_study(client, study, experiment_id, linked=True)
+
+
+def test_no_password_reaches_output_logs_mlflow_or_files(
+    server: Server,
+    tiny_real_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An MLflow URL with a password (the test server ignores basic auth) through `start` with two worker
+    processes, `mlflow-sync` and `retrain --register-as`: the password is in no output (ours, MLflow's "View
+    run" lines, the workers'), no log, no worker's command line, no tag or param, no file written. (It is not
+    the word "secret": MLflow's own schema has a `secrets` table.)"""
+    server.start()
+    caplog.set_level(logging.INFO)
+    monkeypatch.chdir(tmp_path)
+    password = "s3cret-Zq9"
+    secret_url = server.url.replace("http://", f"http://alice:{password}@")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    command_lines: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(args, *rest, **kwargs):
+        command_lines.append(list(args))
+        return real_popen(args, *rest, **kwargs)
+
+    monkeypatch.setattr("search.optimize.launcher.subprocess.Popen", recording_popen)
+    start = start_args(
+        tiny_real_dir, storage, "--space", "cnn", "--study", "hush", "--max-params", "60000", mlflow_uri=secret_url
+    )
+    assert main([*start, "--trials", "2", "--epochs", "2", "--workers", "2"]) == 0
+    assert len(command_lines) == 2
+    assert main(["mlflow-sync", "--study", "hush", "--storage", storage, "--mlflow-uri", secret_url]) == 0
+    out_dir = tmp_path / "export"
+    retrain = ["retrain", "--study", "hush", "--storage", storage, "--epochs", "1", "--out", str(out_dir)]
+    assert main([*retrain, "--register-as", "hush-model", "--mlflow-uri", secret_url]) == 0
+
+    captured = capfd.readouterr()
+    printed = captured.out + captured.err
+    assert "alice:***@" in printed and "registered as hush-model" in printed
+    assert password not in printed
+    assert password not in caplog.text
+    assert not [argv for argv in command_lines if password in " ".join(argv)]
+    client = MlflowClient(server.url)
+    experiment = client.get_experiment_by_name(names.experiment_name("hush"))
+    for run in client.search_runs([experiment.experiment_id]):
+        assert password not in repr((run.data.tags, run.data.params)), run.info.run_name
+    study = optuna.load_study(study_name="hush", storage=storage)
+    assert_mirrors_study(client, study, experiment.experiment_id, linked=False)
+    for folder in (tmp_path, server.artifacts, Path(server.backend.removeprefix("sqlite:///")).parent):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path

@@ -25,24 +25,22 @@ def command(study_name: str, storage: str, mlflow_uri: str | None) -> int:
     value. Safe to run any time, as often as wanted: runs are never duplicated and a second run changes nothing.
     """
     from search.errors import UsageError
-    from search.tracking import definition_tags, resolve_tracking_uri, sync_study
+    from search.tracking import definition_tags, resolve_tracking_uri, same_store, sync_study
     from search.tracking.uri import OFF
     from studies import load_study_with_definition, mask_secrets, open_existing_storage
 
     study, definition = load_study_with_definition(open_existing_storage(storage), study_name)
     if mlflow_uri is not None and mlflow_uri.strip().lower() == OFF:
         raise UsageError("--mlflow-uri off (or MLFLOW_TRACKING_URI=off): mlflow-sync needs a tracking URI to write to.")
-    # The store the study was mirrored to, unless the user names another one. The stored URI is masked:
-    # one that carried a password is useless here, and the credentials come from the environment.
-    stored = definition.mlflow_tracking_uri
-    usable_stored = stored if stored and "***" not in stored else None
-    tracking_uri = resolve_tracking_uri(mlflow_uri or usable_stored, storage)
-    same_store = tracking_uri == definition.mlflow_tracking_uri
+    # The store the study was mirrored to, unless the user names another one.
+    tracking_uri = resolve_tracking_uri(mlflow_uri, storage, definition.mlflow_tracking_uri)
+    assert tracking_uri is not None  # "off" was refused above
+    known = same_store(tracking_uri, definition.mlflow_tracking_uri)
     summary = sync_study(
         study,
         tracking_uri=tracking_uri,
-        experiment_id=definition.mlflow_experiment_id if same_store else None,
-        parent_run_id=definition.mlflow_parent_run_id if same_store else None,
+        experiment_id=definition.mlflow_experiment_id if known else None,
+        parent_run_id=definition.mlflow_parent_run_id if known else None,
         study_tags=definition_tags(study_name=study.study_name, definition=definition, storage_url=storage),
     )
     duplicates = summary["duplicates_removed"]

@@ -158,6 +158,12 @@ def _report_mirror(prepared: PreparedStudy, study_name: str) -> None:
     uri = prepared.tracking_uri
     if uri is None:
         return
+    if prepared.mirror_moved_from is not None:
+        print_warning(
+            f"the study was mirrored to {prepared.mirror_moved_from}; it is mirrored to {mask_secrets(uri)} from "
+            "now on (pass that URI with its password as --mlflow-uri or $MLFLOW_TRACKING_URI to keep it; "
+            "`ecgsearch mlflow-sync` brings any store up to date)"
+        )
     if prepared.definition.mlflow_experiment_id is not None:
         out.print(f"MLflow: {mask_secrets(uri)} (experiment {prepared.definition.mlflow_experiment_id})")
     elif not prepared.mirror_reachable:

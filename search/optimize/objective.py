@@ -15,7 +15,6 @@ from typing import Any
 
 import optuna
 import torch
-from optuna.trial import TrialState
 
 import ecgmodels
 import spaces
@@ -43,7 +42,15 @@ TRIAL_FAILURES: tuple[type[Exception], ...] = (
     BudgetReached,
 )
 # User attrs a re-queued trial inherits from its original and must not keep.
-_PER_RUN_ATTRS = ("fail_reason", "pruned_at_epoch", "history", "mlflow_run_id", "mlflow_run_url", "val_metrics")
+_PER_RUN_ATTRS = (
+    "fail_reason",
+    "pruned_at_epoch",
+    "history",
+    "mlflow_run_id",
+    "mlflow_run_url",
+    "val_metrics",
+    "val_confusion_matrix",
+)
 
 
 def describe_device(device: torch.device) -> str:
@@ -61,7 +68,6 @@ class _Outcome:
     state: str = "FAIL"
     value: float | None = None
     reason: str | None = None
-    confusion: Any = None
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -91,8 +97,11 @@ class TrialObjective:
         retried_from = self._prepare(trial)
         config = self._sample(trial)
         family, _model_params, train_config = split_config(config)  # refuses a key no part of the config knows
-        model, n_params = self._validate(trial, config)
-        self._start_mirror(trial, config, n_params, retried_from)
+        model, _n_params = self._validate(trial, config)
+        # The mirror writes `mlflow_run_id` / `mlflow_run_url` onto the trial once its run exists.
+        self.notify_mirror(trial.number)
+        if retried_from is not None:  # the original failed (its worker died or was interrupted): end its run too
+            self.notify_mirror(retried_from)
         return self._train(trial, family, train_config, model)
 
     def _prepare(self, trial: optuna.Trial) -> int | None:
@@ -154,42 +163,11 @@ class TrialObjective:
         trial.set_user_attr("n_params", n_params)
         return model, n_params
 
-    def _mirror(self, method: str, **kwargs: Any) -> Any:
-        # The mirror never decides: it spools its own failures, and anything else it raises is ignored too.
-        if self.mirror is None:
-            return None
-        try:
-            return getattr(self.mirror, method)(**kwargs)
-        except Exception:
-            return None
-
-    def _start_mirror(
-        self, trial: optuna.Trial, config: dict[str, Any], n_params: int, retried_from: int | None
-    ) -> None:
-        tags = {
-            "ecgsearch.worker_host": self.host,
-            "ecgsearch.worker_pid": str(os.getpid()),
-            "ecgsearch.device": self.device_label,
-            "ecgsearch.family": config["family"],
-        }
-        if retried_from is not None:
-            tags["ecgsearch.retried_from"] = str(retried_from)
-        run_id = self._mirror(
-            "trial_started",
-            trial_number=trial.number,
-            trial_id=trial._trial_id,
-            params=dict(trial.params),
-            config=config,
-            n_params=n_params,
-            tags=tags,
-        )
-        if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
-            from search.tracking.uri import mlflow_run_link
-
-            link = mlflow_run_link(self.mirror.tracking_uri, self.mirror.experiment_id, run_id)
-            if link:  # shown by optuna-dashboard beside the trial
-                trial.set_user_attr("mlflow_run_url", link)
+    def notify_mirror(self, trial_number: int) -> None:
+        """Tell the live MLflow mirror a trial changed; it re-reads the trial from the database in the
+        background, so call it after writing the trial's attrs (it never blocks, and never decides)."""
+        if self.mirror is not None:
+            self.mirror.trial_changed(trial_number)
 
     def _train(self, trial: optuna.Trial, family: str, train_config: TrainConfig, model: torch.nn.Module) -> float:
         outcome = _Outcome(family=family)
@@ -203,10 +181,11 @@ class TrialObjective:
                 on_epoch=self._epoch_reporter(trial, outcome),
             )
             outcome.value = float(result.best_value)
-            outcome.confusion = result.best_metrics.get("val_confusion_matrix")
             trial.set_user_attr(
                 "val_metrics", {k: v for k, v in result.best_metrics.items() if isinstance(v, int | float)}
             )
+            if result.best_metrics.get("val_confusion_matrix") is not None:  # the run's confusion-matrix plot
+                trial.set_user_attr("val_confusion_matrix", result.best_metrics["val_confusion_matrix"])
             outcome.state = "COMPLETE"
             return outcome.value
         except optuna.TrialPruned as pruned:
@@ -240,7 +219,9 @@ class TrialObjective:
             trial.report(value, epoch)
             trial.set_user_attr("epoch", epoch)
             trial.set_user_attr("heartbeat_at", time.time())
-            self._mirror("epoch", trial_number=trial.number, epoch=epoch, metrics=scalars)
+            # The curves so far, in the database: what the live mirror (and `mlflow-sync`) project per epoch.
+            trial.set_user_attr("history", outcome.history)
+            self.notify_mirror(trial.number)
             self.on_event(
                 TrialEvent(
                     "epoch",
@@ -258,24 +239,10 @@ class TrialObjective:
         return on_epoch
 
     def _finish(self, trial: optuna.Trial, outcome: _Outcome) -> None:
-        """Store the curve and the reason, mirror the end of the trial, tell the display."""
+        """Store the curve and the reason, tell the display (the worker tells the mirror once the trial ended)."""
         trial.set_user_attr("history", outcome.history)
         if outcome.reason is not None and outcome.state != "PRUNED":
             trial.set_user_attr("fail_reason", outcome.reason)
-        completed = (trial.number, outcome.value) if outcome.state == "COMPLETE" else None
-        best = _best_of(trial.study, extra=completed)
-        self._mirror(
-            "trial_finished",
-            trial_number=trial.number,
-            state=outcome.state,
-            value=outcome.value,
-            reason=outcome.reason,
-            pruned_at_epoch=trial.user_attrs.get("pruned_at_epoch") if outcome.state == "PRUNED" else None,
-            history=outcome.history,
-            confusion_matrix=outcome.confusion,
-            best_value=best[1] if best else None,
-            best_trial_number=best[0] if best else None,
-        )
         self.on_event(
             TrialEvent(
                 "finished",
@@ -288,18 +255,3 @@ class TrialObjective:
                 reason=outcome.reason,
             )
         )
-
-
-def _best_of(study: optuna.Study, extra: tuple[int, float | None] | None) -> tuple[int, float] | None:
-    """Best (number, value) over completed trials, counting the one finishing now."""
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    candidates = [
-        (t.number, t.value)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    if extra is not None and extra[1] is not None and math.isfinite(extra[1]):
-        candidates.append((extra[0], extra[1]))
-    if not candidates:
-        return None
-    return (max if maximize else min)(candidates, key=lambda item: item[1])

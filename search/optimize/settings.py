@@ -8,7 +8,6 @@ object that reaches a log or a traceback shows no password.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -48,4 +47,4 @@ class WorkerSettings:
     grace_period_s: int = 90
     poll_interval_s: float = 2.0
     max_consecutive_invalid: int = 100
-    spool_dir: Path = Path(".ecgsearch") / "mlflow-spool"
+    mirror_close_timeout_s: float = 60.0  # at exit, how long the MLflow mirror may take to catch up

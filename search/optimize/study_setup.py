@@ -45,6 +45,8 @@ class PreparedStudy:
     tracking_uri: str | None = field(repr=False)  # None: mirroring is off
     mirror_reachable: bool  # False: the MLflow server did not answer, trials run without a live mirror
     ignored: list[IgnoredSetting]
+    # The (masked) store a resumed study was mirrored to before this run chose another one.
+    mirror_moved_from: str | None = None
 
     @property
     def study(self) -> optuna.Study:
@@ -57,7 +59,7 @@ class PreparedStudy:
 
 def set_up_study(settings: StudySettings) -> PreparedStudy:
     """Create study `settings.study_name`, or resume it keeping its stored settings; nothing runs yet."""
-    from search.tracking import resolve_tracking_uri
+    from search.tracking import resolve_tracking_uri, same_store
 
     dataset = load_dataset(settings.data_path)
     fingerprint = dataset.fingerprint()
@@ -67,9 +69,14 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
     given = _definition(settings, dataset, fingerprint, objective=_objective_for(storage, settings))
     study, definition, created = create_or_load_study(storage, settings.study_name, given)
     refuse_incompatible(definition, fingerprint=fingerprint, data_path=settings.data_path)
-    tracking_uri = resolve_tracking_uri(settings.mlflow_uri, settings.storage_url)
-    reachable = True
-    if tracking_uri and not definition.mlflow_parent_run_id:
+    tracking_uri = resolve_tracking_uri(settings.mlflow_uri, settings.storage_url, definition.mlflow_tracking_uri)
+    reachable, moved_from = True, None
+    # A resumed study keeps its experiment, unless it is now mirrored to another store: set one up there.
+    if tracking_uri and not (
+        definition.mlflow_parent_run_id and same_store(tracking_uri, definition.mlflow_tracking_uri)
+    ):
+        if definition.mlflow_tracking_uri and not same_store(tracking_uri, definition.mlflow_tracking_uri):
+            moved_from = definition.mlflow_tracking_uri
         reachable = _set_up_mirror(definition, tracking_uri, settings, created=created)
     ignored = [] if created else _ignored_settings(settings, definition)
     if created or "trials" in settings.given:
@@ -81,6 +88,7 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
         tracking_uri=tracking_uri,
         mirror_reachable=reachable,
         ignored=ignored,
+        mirror_moved_from=moved_from,
     )
 
 
@@ -136,11 +144,12 @@ def _set_up_mirror(definition: StudyDefinition, tracking_uri: str, settings: Stu
     database once the store is back (MLflow mirrors, it never decides).
     """
     from search.tracking import definition_tags, setup_study_mirror
-    from search.tracking.mirror import limit_http_retries
+    from search.tracking.client import limit_http_retries
     from search.tracking.uri import http_reachable, is_http
 
     # Stored masked: the study database is readable by every worker and the dashboard.
     definition.mlflow_tracking_uri = mask_secrets(tracking_uri)
+    definition.mlflow_experiment_id = definition.mlflow_parent_run_id = None  # ids of this store, or none
     if is_http(tracking_uri):
         limit_http_retries(5.0)
         if not http_reachable(tracking_uri, timeout_s=3.0):
@@ -169,11 +178,14 @@ def join_study(
 ) -> JoinedStudy:
     """Open study `study_name`, which must exist (a missing SQLite file is refused, not created).
 
-    `mlflow_uri` as given (flag or environment), else the URI the study was created with unless it was stored
-    masked (its credentials live in each machine's environment); "off" disables mirroring.
+    The tracking URI: `mlflow_uri` as given (flag or environment), else the one the study was set up with
+    unless it was stored masked (its credentials live in each machine's environment), else the default
+    store; "off" disables mirroring. A worker mirrors live only to the study's own store (see
+    `worker.build_mirror`).
     """
+    from search.tracking import resolve_tracking_uri
+
     storage = open_existing_storage(storage_url, heartbeat_interval=heartbeat_interval_s, grace_period=grace_period_s)
     study, definition = load_study_with_definition(storage, study_name)
-    value = mlflow_uri or definition.mlflow_tracking_uri
-    usable = value and value.strip().lower() != "off" and "***" not in value
-    return JoinedStudy(LoadedStudy(study, definition), value.strip() if usable else None)
+    tracking_uri = resolve_tracking_uri(mlflow_uri, storage_url, definition.mlflow_tracking_uri)
+    return JoinedStudy(LoadedStudy(study, definition), tracking_uri)

@@ -11,8 +11,8 @@ configs a study tries is therefore not reproducible across runs; each trial's tr
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import logging
 import os
 import socket
 import time
@@ -37,9 +37,12 @@ from studies import (
     count_trials,
     load_study_with_definition,
     make_sampler,
+    mask_secrets,
     open_existing_storage,
     trials_used,
 )
+
+log = logging.getLogger(__name__)
 
 
 class SpaceExhausted(UsageError):
@@ -123,13 +126,13 @@ def run_worker(
     torch_device = resolve_device(device)
     data = dataset.normalised()[0].to(torch_device)
     study.sampler = make_sampler(definition.sampler, seed=sampler_seed(definition.seed, worker_identity()))
-    mirror = build_mirror(settings, definition)
+    mirror = build_mirror(settings, definition, study)
     objective = TrialObjective(definition=definition, data=data, device=torch_device, mirror=mirror, on_event=on_event)
-    result = _run_trials(study, objective, settings, space=definition.space, seq_len=data.seq_len)
-    if mirror is not None:
-        with contextlib.suppress(Exception):
-            mirror.flush()
-    return result
+    try:
+        return _run_trials(study, objective, settings, space=definition.space, seq_len=data.seq_len)
+    finally:
+        if mirror is not None:
+            mirror.close(settings.mirror_close_timeout_s)
 
 
 def _run_trials(
@@ -155,6 +158,7 @@ def _run_trials(
             time.sleep(settings.poll_interval_s)
             continue
         frozen = _optimize_one(study, objective)
+        objective.notify_mirror(frozen.number)  # finished: its state and value are in the database now
         result.trials_run += 1
         result.by_state[frozen.state.name] = result.by_state.get(frozen.state.name, 0) + 1
         reason = str(frozen.user_attrs.get("fail_reason") or "")
@@ -183,17 +187,27 @@ def _optimize_one(study: optuna.Study, objective: TrialObjective) -> optuna.tria
     return study._storage.get_trial(trial_ids[-1])
 
 
-def build_mirror(settings: WorkerSettings, definition: StudyDefinition) -> Any | None:
-    """The MLflow mirror for this study, or None when mirroring is off or the study has no experiment."""
+def build_mirror(settings: WorkerSettings, definition: StudyDefinition, study: optuna.Study) -> Any | None:
+    """The live MLflow mirror of this study, or None when mirroring is off, the study has no experiment, or
+    the experiment lives in another tracking store than `settings.mlflow_uri` (`mlflow-sync` writes there)."""
+    from search.tracking import TrialMirror, same_store
+
     if not settings.mlflow_uri or not definition.mlflow_experiment_id or not definition.mlflow_parent_run_id:
         return None
-    from search.tracking import TrialMirror
-
+    if not same_store(settings.mlflow_uri, definition.mlflow_tracking_uri):
+        log.warning(
+            "MLflow: study %s is mirrored to %s, not to %s: no live mirror in this worker; `ecgsearch mlflow-sync "
+            "--study %s` writes the study to a tracking store",
+            settings.study_name,
+            definition.mlflow_tracking_uri,
+            mask_secrets(settings.mlflow_uri),
+            settings.study_name,
+        )
+        return None
     return TrialMirror(
+        study,
         tracking_uri=settings.mlflow_uri,
-        study_name=settings.study_name,
         experiment_id=definition.mlflow_experiment_id,
         parent_run_id=definition.mlflow_parent_run_id,
-        spool_dir=settings.spool_dir,
-        background=True,  # a trial never waits for MLflow; `flush()` at the end waits for the sender
+        objective=definition.objective,
     )

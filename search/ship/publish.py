@@ -27,20 +27,6 @@ class MlflowOutcome:
     register_as: str | None  # the registry name asked for (ignored when MLflow is off)
 
 
-def resolve_mlflow_uri(given: str | None, definition: StudyDefinition, storage_url: str) -> str | None:
-    """`given` (a URI, or 'off' = None), else the store the study was searched with (unless it was
-    stored masked: its credentials are not ours to know), else sqlite:///mlflow.db beside the study
-    database, as `ecgsearch start` chooses."""
-    from search.tracking import resolve_tracking_uri
-
-    if given and given.strip():
-        return resolve_tracking_uri(given, storage_url)
-    stored = definition.mlflow_tracking_uri
-    if stored and "***" not in stored:
-        return stored
-    return resolve_tracking_uri(None, storage_url)
-
-
 def log_to_mlflow(
     bundle_dir: Path,
     *,
@@ -54,14 +40,14 @@ def log_to_mlflow(
 ) -> MlflowOutcome:
     """Log the bundle in `bundle_dir` under the study's parent run (the same experiment and parent the
     study's trials went to when the store is the study's own); never raises for the store's errors."""
+    from search.tracking import resolve_tracking_uri, same_store
     from search.tracking.bundle_log import log_bundle
+    from search.tracking.client import describe_error
 
-    tracking_uri = resolve_mlflow_uri(given_uri, definition, storage_url)
+    tracking_uri = resolve_tracking_uri(given_uri, storage_url, definition.mlflow_tracking_uri)
     if tracking_uri is None:
         return MlflowOutcome(uri=None, run=None, error=None, register_as=register_as)
-    same_store = definition.mlflow_tracking_uri is not None and mask_secrets(tracking_uri) == (
-        definition.mlflow_tracking_uri
-    )
+    known = same_store(tracking_uri, definition.mlflow_tracking_uri)
     content = BundleContent(
         onnx_path=bundle_dir / ONNX_FILE,
         # The model itself is logged as the ONNX flavour, the other files as they are.
@@ -77,16 +63,15 @@ def log_to_mlflow(
             tracking_uri=tracking_uri,
             study_name=study_name,
             run_name=f"retrain-trial-{trial_number}",
-            experiment_id=definition.mlflow_experiment_id if same_store else None,
-            parent_run_id=definition.mlflow_parent_run_id if same_store else None,
+            experiment_id=definition.mlflow_experiment_id if known else None,
+            parent_run_id=definition.mlflow_parent_run_id if known else None,
             register_as=register_as,
         )
     except Exception as error:  # MLflow mirrors, never decides: the bundle on disk is complete
-        first_line = str(error).splitlines()[0] if str(error) else ""
         return MlflowOutcome(
             uri=mask_secrets(tracking_uri),
             run=None,
-            error=mask_secrets(f"{type(error).__name__}: {first_line}"),
+            error=describe_error(error, tracking_uri).splitlines()[0],
             register_as=register_as,
         )
     return MlflowOutcome(uri=mask_secrets(tracking_uri), run=run, error=None, register_as=register_as)

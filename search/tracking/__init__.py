@@ -1,24 +1,32 @@
-"""The MLflow mirror of a study: one experiment per study, one parent run, one child run per trial.
+"""The MLflow side of a study: one experiment per study, one parent run, one child run per trained trial.
 
-The worker feeds `TrialMirror` live; `sync_study` rebuilds or completes the mirror from the Optuna
-database alone. MLflow mirrors and never decides: if it is down, trials go on and the mirror catches up.
+It is a projection of the study database, built by one function per trial (`projection.trial_run`): the
+worker's `TrialMirror` writes it live, in the background; `sync_study` (`ecgsearch mlflow-sync`) writes it
+for every trial and completes whatever the live mirror missed. MLflow mirrors and never decides.
 """
 
 from typing import Any
 
+from search.tracking.client import TrackingStoreError, silence_run_links
 from search.tracking.mirror import TrialMirror
 from search.tracking.runs import setup_study_mirror
 from search.tracking.sync import sync_study
-from search.tracking.uri import resolve_tracking_uri
+from search.tracking.uri import resolve_tracking_uri, same_store
 
 __all__ = [
+    "TrackingStoreError",
     "TrialMirror",
     "definition_tags",
     "resolve_tracking_uri",
+    "same_store",
     "setup_study_mirror",
     "study_tags",
     "sync_study",
 ]
+
+# Whatever in this process talks to MLflow (the mirror, `mlflow-sync`, the retrained model's logging),
+# MLflow must not print its run links: they carry the tracking URI's password.
+silence_run_links()
 
 
 def study_tags(

@@ -1,341 +1,217 @@
-"""The worker's live mirror: one MLflow child run per trial, fed event by event, never in training's way.
+"""The worker's live mirror: a background sender that projects the trials it is told about into MLflow.
 
-Each event (trial started / epoch / trial finished) goes to the trial's spool file first, then the
-spool is replayed in order. While the tracking store is down or erroring, events just stay spooled
-(calls return in milliseconds) and a later call or `flush()` resends them. Every event is idempotent
-against the run's current content (see `runs.apply_update`), so a resend never duplicates anything.
+The worker calls `trial_changed(n)` after it writes a trial's attributes (at its start, after every epoch,
+at its end); the call only records the number, so training never waits for MLflow. One thread coalesces
+the numbers, re-reads each trial from the study database and writes its run with the one builder
+(`projection.trial_run`), then the parent run's best, also from the database. Nothing but trial numbers is
+kept: when MLflow is down or errs, the mirror logs one masked warning, waits `retry_after_s`, and the next
+pass (or `close`, or `ecgsearch mlflow-sync`) writes each run from the database as it is by then.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import queue
 import threading
 import time
-from pathlib import Path
-from typing import Any
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
 
-from search.tracking import names, plots
-from search.tracking.runs import (
-    RunState,
-    RunUpdate,
-    apply_update,
-    clean_key,
-    find_or_create_run,
-    history_points,
-    metric_points,
-    now_ms,
-    tag_value,
-    trial_params,
-    update_parent_best,
-)
-from search.tracking.spool import Spool, TrialSpool
-from search.tracking.uri import http_reachable, is_http
+from search.tracking.client import describe_error, refused, tracking_client
+from search.tracking.projection import was_trained
+from search.tracking.sync import Projector
+from search.tracking.uri import mlflow_run_link
 
 log = logging.getLogger(__name__)
 
-# After a failure, events are only spooled for this long before the store is tried again.
-RETRY_AFTER_S = 30.0
-# A reachability probe that succeeded is trusted for this long.
-PROBE_VALID_S = 30.0
-
-
-def limit_http_retries(timeout_s: float) -> None:
-    """MLflow retries a failing request 7 times with exponential backoff (minutes); the mirror spools
-    instead, so in its process a request is tried once and waits at most `timeout_s`."""
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(timeout_s)))
-    # MLflow prints a "View run … at" line per finished run; worker logs don't need one per trial.
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
-
-def _rejected(error: BaseException) -> bool:
-    """A request the store refuses (4xx): resending it cannot succeed, unlike a store that is down."""
-    if not isinstance(error, MlflowException):
-        return False
-    status = error.get_http_status_code()
-    return 400 <= status < 500 and status != 429
+# While closing, a failed pass is tried again this soon (until the deadline `close` was given).
+CLOSING_RETRY_S = 1.0
 
 
 class TrialMirror:
+    """The live MLflow side of one study in one worker process: `trial_changed` from the worker, `close` at
+    its exit; everything else happens in the sender thread."""
+
     def __init__(
         self,
+        study: optuna.Study,
         *,
         tracking_uri: str,
-        study_name: str,
         experiment_id: str,
         parent_run_id: str,
-        spool_dir: Path,
+        objective: str,
         timeout_s: float = 5.0,
-        background: bool = False,
+        retry_after_s: float = 30.0,
     ) -> None:
+        self.study = study
         self.tracking_uri = tracking_uri
-        self.study_name = study_name
         self.experiment_id = experiment_id
-        self.parent_run_id = parent_run_id
-        self.timeout_s = timeout_s
-        self.spool = Spool(Path(spool_dir), study_name)
-        if is_http(tracking_uri):
-            limit_http_retries(timeout_s)
-        self._client = MlflowClient(tracking_uri=tracking_uri)
-        self._runs: dict[int, RunState] = {}
-        self._down_until = 0.0
-        self._probed_ok_at = -math.inf
-        # The file lock of a spool excludes other processes, not threads: this lock orders this process's
-        # sender thread and its callers.
-        self._lock = threading.RLock()
-        self._outbox: queue.Queue[int | None] | None = None
-        if background:
-            # Epoch and finish events are spooled at once (durable) and sent by one thread, so a trial
-            # does not wait for MLflow; `trial_started` stays synchronous because it returns the run id.
-            self._outbox = queue.Queue()
-            threading.Thread(target=self._send_in_background, name="mlflow-mirror", daemon=True).start()
+        self.retry_after_s = retry_after_s
+        self._projector = Projector(
+            tracking_client(tracking_uri, timeout_s=timeout_s),
+            study_name=study.study_name,
+            experiment_id=experiment_id,
+            parent_run_id=parent_run_id,
+            objective=objective,
+        )
+        self._trial_ids: dict[int, int] = {}
+        self._cond = threading.Condition()
+        self._pending: set[int] = set()  # changed since the sender last wrote them
+        self._unfinished: set[int] = set()  # told about, and not yet mirrored in a finished state
+        self._parent_due = False
+        self._closing = False
+        self._close_deadline = math.inf  # time.monotonic() after which a closing sender gives up
+        self._down_until = 0.0  # time.monotonic() before which the store is not tried again
+        self._down = False
+        self._refused: set[int] = set()  # trials whose last write the store refused (warned once each)
+        self._warned: set[int] = set()
+        self._thread = threading.Thread(target=self._send_loop, name="mlflow-mirror", daemon=True)
+        self._thread.start()
 
-    # ---- the worker's API -------------------------------------------------------------------------
+    # ---- the worker's API (never blocks on MLflow) -------------------------------------------------
 
-    def trial_started(
-        self,
-        *,
-        trial_number: int,
-        trial_id: int,
-        params: dict,
-        config: dict,
-        n_params: int | None,
-        tags: dict[str, str],
-    ) -> str | None:
-        """Create (or find again) the trial's child run with its params and tags; its run id, or None
-        when the event was spooled."""
-        event = {
-            "kind": "started",
-            "trial_number": trial_number,
-            "trial_id": trial_id,
-            "params": params,
-            "config": config,
-            "n_params": n_params,
-            "tags": tags,
-        }
-        self._submit(trial_number, event)
-        state = self._runs.get(trial_number)
-        return state.run_id if state is not None and not self.spool.has_pending(trial_number) else None
+    def trial_changed(self, trial_number: int) -> None:
+        """The trial's row in the database changed: mirror it (soon, from another thread)."""
+        with self._cond:
+            self._pending.add(trial_number)
+            self._unfinished.add(trial_number)
+            self._cond.notify()
 
-    def epoch(self, *, trial_number: int, epoch: int, metrics: dict[str, float]) -> None:
-        self._submit(trial_number, {"kind": "epoch", "trial_number": trial_number, "epoch": epoch, "metrics": metrics})
-
-    def trial_finished(
-        self,
-        *,
-        trial_number: int,
-        state: str,
-        value: float | None,
-        reason: str | None = None,
-        pruned_at_epoch: int | None = None,
-        history: list[dict] | None = None,
-        confusion_matrix: list[list[int]] | None = None,
-        best_value: float | None = None,
-        best_trial_number: int | None = None,
-    ) -> None:
-        event = {
-            "kind": "finished",
-            "trial_number": trial_number,
-            "state": state,
-            "value": value,
-            "reason": reason,
-            "pruned_at_epoch": pruned_at_epoch,
-            "history": history,
-            "confusion_matrix": confusion_matrix,
-            "best_value": best_value,
-            "best_trial_number": best_trial_number,
-            "end_time_ms": now_ms(),
-        }
-        self._submit(trial_number, event)
-        if self._outbox is None and self._up():
-            self.flush()
-
-    def flush(self) -> int:
-        """Resend every spooled event of this study, trial by trial, in order; returns how many were sent.
-
-        With a background sender, first waits until it has handled every event queued so far."""
-        if self._outbox is not None:
-            self._outbox.join()
-        with self._lock:
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Write what is pending, plus, once more, every trial whose run is not complete yet and the parent's
+        best, trying again (every `CLOSING_RETRY_S`) for at most `timeout_s`; True when MLflow got everything."""
+        with self._cond:
+            self._closing = True
+            self._close_deadline = time.monotonic() + timeout_s
             self._down_until = 0.0
-            return self._send_pending()
+            self._pending |= self._unfinished
+            self._parent_due = True
+            self._cond.notify()
+        self._thread.join(timeout_s + CLOSING_RETRY_S)
+        with self._cond:
+            left = sorted(self._pending | self._refused | (self._unfinished if self._thread.is_alive() else set()))
+            complete = not self._thread.is_alive() and not left and not self._parent_due
+        if not complete:
+            log.warning(
+                "MLflow mirror: %s of study %s not mirrored yet; the study database has everything and "
+                "`ecgsearch mlflow-sync --study %s` writes it to MLflow",
+                f"trial{'s' if len(left) > 1 else ''} {', '.join(map(str, left))}" if left else "the parent run's best",
+                self.study.study_name,
+                self.study.study_name,
+            )
+        return complete
 
-    def _send_pending(self) -> int:
-        sent = 0
-        for trial_number in self.spool.pending_trials():
-            if not self._up():
-                break
-            with self.spool.locked(trial_number) as trial_spool:
-                sent += self._replay(trial_spool)
-        return sent
+    # ---- the sender thread -------------------------------------------------------------------------
 
-    def _send_in_background(self) -> None:
-        assert self._outbox is not None
+    def _send_loop(self) -> None:
         while True:
-            trial_number = self._outbox.get()
+            with self._cond:
+                while not self._due():
+                    self._cond.wait(self._wait_s())
+                if not self._pending and not self._parent_due:
+                    return  # closing, and nothing left
+                numbers, parent = sorted(self._pending), self._parent_due
+                self._pending.clear()
+                self._parent_due = False
+            if not self._send(numbers, parent) and self._closing and time.monotonic() >= self._close_deadline:
+                return  # `close` waited long enough: `mlflow-sync` completes the rest
+
+    def _due(self) -> bool:
+        work = self._pending or self._parent_due
+        if self._closing and not work:
+            return True  # to exit
+        return bool(work) and time.monotonic() >= self._down_until
+
+    def _wait_s(self) -> float | None:
+        if not (self._pending or self._parent_due):
+            return None
+        return max(0.0, self._down_until - time.monotonic())
+
+    def _send(self, numbers: list[int], parent: bool) -> bool:
+        """Mirror `numbers` (and the parent when due); on a failure, put back what is left and back off."""
+        for index, number in enumerate(numbers):
             try:
-                with self._lock:
-                    if self._up():
-                        with self.spool.locked(trial_number) as trial_spool:
-                            self._replay(trial_spool)
-                        if self._outbox.empty():
-                            self._send_pending()  # catch up on trials spooled while the store was down
-            except Exception:  # the mirror must never stop training, nor its own sender
-                log.warning("MLflow mirror: sending the events of trial %d failed", trial_number, exc_info=True)
-            finally:
-                self._outbox.task_done()
-
-    # ---- delivery ---------------------------------------------------------------------------------
-
-    def _submit(self, trial_number: int, event: dict) -> None:
-        send_later = self._outbox is not None and event["kind"] != "started"
-        try:
-            with self._lock, self.spool.locked(trial_number) as trial_spool:
-                trial_spool.append(event)
-                if not send_later and self._up():
-                    self._replay(trial_spool)
-            if send_later:
-                assert self._outbox is not None
-                self._outbox.put(trial_number)
-        except Exception:  # the mirror must never stop training
-            log.warning("MLflow mirror: could not record an event of trial %d", trial_number, exc_info=True)
-
-    def _up(self) -> bool:
-        now = time.monotonic()
-        if now < self._down_until:
-            return False
-        if is_http(self.tracking_uri) and now - self._probed_ok_at > PROBE_VALID_S:
-            if not http_reachable(self.tracking_uri, min(self.timeout_s, 1.0)):
-                self._mark_down(f"nothing answers at {self.tracking_uri}")
+                parent |= self._mirror_trial(number)
+                self._refused.discard(number)
+            except Exception as error:  # the mirror never stops training, nor its own sender
+                if refused(error):
+                    self._refused.add(number)
+                    self._warn_refused(number, error)
+                    continue
+                self._back_off(error, numbers[index:], parent)
                 return False
-            self._probed_ok_at = now
+        if parent:
+            try:
+                self._projector.sync_parent(self.study)
+            except Exception as error:
+                self._back_off(error, [], True)
+                return False
+        if self._down:
+            self._down = False
+            log.warning("MLflow mirror: the tracking store answers again; mirroring study %s", self.study.study_name)
         return True
 
-    def _mark_down(self, why: str) -> None:
-        if time.monotonic() >= self._down_until:
-            log.warning("MLflow mirror: %s; spooling events and retrying in %.0f s", why, RETRY_AFTER_S)
-        self._down_until = time.monotonic() + RETRY_AFTER_S
-        self._probed_ok_at = -math.inf
+    def _mirror_trial(self, number: int) -> bool:
+        """Write the trial's run from its row in the database; True when the trial has finished."""
+        trial = self._read_trial(number)
+        if was_trained(trial):
+            run_id, _, _ = self._projector.sync_trial(trial)
+            self._link(trial, run_id)
+        if not trial.state.is_finished():
+            return False
+        with self._cond:
+            self._unfinished.discard(number)
+        return True
 
-    def _replay(self, trial_spool: TrialSpool) -> int:
-        events = trial_spool.events()
-        sent = 0
-        for index, event in enumerate(events):
+    def _read_trial(self, number: int) -> FrozenTrial:
+        storage = self.study._storage
+        if number not in self._trial_ids:
+            self._trial_ids[number] = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        return storage.get_trial(self._trial_ids[number])
+
+    def _link(self, trial: FrozenTrial, run_id: str) -> None:
+        """The run's id (and, for a server, its URL) on the trial, for the dashboard and `report`; only while
+        the trial runs: Optuna refuses to change a finished trial (its run is found by its tags anyway)."""
+        if trial.state != TrialState.RUNNING:
+            return
+        wanted = {"mlflow_run_id": run_id}
+        link = mlflow_run_link(self.tracking_uri, self.experiment_id, run_id)
+        if link:
+            wanted["mlflow_run_url"] = link
+        for key, value in wanted.items():
+            if trial.user_attrs.get(key) == value:
+                continue
             try:
-                self._apply(event)
-            except Exception as error:
-                self._runs.pop(event.get("trial_number"), None)  # partly applied: re-read the run next time
-                if _rejected(error):
-                    log.warning(
-                        "MLflow mirror: the tracking store refused an event of trial %s (%s); it is "
-                        "kept in %s.rejected",
-                        event.get("trial_number"),
-                        error,
-                        trial_spool.path,
-                    )
-                    with open(f"{trial_spool.path}.rejected", "a", encoding="utf-8") as rejected:
-                        rejected.write(json.dumps(event) + "\n")
-                    continue
-                self._mark_down(f"{type(error).__name__}: {error}")
-                trial_spool.keep_only(events[index:])
-                return sent
-            sent += 1
-        trial_spool.keep_only([])
-        return sent
+                self.study._storage.set_trial_user_attr(trial._trial_id, key, value)
+            except UpdateFinishedTrialError:
+                return
 
-    # ---- events -> MLflow -------------------------------------------------------------------------
-
-    def _apply(self, event: dict) -> None:
-        number = int(event["trial_number"])
-        state = self._run_state(number, event)
-        kind = event["kind"]
-        if kind == "started":
-            once = {}
-            if event.get("n_params") is not None:
-                once[names.METRIC_N_PARAMS] = (float(event["n_params"]), 0)
-            apply_update(
-                self._client,
-                state,
-                RunUpdate(tags=started_tags(event), params=trial_params(event["params"], event["config"]), once=once),
+    def _back_off(self, error: BaseException, numbers: list[int], parent: bool) -> None:
+        with self._cond:
+            self._pending.update(numbers)
+            self._parent_due |= parent
+            delay = min(self.retry_after_s, CLOSING_RETRY_S) if self._closing else self.retry_after_s
+            self._down_until = min(time.monotonic() + delay, self._close_deadline)
+            first = not self._down
+            self._down = True
+        if first:
+            log.warning(
+                "MLflow mirror: %s; trials go on without it, it retries in %g s (`ecgsearch mlflow-sync "
+                "--study %s` completes the runs at any time)",
+                describe_error(error, self.tracking_uri),
+                self.retry_after_s,
+                self.study.study_name,
             )
-        elif kind == "epoch":
-            apply_update(self._client, state, RunUpdate(points=metric_points(event["epoch"], event["metrics"])))
-        elif kind == "finished":
-            apply_update(self._client, state, finished_update(event))
-            if event.get("best_value") is not None and event.get("best_trial_number") is not None:
-                update_parent_best(
-                    self._client,
-                    self.parent_run_id,
-                    trial_number=number,
-                    best_value=event["best_value"],
-                    best_trial_number=event["best_trial_number"],
-                )
-        else:
-            raise ValueError(f"unknown mirror event kind {kind!r}")
 
-    def _run_state(self, number: int, event: dict) -> RunState:
-        state = self._runs.get(number)
-        if state is None:
-            base = child_tags(self.study_name, number, self.parent_run_id)
-            if event["kind"] == "started":  # a new run gets its tags in the same request
-                base = {**started_tags(event), **base}
-            run, _ = find_or_create_run(
-                self._client,
-                experiment_id=self.experiment_id,
-                match=child_match(self.study_name, number),
-                tags=base,
-                run_name=names.run_name(number),
-            )
-            state = self._runs[number] = RunState.from_run(run)
-        return state
-
-
-def child_match(study_name: str, trial_number: int) -> dict[str, str]:
-    return {names.TAG_STUDY: study_name, names.TAG_TRIAL_NUMBER: str(trial_number), names.TAG_ROLE: names.ROLE_TRIAL}
-
-
-def child_tags(study_name: str, trial_number: int, parent_run_id: str) -> dict[str, str]:
-    return {**child_match(study_name, trial_number), names.TAG_PARENT_RUN_ID: parent_run_id}
-
-
-def started_tags(event: dict[str, Any]) -> dict[str, str]:
-    tags = {clean_key(k): tag_value(v) for k, v in event["tags"].items()}
-    tags[names.TAG_TRIAL_ID] = str(event["trial_id"])
-    return tags
-
-
-def finished_update(event: dict[str, Any]) -> RunUpdate:
-    """The end of a trial: state tags and run status, objective, any epochs not yet logged, plots."""
-    state = str(event["state"])
-    tags = {names.TAG_STATE: state}
-    if event.get("pruned_at_epoch") is not None:
-        tags[names.TAG_PRUNED_AT_EPOCH] = str(event["pruned_at_epoch"])
-    if event.get("reason"):
-        tags[names.TAG_FAIL_REASON] = tag_value(event["reason"])
-    points = history_points(event.get("history"))
-    last_step = max((step for _, step, _ in points), default=0)
-    once = {}
-    if event.get("value") is not None:
-        once[names.METRIC_OBJECTIVE] = (float(event["value"]), last_step)
-    artifacts = {}
-    if state == "COMPLETE":
-        curves = plots.training_curves(event.get("history") or [])
-        if curves is not None:
-            artifacts[names.ARTIFACT_CURVES] = curves
-        if event.get("confusion_matrix"):
-            artifacts[names.ARTIFACT_CONFUSION] = plots.confusion_matrix(event["confusion_matrix"])
-    return RunUpdate(
-        tags=tags,
-        points=points,
-        once=once,
-        artifacts=artifacts,
-        status=names.RUN_STATUS_FOR_STATE.get(state, "FAILED"),
-        end_time_ms=event.get("end_time_ms"),
-    )
+    def _warn_refused(self, number: int, error: BaseException) -> None:
+        if number in self._warned:
+            return
+        self._warned.add(number)
+        log.warning(
+            "MLflow mirror: the tracking store refused the run of trial %d (%s); it is tried again at the "
+            "trial's next change, and by `ecgsearch mlflow-sync`",
+            number,
+            describe_error(error, self.tracking_uri),
+        )

@@ -1,22 +1,22 @@
 """Idempotent operations on MLflow runs: find-or-create by tags, and apply an update that logs only what
-the run does not have yet. Re-applying the same update (a resent spool, a second `mlflow-sync`) changes
-nothing, so neither runs nor metric points are ever duplicated."""
+the run does not have yet. Re-applying the same update (the next change of a trial, a second `mlflow-sync`)
+changes nothing, so neither runs nor metric points are ever duplicated."""
 
 from __future__ import annotations
 
 import json
 import math
 import re
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from search.tracking import names
+from search.tracking.client import tracking_client
 from search.tracking.plots import log_figure
 from search.tracking.uri import artifact_location
 from studies import mask_secrets
@@ -58,27 +58,13 @@ def trial_params(params: dict[str, Any], config: dict[str, Any] | None) -> dict[
     return out
 
 
-def metric_points(step: int, metrics: dict[str, Any]) -> list[tuple[str, int, float]]:
-    """(key, step, value) for every numeric entry; booleans and non-numbers are not metrics."""
-    points = []
-    for key, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        points.append((clean_key(key), int(step), float(value)))
-    return points
+class Point(NamedTuple):
+    """One metric value; its timestamp comes from the trial, so a point sent twice is the same row."""
 
-
-def history_points(history: list[dict] | None) -> list[tuple[str, int, float]]:
-    """Per-epoch points from the worker's `history` (its `epoch` entry is the step; else 1, 2, …)."""
-    points: list[tuple[str, int, float]] = []
-    for index, row in enumerate(history or [], start=1):
-        step = row.get("epoch", index)
-        points.extend(metric_points(int(step), {k: v for k, v in row.items() if k != "epoch"}))
-    return points
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+    key: str
+    step: int
+    value: float
+    timestamp_ms: int
 
 
 @dataclass
@@ -103,12 +89,12 @@ class RunState:
 @dataclass
 class RunUpdate:
     """The wanted state of part of a run. Points are logged only beyond the run's latest step for their key
-    (events arrive in epoch order), `once` metrics only when the key is absent, artifacts only when missing."""
+    (epochs arrive in order), `once` metrics only when the key is absent, artifacts only when missing."""
 
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
-    points: list[tuple[str, int, float]] = field(default_factory=list)
-    once: dict[str, tuple[float, int]] = field(default_factory=dict)  # key -> (value, step)
+    points: list[Point] = field(default_factory=list)
+    once: dict[str, Point] = field(default_factory=dict)  # metric key -> its one point
     artifacts: dict[str, Any] = field(default_factory=dict)  # artifact path (.html) -> plotly Figure
     status: str | None = None
     end_time_ms: int | None = None
@@ -120,16 +106,15 @@ def apply_update(client: MlflowClient, state: RunState, update: RunUpdate) -> bo
     # A param once logged cannot change in MLflow; a differing value (should not happen) is left as it is.
     params = {k: v for k, v in update.params.items() if k not in state.params}
     metrics = []
-    timestamp = now_ms()
     new_latest: dict[str, int] = {}
-    for key, step, value in sorted(update.points, key=lambda p: p[1]):
-        if step > state.latest_step.get(key, -math.inf) and step > new_latest.get(key, -math.inf):
-            metrics.append(Metric(key, value, timestamp, step))
-            new_latest[key] = step
-    for key, (value, step) in update.once.items():
+    for point in sorted(update.points, key=lambda p: p.step):
+        if point.step > max(state.latest_step.get(point.key, -math.inf), new_latest.get(point.key, -math.inf)):
+            metrics.append(Metric(point.key, point.value, point.timestamp_ms, point.step))
+            new_latest[point.key] = point.step
+    for key, point in update.once.items():
         if key not in state.latest_step and key not in new_latest:
-            metrics.append(Metric(key, value, timestamp, step))
-            new_latest[key] = step
+            metrics.append(Metric(key, point.value, point.timestamp_ms, point.step))
+            new_latest[key] = point.step
     _log_batches(
         client, state.run_id, metrics, [Param(k, v) for k, v in params.items()], [RunTag(k, v) for k, v in tags.items()]
     )
@@ -268,7 +253,7 @@ def setup_study_mirror(
     its own experiment, `ecgsearch/<study>@<UTC time>`, rather than mixing its trials into that one's.
     Returns (experiment_id, parent_run_id).
     """
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment_id = get_or_create_experiment(client, tracking_uri=tracking_uri, study_name=study_name)
     parent_match = {names.TAG_STUDY: study_name, names.TAG_ROLE: names.ROLE_STUDY}
     if new_study and find_runs(client, experiment_id, parent_match):
@@ -286,35 +271,3 @@ def setup_study_mirror(
     state = RunState.from_run(run)
     apply_update(client, state, RunUpdate(tags={clean_key(k): tag_value(v) for k, v in tags.items()}))
     return experiment_id, run.info.run_id
-
-
-def is_better(candidate: float, current: float, direction: str) -> bool:
-    return candidate < current if direction == "minimize" else candidate > current
-
-
-def update_parent_best(
-    client: MlflowClient, parent_run_id: str, *, trial_number: int, best_value: float, best_trial_number: int
-) -> bool:
-    """`best_value` at step = the trial that just finished (once), and the best tags when they improve.
-
-    Workers finish out of order, so the tags only move to a better value (direction from the parent's
-    `ecgsearch.direction` tag, maximize when absent) or are refreshed for the same best trial.
-    """
-    wrote = False
-    history = client.get_metric_history(parent_run_id, names.METRIC_BEST_VALUE)
-    if not any(point.step == trial_number for point in history):
-        client.log_batch(
-            parent_run_id, metrics=[Metric(names.METRIC_BEST_VALUE, float(best_value), now_ms(), int(trial_number))]
-        )
-        wrote = True
-    tags = client.get_run(parent_run_id).data.tags
-    direction = tags.get(names.TAG_DIRECTION, "maximize")
-    current_value = tags.get(names.TAG_BEST_VALUE)
-    current_trial = tags.get(names.TAG_BEST_TRIAL_NUMBER)
-    wanted = {names.TAG_BEST_VALUE: repr(float(best_value)), names.TAG_BEST_TRIAL_NUMBER: str(best_trial_number)}
-    improves = current_value is None or is_better(float(best_value), float(current_value), direction)
-    same_trial = current_trial == str(best_trial_number)
-    if (improves or same_trial) and (current_value, current_trial) != tuple(wanted.values()):
-        client.log_batch(parent_run_id, tags=[RunTag(k, v) for k, v in wanted.items()])
-        wrote = True
-    return wrote

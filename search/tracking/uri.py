@@ -7,6 +7,9 @@ import socket
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from studies import mask_secrets
+from studies.masking import MASK
+
 OFF = "off"
 DEFAULT_DB_NAME = "mlflow.db"
 ARTIFACTS_DIR_NAME = "mlartifacts"
@@ -14,17 +17,31 @@ ARTIFACTS_DIR_NAME = "mlartifacts"
 _SQLITE_PREFIX = "sqlite:///"
 
 
-def resolve_tracking_uri(cli_value: str | None, storage_url: str) -> str | None:
-    """`--mlflow-uri` (the CLI fills it from `$MLFLOW_TRACKING_URI`), else `sqlite:///mlflow.db` beside the
-    study database.
+def resolve_tracking_uri(flag_value: str | None, storage_url: str, stored: str | None = None) -> str | None:
+    """The one answer to "where does this study's MLflow side live?"; reads no environment variable.
 
-    "Beside" is the folder of a SQLite study file, the working directory for any other storage.
-    `off` disables mirroring and gives None.
+    `flag_value` (the CLI passes `--mlflow-uri`, else `$MLFLOW_TRACKING_URI`), else `stored` (the URI the
+    study was set up with) unless it was stored masked (its password is gone; the credentials must come
+    from the flag or the environment), else `sqlite:///mlflow.db` beside the study database: the folder
+    of a SQLite study file, the working directory for any other storage. `off` gives None (no mirror).
     """
-    if cli_value is not None and cli_value.strip():
-        value = cli_value.strip()
+    for value, from_study in ((flag_value, False), (stored, True)):
+        value = (value or "").strip()
+        if not value or (from_study and is_masked(value)):
+            continue
         return None if value.lower() == OFF else value
     return f"{_SQLITE_PREFIX}{(_study_db_folder(storage_url) / DEFAULT_DB_NAME).resolve()}"
+
+
+def is_masked(uri: str) -> bool:
+    """A URI whose password `studies.mask_secrets` replaced: unusable for connecting."""
+    return MASK in uri
+
+
+def same_store(tracking_uri: str, stored: str | None) -> bool:
+    """Whether `tracking_uri` is the store a study's experiment and parent run ids belong to (the study
+    keeps that URI masked, so the comparison is made masked)."""
+    return stored is not None and mask_secrets(tracking_uri) == stored
 
 
 def _study_db_folder(storage_url: str) -> Path:
