@@ -79,7 +79,7 @@ def run_search(dataset: Any, *, method: str, seed: int, epochs: int, total_epoch
         direction="maximize", sampler=definition.make_sampler(), pruner=definition.make_pruner()
     )
     write_definition(study, definition)
-    objective = TrialObjective(definition=definition, data=dataset, device=torch.device("cpu"))
+    objective = TrialObjective(definition=definition, splits=[dataset], device=torch.device("cpu"))
     consumed, best = 0, -math.inf
     trajectory: list[tuple[int, float]] = []  # after every trained trial
     trained, pruned, invalid = 0, 0, 0

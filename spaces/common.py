@@ -87,6 +87,22 @@ def suggest_training(trial: optuna.Trial, *, autoencoder: bool = False) -> dict[
     return config
 
 
+def suggest_augmentation(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
+    """Training-time ECG augmentation (what differs between patients: amplitude, timing within the window,
+    noise, baseline wander, a missing lead); each may be off. Strengths are in the units the model sees
+    (windows normalised per lead), so they mean the same on any dataset."""
+    config = {
+        "aug_amplitude": trial.suggest_categorical("aug_amplitude", [0.0, 0.1, 0.2, 0.3]),
+        "aug_shift": trial.suggest_categorical("aug_shift", [0.0, 0.05, 0.1]),
+        "aug_noise": trial.suggest_categorical("aug_noise", [0.0, 0.02, 0.05, 0.1]),
+        "aug_wander": trial.suggest_categorical("aug_wander", [0.0, 0.1, 0.3]),
+    }
+    # Zeroing a lead needs another to learn from; one-lead data never samples it.
+    lead_dropout = [0.0, 0.1, 0.25] if ctx.n_channels > 1 else [0.0]
+    config["aug_lead_dropout"] = trial.suggest_categorical("aug_lead_dropout", lead_dropout)
+    return config
+
+
 def suggest_conv_stack(trial: optuna.Trial, ctx: SpaceContext, *, max_steps: int | None = None) -> dict[str, Any]:
     """A 2–5 layer conv stack; `max_steps` caps the pooled length for sequence layers after it.
 

@@ -18,6 +18,7 @@ from spaces.common import (
     MAX_SEQUENCE_STEPS,
     SpaceContext,
     family_possible,
+    suggest_augmentation,
     suggest_conditioning,
     suggest_conv_stack,
     suggest_downsample,
@@ -94,6 +95,7 @@ def _config(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[str, An
         "family": family,
         **_model(trial, ctx, family),
         **suggest_training(trial, autoencoder=ecgmodels.is_autoencoder(family)),
+        **suggest_augmentation(trial, ctx),
     }
 
 

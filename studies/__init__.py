@@ -13,7 +13,9 @@ from studies.definition import (
     create_or_load_study,
     load_study_with_definition,
     read_definition,
+    read_folds,
     write_definition,
+    write_folds,
 )
 from studies.errors import UnknownComponent
 from studies.masking import mask_secrets
@@ -82,6 +84,7 @@ __all__ = [
     "open_existing_storage",
     "open_storage",
     "read_definition",
+    "read_folds",
     "select_trial",
     "summarise",
     "trial_config",
@@ -89,4 +92,5 @@ __all__ = [
     "trials_remaining",
     "trials_used",
     "write_definition",
+    "write_folds",
 ]

@@ -21,7 +21,17 @@ from studies.samplers import make_sampler
 
 USER_ATTR_KEY = "ecgsearch"
 # Fields that make two studies of one name different searches: resuming must not change them.
-IDENTITY_FIELDS = ("space", "objective", "direction", "data_fingerprint", "n_channels", "seq_len")
+IDENTITY_FIELDS = (
+    "space",
+    "objective",
+    "direction",
+    "data_fingerprint",
+    "n_channels",
+    "seq_len",
+    "cv_folds",
+    "selection",
+    "selection_window",
+)
 # Another process may have created the study a moment ago and not yet written its definition.
 _DEFINITION_WAIT_S = 10.0
 
@@ -77,6 +87,16 @@ class StudyDefinition:
     mlflow_parent_run_id: str | None = None
     # The pruner never stops a trial before this many epochs.
     min_epochs: int = 1
+    # Patient-grouped K-fold cross-validation over train+val (0: the data's own validation split). The
+    # folds themselves are stored beside the definition (`write_folds`), so every worker uses the same.
+    cv_folds: int = 0
+    # How a trial's per-epoch curve becomes its value (search.training.curve): studies created before
+    # this setting existed valued a trial by its best epoch.
+    selection: str = "best"
+    selection_window: int = 3
+    # The sampling rate (Hz) the models are built for (filters of baseline removal and beat timing);
+    # None for studies created before it was recorded, whose spaces never offered those options.
+    fs: float | None = None
 
     def __post_init__(self) -> None:
         if self.mlflow_tracking_uri is not None:
@@ -120,6 +140,26 @@ class StudyDefinition:
 def write_definition(study: optuna.Study, definition: StudyDefinition) -> None:
     """Store `definition` in the study (e.g. after the MLflow experiment ids became known)."""
     study.set_user_attr(USER_ATTR_KEY, definition.to_dict())
+
+
+FOLDS_ATTR_KEY = "ecgsearch_folds"
+
+
+def write_folds(study: optuna.Study, folds: list[int]) -> None:
+    """Store the cross-validation fold of every train+val window with the study (beside its definition,
+    which stays small: every worker reads the definition often and the folds once)."""
+    study.set_user_attr(FOLDS_ATTR_KEY, [int(fold) for fold in folds])
+
+
+def read_folds(study: optuna.Study) -> list[int]:
+    """The stored fold of every train+val window; `StudyMismatch` when the study has none."""
+    folds = study.user_attrs.get(FOLDS_ATTR_KEY)
+    if not isinstance(folds, list) or not folds:
+        raise StudyMismatch(
+            f"study {study.study_name!r} is cross-validated but holds no folds in user attribute "
+            f"{FOLDS_ATTR_KEY!r}; it was not created by this ecgsearch"
+        )
+    return folds
 
 
 def read_definition(study: optuna.Study) -> StudyDefinition:

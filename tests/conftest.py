@@ -118,7 +118,7 @@ def make_definition() -> Callable[..., Any]:
     return study_fixtures.make_definition
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def start_args() -> Callable[..., list[str]]:
     """`start_args(data, storage, *extra, mlflow_uri="off")`: `ecgsearch start` arguments for a test."""
     return study_fixtures.start_args

@@ -161,11 +161,11 @@ class SeedProgress:
             return
         task = self._tasks[event.seed]
         if isinstance(event, EpochDone):
-            value = event.metrics.get(f"val_{self.objective}", math.nan)
-            status = f"epoch {event.epoch}: loss {event.metrics['train_loss']:.4f} val {self.objective} {value:.4f}"
+            value = _value(event.metrics.get(f"val_{self.objective}"))
+            status = f"epoch {event.epoch}: loss {event.metrics['train_loss']:.4f} val {self.objective} {value}"
             self._progress.update(task, completed=event.epoch, status=status)
         elif isinstance(event, SeedFinished):
-            status = f"best epoch {event.best_epoch} · val {self.objective} {event.val_value:.4f}"
+            status = f"best epoch {event.best_epoch} · val {self.objective} {_value(event.val_value)}"
             total = self._progress.tasks[task].total
             self._progress.update(
                 task, completed=total, status=status + (" · stopped early" if event.stopped_early else "")
@@ -177,14 +177,20 @@ class SeedProgress:
 def describe_plan(plan: RetrainPlan) -> Text:
     cfg, settings = plan.train_cfg, plan.settings
     ensemble = ", exporting their ensemble (mean score)" if settings.ensemble else ""
+    if plan.cv is not None:
+        how = (
+            f"on all of train+val for the {cfg.epochs} epochs its {plan.cv['folds']}-fold cross-validation chose "
+            f"(CV {cfg.objective} {plan.cv['value']:.4f})"
+        )
+    else:
+        how = f"{cfg.epochs} epochs, patience {cfg.patience} on validation {cfg.objective}"
     return Text.assemble(
         "retraining trial ",
         (str(plan.trial_number), "bold"),
         " of study ",
         (settings.study, "bold"),
-        f" ({plan.family}, search value {plan.search_value:.4f}) from scratch: {cfg.epochs} epochs, patience "
-        f"{cfg.patience} on validation {cfg.objective}, {settings.seeds} seed(s) from {cfg.seed}{ensemble}, "
-        f"on {plan.device}",
+        f" ({plan.family}, search value {plan.search_value:.4f}) from scratch {how}, {settings.seeds} seed(s) "
+        f"from {cfg.seed}{ensemble}, on {plan.device}",
     )
 
 
@@ -213,9 +219,9 @@ def seed_table(result: RetrainResult) -> Table:
     objective = result.objective
     table.add_row(
         f"val {objective}",
-        *(f"{s.val_metrics[objective]:.4f}" for s in result.seeds),
+        *(_value(s.val_metrics.get(objective)) for s in result.seeds),
         *blank_summary,
-        *([f"{result.exported.val_metrics[objective]:.4f}"] if ensemble else []),
+        *([_value(result.exported.val_metrics.get(objective))] if ensemble else []),
         end_section=True,
     )
     for name in TABLE_METRICS:
@@ -251,3 +257,8 @@ def describe_mlflow(outcome: MlflowOutcome, out: Path) -> str:
     if outcome.register_as:
         note += f", registered as {outcome.register_as} version {outcome.run.registered_version}"
     return note
+
+
+def _value(value: float | None) -> str:
+    """A metric for the table; a final fit on all of train+val has no validation value."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"

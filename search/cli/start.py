@@ -22,7 +22,20 @@ if TYPE_CHECKING:
 
 DEFAULT_TRIALS = 20
 # The settings a user may give `start` that are stored in the study (the rest say where and how to run).
-STUDY_FIELDS = ("trials", "epochs", "objective", "sampler", "pruner", "min_epochs", "seed", "max_params")
+STUDY_FIELDS = (
+    "trials",
+    "epochs",
+    "objective",
+    "sampler",
+    "pruner",
+    "min_epochs",
+    "seed",
+    "max_params",
+    "cv_folds",
+    "selection",
+    "selection_window",
+    "fs",
+)
 
 
 @click.command(
@@ -86,6 +99,41 @@ STUDY_FIELDS = ("trials", "epochs", "objective", "sampler", "pruner", "min_epoch
     metavar="N",
     help="architectures with more trainable parameters are rejected before training",
 )
+@click.option(
+    "--cv",
+    "cv_folds",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="K",
+    help="value each trial by patient-grouped K-fold cross-validation over train+val (every patient in one "
+    "fold; K models per trial, trained in lockstep, the mean curve reported to the pruner); 0 uses the "
+    "data's validation split. Use it when the validation split holds few patients: the search then selects "
+    "what generalises to unseen patients instead of what fits a handful of them",
+)
+@click.option(
+    "--selection",
+    type=click.Choice(("smoothed", "last", "best")),
+    default="smoothed",
+    show_default=True,
+    help="how a trial's per-epoch curve becomes its value (and which epoch retraining keeps): the best mean "
+    "of --selection-window consecutive epochs, the last epoch, or the single best epoch (a lucky spike wins)",
+)
+@click.option(
+    "--selection-window",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    metavar="K",
+    help="epochs averaged by --selection smoothed",
+)
+@click.option(
+    "--fs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="HZ",
+    help="sampling rate of the data when its meta.json does not give one (default: 10-second windows assumed)",
+)
 @click.option("--create-only", is_flag=True, help="create (or check) the study and its MLflow experiment, run no trial")
 @worker_options
 @click.pass_context
@@ -98,6 +146,7 @@ def command(ctx: click.Context, **params: object) -> int:
     from search.optimize.study_setup import set_up_study
 
     _check_epochs(ctx)
+    _check_cv(ctx)
     check_heartbeat(ctx)
     slots = None if ctx.params["create_only"] else plan_from_flags(ctx)  # every flag checked before any write
     prepared = set_up_study(_study_settings(ctx))
@@ -112,6 +161,8 @@ def command(ctx: click.Context, **params: object) -> int:
             f"--{item.name.replace('_', '-')} {item.given} (the study keeps {item.kept})" for item in prepared.ignored
         ]
         print_warning("resuming keeps the study's settings; ignored: " + ", ".join(shown))
+    for note in prepared.notes:
+        print_warning(note)
     _report_mirror(prepared, study_name)
     if slots is None:
         return 0
@@ -121,6 +172,16 @@ def command(ctx: click.Context, **params: object) -> int:
     run_here(ctx, settings, slots, prepared.loaded)
     _print_outcome(prepared.study)
     return 0
+
+
+def _check_cv(ctx: click.Context) -> None:
+    if ctx.params["cv_folds"] == 1:
+        raise click.BadParameter(
+            "1 fold holds every window out at once and trains on none; expected 0 (the data's validation split) "
+            "or K >= 2 folds",
+            ctx=ctx,
+            param_hint="'--cv'",
+        )
 
 
 def _check_epochs(ctx: click.Context) -> None:
@@ -150,6 +211,10 @@ def _study_settings(ctx: click.Context) -> StudySettings:
         max_params=params["max_params"],
         heartbeat_interval_s=params["heartbeat_interval"],
         grace_period_s=params["grace_period"],
+        cv_folds=params["cv_folds"],
+        selection=params["selection"],
+        selection_window=params["selection_window"],
+        fs=params["fs"],
         given=frozenset(name for name in STUDY_FIELDS if given(ctx, name)),
     )
 

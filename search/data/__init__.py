@@ -5,7 +5,7 @@ sources (MIT-BIH Arrhythmia Database conversion, ECG-like synthetic beats)."""
 from search.data.check import CheckReport, check_report
 from search.data.dataset import ASSUMED_WINDOW_S, FIELDS, GROUP_FIELDS, SPLITS, ECGDataset, NormStats
 from search.data.errors import DataError
-from search.data.folds import dataset_folds, fold_datasets, patient_folds
+from search.data.folds import all_labelled, dataset_folds, fold_datasets, patient_folds
 from search.data.loading import load_dataset, load_failure_reason
 from search.data.mitdb import prepare_mitdb
 from search.data.synth import make_synthetic
@@ -19,6 +19,7 @@ __all__ = [
     "DataError",
     "ECGDataset",
     "NormStats",
+    "all_labelled",
     "check_report",
     "dataset_folds",
     "fold_datasets",

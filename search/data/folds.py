@@ -72,10 +72,7 @@ def fold_datasets(data: ECGDataset, folds: np.ndarray | torch.Tensor) -> list[EC
     """One dataset per fold: validation = the pooled train+val windows of that fold, training = the
     others (in pooled order), test untouched (the same tensors). Indexing happens on `data`'s device;
     each fold holds its own copy of the pooled windows, so k folds take k times train+val in memory."""
-    pooled = {
-        kind: torch.cat([getattr(data, f"{kind}_{split}") for split in POOLED_SPLITS])
-        for kind in ("X", "y", *(("groups",) if data.has_groups else ()))
-    }
+    pooled = _pooled(data)
     fold_of = torch.as_tensor(_as_numpy(folds), dtype=torch.int64, device=data.device)
     if len(fold_of) != len(pooled["y"]):
         raise ValueError(f"{len(fold_of)} fold indices for {len(pooled['y'])} train+val windows; expected one each")
@@ -90,17 +87,39 @@ def fold_datasets(data: ECGDataset, folds: np.ndarray | torch.Tensor) -> list[EC
         tensors = {}
         for kind, pool in pooled.items():
             tensors[f"{kind}_train"], tensors[f"{kind}_val"] = pool[~held_out], pool[held_out]
-        view = ECGDataset(
-            **tensors,
-            X_test=data.X_test,
-            y_test=data.y_test,
-            groups_test=data.groups_test,
-            source=f"{data.source} (fold {fold + 1} of {k})",
-            meta={key: value for key, value in copy.deepcopy(data.meta).items() if key not in ("prepare", "files")},
-        )
-        view.meta.update(fold={"index": fold, "k": k}, counts=split_counts(view))
+        view = _with_test(data, tensors, f"{data.source} (fold {fold + 1} of {k})")
+        view.meta["fold"] = {"index": fold, "k": k}
         views.append(view)
     return views
+
+
+def all_labelled(data: ECGDataset) -> ECGDataset:
+    """Every labelled window for training (train then val, pooled), no validation window, test untouched:
+    the final fit after cross-validation chose a configuration and its epochs."""
+    tensors = {}
+    for kind, pool in _pooled(data).items():
+        tensors[f"{kind}_train"], tensors[f"{kind}_val"] = pool, pool[:0]
+    return _with_test(data, tensors, f"{data.source} (train+val pooled)")
+
+
+def _pooled(data: ECGDataset) -> dict[str, torch.Tensor]:
+    """X, y (and groups) of the train and val splits concatenated, train first."""
+    kinds = ("X", "y", *(("groups",) if data.has_groups else ()))
+    return {kind: torch.cat([getattr(data, f"{kind}_{split}") for split in POOLED_SPLITS]) for kind in kinds}
+
+
+def _with_test(data: ECGDataset, tensors: dict[str, torch.Tensor], source: str) -> ECGDataset:
+    """A dataset of the given train/val tensors and `data`'s own test split and meta (counts updated)."""
+    view = ECGDataset(
+        **tensors,
+        X_test=data.X_test,
+        y_test=data.y_test,
+        groups_test=data.groups_test,
+        source=source,
+        meta={key: value for key, value in copy.deepcopy(data.meta).items() if key not in ("prepare", "files")},
+    )
+    view.meta["counts"] = split_counts(view)
+    return view
 
 
 def _split(labels: np.ndarray, ids: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import math
 import os
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +22,9 @@ import spaces
 from search.data import ECGDataset
 from search.optimize.events import EventHandler, TrialEvent
 from search.training.config import TrainConfig, split_config
+from search.training.curve import curve_value
 from search.training.device import seed_everything
-from search.training.loop import TrainingDiverged, fit
+from search.training.loop import TrainingDiverged, TrainingRun, fit, fit_lockstep
 from studies import BUDGET_STATES, StudyDefinition, budget_of
 
 
@@ -78,17 +80,23 @@ class TrialObjective:
         self,
         *,
         definition: StudyDefinition,
-        data: ECGDataset,
+        splits: Sequence[ECGDataset],
         device: torch.device,
         mirror: Any | None = None,
         on_event: EventHandler | None = None,
+        folds_digest: str | None = None,
     ) -> None:
+        if not splits:
+            raise ValueError("a trial needs at least one split to train on")
         self.definition = definition
-        self.data = data
+        # One normalised split on the device, or one per cross-validation fold (trained in lockstep).
+        self.splits = list(splits)
+        self.folds_digest = folds_digest  # recorded on each trial: every worker trains on the study's folds
         self.device = device
         self.device_label = describe_device(device)
         self.space = spaces.get(definition.space)
-        self.context = spaces.SpaceContext(n_channels=data.n_channels, seq_len=data.seq_len)
+        data = self.splits[0]
+        self.context = spaces.SpaceContext(n_channels=data.n_channels, seq_len=data.seq_len, fs=definition.fs)
         self.mirror = mirror
         self.on_event = on_event or (lambda event: None)
         self.host = socket.gethostname()
@@ -120,6 +128,8 @@ class TrialObjective:
         trial.set_user_attr("device", self.device_label)
         trial.set_user_attr("epoch", 0)
         trial.set_user_attr("heartbeat_at", time.time())
+        if self.folds_digest is not None:
+            trial.set_user_attr("cv_folds_digest", self.folds_digest)
         if retried_from is not None:
             trial.set_user_attr("retried_from", int(retried_from))
         self._check_budget(trial)
@@ -139,7 +149,11 @@ class TrialObjective:
         definition = self.definition
         config = self.space(trial, self.context)
         config.update(
-            epochs=definition.epochs, objective=definition.objective, seed=(definition.seed or 0) + trial.number
+            epochs=definition.epochs,
+            objective=definition.objective,
+            seed=(definition.seed or 0) + trial.number,
+            selection=definition.selection,
+            selection_window=definition.selection_window,
         )
         trial.set_user_attr("config", config)
         trial.set_user_attr("family", config["family"])
@@ -149,12 +163,7 @@ class TrialObjective:
         """The trial's model, built once from the trial's seed; an impossible or oversized one fails the trial."""
         seed_everything(config["seed"])  # the initial weights come from the trial's seed, as in retraining
         try:
-            model, n_params = spaces.build_model(
-                config,
-                n_channels=self.data.n_channels,
-                seq_len=self.data.seq_len,
-                max_params=self.definition.max_params,
-            )
+            model, n_params = self._build(config)
         except ecgmodels.InvalidArchitecture as error:
             reason = f"invalid architecture: {error}"
             trial.set_user_attr("fail_reason", reason)
@@ -162,6 +171,16 @@ class TrialObjective:
             raise
         trial.set_user_attr("n_params", n_params)
         return model, n_params
+
+    def _build(self, config: dict[str, Any]) -> tuple[torch.nn.Module, int]:
+        data = self.splits[0]
+        return spaces.build_model(
+            config,
+            n_channels=data.n_channels,
+            seq_len=data.seq_len,
+            fs=self.definition.fs,
+            max_params=self.definition.max_params,
+        )
 
     def notify_mirror(self, trial_number: int) -> None:
         """Tell the live MLflow mirror a trial changed; it re-reads the trial from the database in the
@@ -172,20 +191,11 @@ class TrialObjective:
     def _train(self, trial: optuna.Trial, family: str, train_config: TrainConfig, model: torch.nn.Module) -> float:
         outcome = _Outcome(family=family)
         try:
-            result = fit(
-                model,
-                self.data,
-                train_config,
-                autoencoder=ecgmodels.is_autoencoder(family),
-                device=self.device,
-                on_epoch=self._epoch_reporter(trial, outcome),
-            )
-            outcome.value = float(result.best_value)
-            trial.set_user_attr(
-                "val_metrics", {k: v for k, v in result.best_metrics.items() if isinstance(v, int | float)}
-            )
-            if result.best_metrics.get("val_confusion_matrix") is not None:  # the run's confusion-matrix plot
-                trial.set_user_attr("val_confusion_matrix", result.best_metrics["val_confusion_matrix"])
+            value, best_metrics = self._fit(trial, train_config, model, outcome)
+            outcome.value = value
+            trial.set_user_attr("val_metrics", {k: v for k, v in best_metrics.items() if isinstance(v, int | float)})
+            if best_metrics.get("val_confusion_matrix") is not None:  # the run's confusion-matrix plot
+                trial.set_user_attr("val_confusion_matrix", best_metrics["val_confusion_matrix"])
             outcome.state = "COMPLETE"
             return outcome.value
         except optuna.TrialPruned as pruned:
@@ -206,6 +216,54 @@ class TrialObjective:
             raise
         finally:
             self._finish(trial, outcome)
+
+    def _fit(
+        self, trial: optuna.Trial, cfg: TrainConfig, model: torch.nn.Module, outcome: _Outcome
+    ) -> tuple[float, dict[str, Any]]:
+        """Train on the one split, or on every fold in lockstep; the trial's value and the metrics behind it."""
+        autoencoder = ecgmodels.is_autoencoder(outcome.family)
+        report = self._epoch_reporter(trial, outcome)
+        if len(self.splits) == 1:
+            result = fit(
+                model,
+                self.splits[0],
+                cfg,
+                autoencoder=autoencoder,
+                device=self.device,
+                on_epoch=report,
+                fs=self.definition.fs,
+            )
+            return float(result.best_value), result.best_metrics
+        runs = [
+            TrainingRun(fold_model, split, cfg, autoencoder=autoencoder, device=self.device, fs=self.definition.fs)
+            for fold_model, split in zip(self._fold_models(model, trial), self.splits, strict=True)
+        ]
+        fit_lockstep(runs, lambda epoch, per_fold: report(epoch, cross_validated(per_fold, cfg.objective)))
+        return self._cross_validated_value(trial, runs, cfg, outcome.history)
+
+    def _fold_models(self, model: torch.nn.Module, trial: optuna.Trial) -> list[torch.nn.Module]:
+        """The trial's model for the first fold and a twin of it, same initial weights, for each other fold."""
+        config = trial.user_attrs["config"]
+        twins = []
+        for _ in self.splits[1:]:
+            seed_everything(config["seed"])
+            twins.append(self._build(config)[0])
+        return [model, *twins]
+
+    @staticmethod
+    def _cross_validated_value(
+        trial: optuna.Trial, runs: Sequence[TrainingRun], cfg: TrainConfig, history: list[dict[str, float]]
+    ) -> tuple[float, dict[str, Any]]:
+        """The selection rule on the mean curve over folds; the folds' own values and the epoch are stored."""
+        mean_curve = [entry[f"val_{cfg.objective}"] for entry in history]
+        value, epoch = curve_value(mean_curve, cfg.selection, cfg.selection_window)
+        fold_values = [curve_value(run.objective_curve(), cfg.selection, cfg.selection_window)[0] for run in runs]
+        trial.set_user_attr("cv_epoch", epoch)  # retraining on all of train+val trains this many epochs
+        trial.set_user_attr("cv_fold_values", fold_values)
+        best_metrics: dict[str, Any] = dict(history[epoch - 1])
+        # The held-out windows of every fold at that epoch: one confusion matrix over all of train+val.
+        best_metrics["val_confusion_matrix"] = _summed([run.history[epoch - 1]["val_confusion_matrix"] for run in runs])
+        return float(value), best_metrics
 
     def _epoch_reporter(self, trial: optuna.Trial, outcome: _Outcome):
         objective_key = f"val_{self.definition.objective}"
@@ -255,3 +313,17 @@ class TrialObjective:
                 reason=outcome.reason,
             )
         )
+
+
+def cross_validated(per_fold: Sequence[dict[str, float]], objective: str) -> dict[str, float]:
+    """One epoch of K folds as one history entry: the mean of every metric over the folds, and each fold's
+    objective as `fold<k>_val_<objective>` (so the per-fold curves reach MLflow beside the mean)."""
+    keys = [key for key in per_fold[0] if all(key in fold for fold in per_fold)]
+    entry = {key: math.fsum(fold[key] for fold in per_fold) / len(per_fold) for key in keys}
+    for index, fold in enumerate(per_fold, start=1):
+        entry[f"fold{index}_val_{objective}"] = fold[f"val_{objective}"]
+    return entry
+
+
+def _summed(matrices: Sequence[list[list[int]]]) -> list[list[int]]:
+    return [[sum(matrix[row][col] for matrix in matrices) for col in range(2)] for row in range(2)]

@@ -30,6 +30,10 @@ class StudySettings:
     max_params: int | None
     heartbeat_interval_s: int
     grace_period_s: int
+    cv_folds: int = 0  # patient-grouped K-fold cross-validation over train+val; 0: the validation split
+    selection: str = "smoothed"  # how a trial's curve becomes its value (search.training.curve)
+    selection_window: int = 3
+    fs: float | None = None  # the sampling rate, when the data's meta.json lacks it
     # The fields the user set; a resumed study keeps its stored settings and reports only those it ignores.
     given: frozenset[str] = frozenset()
 

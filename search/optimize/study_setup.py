@@ -10,19 +10,22 @@ from typing import Any
 import optuna
 import torch
 
-from search.data import ECGDataset, load_dataset
+from search.data import ASSUMED_WINDOW_S, ECGDataset, dataset_folds, load_dataset
 from search.optimize.settings import StudySettings
 from search.optimize.worker import LoadedStudy, current_versions, refuse_incompatible
 from search.training.metrics import OBJECTIVES
 from studies import (
     USER_ATTR_KEY,
     StudyDefinition,
+    StudyMismatch,
     create_or_load_study,
     load_study_with_definition,
     mask_secrets,
     open_existing_storage,
     open_storage,
+    read_folds,
     write_definition,
+    write_folds,
 )
 
 # Settings a resumed study keeps from its creation even when `start` is given others.
@@ -47,6 +50,8 @@ class PreparedStudy:
     ignored: list[IgnoredSetting]
     # The (masked) store a resumed study was mirrored to before this run chose another one.
     mirror_moved_from: str | None = None
+    # What the user should know about how the study treats the data (assumed sampling rate, folds).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def study(self) -> optuna.Study:
@@ -66,9 +71,13 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
     storage = open_storage(
         settings.storage_url, heartbeat_interval=settings.heartbeat_interval_s, grace_period=settings.grace_period_s
     )
-    given = _definition(settings, dataset, fingerprint, objective=_objective_for(storage, settings))
+    stored = _stored_definition(storage, settings.study_name)
+    given = _definition(settings, dataset, fingerprint, stored=stored)
     study, definition, created = create_or_load_study(storage, settings.study_name, given)
     refuse_incompatible(definition, fingerprint=fingerprint, data_path=settings.data_path)
+    notes = _data_notes(definition, dataset, assumed_fs=created and dataset.fs is None and settings.fs is None)
+    if definition.cv_folds:
+        notes += _cross_validation_folds(study, definition, dataset, created=created)
     tracking_uri = resolve_tracking_uri(settings.mlflow_uri, settings.storage_url, definition.mlflow_tracking_uri)
     reachable, moved_from = True, None
     # A resumed study keeps its experiment, unless it is now mirrored to another store: set one up there.
@@ -89,24 +98,36 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
         mirror_reachable=reachable,
         ignored=ignored,
         mirror_moved_from=moved_from,
+        notes=notes,
     )
 
 
-def _objective_for(storage: optuna.storages.BaseStorage, settings: StudySettings) -> str:
-    """The given objective, else a resumed study's own, so resuming without --objective is not a mismatch."""
-    if "objective" in settings.given:
-        return settings.objective
+def _stored_definition(storage: optuna.storages.BaseStorage, study_name: str) -> dict[str, Any]:
+    """The stored definition of an existing study as its raw dict ({} for a new study)."""
     try:
-        study_id = storage.get_study_id_from_name(settings.study_name)
+        study_id = storage.get_study_id_from_name(study_name)
     except KeyError:
-        return settings.objective
+        return {}
     stored = storage.get_study_user_attrs(study_id).get(USER_ATTR_KEY)
-    objective = stored.get("objective") if isinstance(stored, dict) else None
-    return objective if objective in OBJECTIVES else settings.objective
+    return stored if isinstance(stored, dict) else {}
 
 
-def _definition(settings: StudySettings, dataset: ECGDataset, fingerprint: str, *, objective: str) -> StudyDefinition:
+def _given_or_stored(settings: StudySettings, stored: dict[str, Any], name: str, default: Any) -> Any:
+    """What the user gave, else a resumed study's own value (so resuming without the flag is no mismatch),
+    else `default` for a study that predates the setting (`stored` lacks it)."""
+    if name in settings.given or not stored:
+        return getattr(settings, name)
+    return stored.get(name, default)
+
+
+def _definition(
+    settings: StudySettings, dataset: ECGDataset, fingerprint: str, *, stored: dict[str, Any]
+) -> StudyDefinition:
     versions = current_versions()
+    objective = _given_or_stored(settings, stored, "objective", settings.objective)
+    objective = objective if objective in OBJECTIVES else settings.objective
+    # A study keeps the sampling rate it was created with: its space's choices depend on it.
+    fs = stored.get("fs") if stored else settings.fs or dataset.fs or dataset.seq_len / ASSUMED_WINDOW_S
     return StudyDefinition(
         space=settings.space,
         data_path=str(Path(settings.data_path).resolve()),
@@ -125,7 +146,43 @@ def _definition(settings: StudySettings, dataset: ECGDataset, fingerprint: str, 
         optuna_version=versions["optuna"],
         torch_version=torch.__version__,
         min_epochs=settings.min_epochs,
+        cv_folds=_given_or_stored(settings, stored, "cv_folds", 0),
+        selection=_given_or_stored(settings, stored, "selection", "best"),
+        selection_window=_given_or_stored(settings, stored, "selection_window", 3),
+        fs=fs,
     )
+
+
+def _data_notes(definition: StudyDefinition, dataset: ECGDataset, *, assumed_fs: bool) -> list[str]:
+    if not assumed_fs:
+        return []
+    return [
+        f"{dataset.source} does not say its sampling rate (meta.json has no 'fs'): models that need it "
+        f"(baseline removal, beat timing) assume {ASSUMED_WINDOW_S:g}-second windows, i.e. {definition.fs:g} Hz; "
+        "pass --fs to say otherwise"
+    ]
+
+
+def _cross_validation_folds(
+    study: optuna.Study, definition: StudyDefinition, dataset: ECGDataset, *, created: bool
+) -> list[str]:
+    """Make and store the folds of a new cross-validated study (every worker reads the same ones), or
+    check a resumed study's folds still fit the data."""
+    n_windows = len(dataset.y_train) + len(dataset.y_val)
+    if created:
+        write_folds(study, dataset_folds(dataset, definition.cv_folds, definition.seed or 0).tolist())
+    elif len(read_folds(study)) != n_windows:
+        raise StudyMismatch(
+            f"study {study.study_name!r} stores folds for {len(read_folds(study))} train+val windows, the data "
+            f"has {n_windows}"
+        )
+    if dataset.has_groups:
+        return []
+    return [
+        f"{dataset.source} has no patient group ids (groups_*.pt): --cv {definition.cv_folds} treats every "
+        "window as its own patient, so windows of one patient fall into several folds and the estimate is "
+        "optimistic for unseen patients"
+    ]
 
 
 def _ignored_settings(settings: StudySettings, stored: StudyDefinition) -> list[IgnoredSetting]:

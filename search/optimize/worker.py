@@ -28,6 +28,7 @@ from search.errors import UsageError
 from search.optimize.events import EventHandler
 from search.optimize.objective import TRIAL_FAILURES, TrialObjective
 from search.optimize.settings import WorkerSettings
+from search.optimize.splits import training_splits
 from search.training.device import resolve_device
 from studies import (
     StudyDefinition,
@@ -124,12 +125,19 @@ def run_worker(
         study, definition, dataset = loaded.study, loaded.definition, loaded.dataset
     dataset = dataset or load_study_data(definition, settings.data_dir)
     torch_device = resolve_device(device)
-    data = dataset.normalised()[0].to(torch_device)
+    trained_on = training_splits(dataset, definition, study, torch_device)
     study.sampler = make_sampler(definition.sampler, seed=sampler_seed(definition.seed, worker_identity()))
     mirror = build_mirror(settings, definition, study)
-    objective = TrialObjective(definition=definition, data=data, device=torch_device, mirror=mirror, on_event=on_event)
+    objective = TrialObjective(
+        definition=definition,
+        splits=trained_on.splits,
+        device=torch_device,
+        mirror=mirror,
+        on_event=on_event,
+        folds_digest=trained_on.folds_digest,
+    )
     try:
-        return _run_trials(study, objective, settings, space=definition.space, seq_len=data.seq_len)
+        return _run_trials(study, objective, settings, space=definition.space, seq_len=dataset.seq_len)
     finally:
         if mirror is not None:
             mirror.close(settings.mirror_close_timeout_s)

@@ -137,7 +137,7 @@ def bundle_config(
     autoencoder = ecgmodels.is_autoencoder(family)
     model_names = ecgmodels.model_param_names(family)
     leads = _first_meta(meta, "leads", "lead_names", "channels")
-    sampling_rate = _first_meta(meta, "sampling_rate", "sampling_rate_hz", "fs", "sample_rate")
+    sampling_rate = _first_meta(meta, "fs", "sampling_rate", "sampling_rate_hz", "sample_rate")
     ensemble = len(seeds) if len(seeds) > 1 else None
     score_text = (
         "per-window reconstruction MSE (higher = more anomalous)"

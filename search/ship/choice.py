@@ -42,23 +42,32 @@ def _objective_key(value: Any) -> float:
     return -math.inf if math.isnan(value) else value
 
 
-def _rebuilt(family: str, model_params: dict[str, Any], data: ECGDataset, state: dict[str, torch.Tensor]) -> nn.Module:
-    model = build_model(family, model_params, data)
+def _rebuilt(
+    family: str, model_params: dict[str, Any], data: ECGDataset, fs: float | None, state: dict[str, torch.Tensor]
+) -> nn.Module:
+    model = build_model(family, model_params, data, fs)
     model.load_state_dict(state)
     return model.eval()
 
 
 def best_on_validation(
-    results: Sequence[SeedResult], family: str, model_params: dict[str, Any], data: ECGDataset, *, objective: str
+    results: Sequence[SeedResult],
+    family: str,
+    model_params: dict[str, Any],
+    data: ECGDataset,
+    *,
+    objective: str,
+    fs: float | None,
 ) -> ExportChoice:
-    """The seed whose validation objective is highest (NaN never wins), with its own threshold and metrics."""
-    best = max(results, key=lambda r: _objective_key(r.val_metrics[objective]))
+    """The seed whose validation objective is highest (NaN never wins), with its own threshold and metrics;
+    the first seed when there is no validation split to choose on (a final fit on all of train+val)."""
+    best = max(results, key=lambda r: _objective_key(r.val_metrics.get(objective, math.nan)))
     return ExportChoice(
         seeds=[best.seed],
         threshold=best.threshold,
         val_metrics=best.val_metrics,
         test_metrics=best.test_metrics,
-        models=[_rebuilt(family, model_params, data, best.state)],
+        models=[_rebuilt(family, model_params, data, fs, best.state)],
     )
 
 
@@ -70,21 +79,25 @@ def seed_ensemble(
     *,
     objective: str,
     device: torch.device,
+    fs: float | None,
 ) -> ExportChoice:
     """Every seed that trained, scored as the mean of their scores; one seed left is exported alone."""
     if len(results) == 1:
-        return best_on_validation(results, family, model_params, data, objective=objective)
+        return best_on_validation(results, family, model_params, data, objective=objective, fs=fs)
     autoencoder = ecgmodels.is_autoencoder(family)
-    models = [_rebuilt(family, model_params, data, r.state) for r in results]
+    models = [_rebuilt(family, model_params, data, fs, r.state) for r in results]
     scorer = EnsembleScoringModel(models, autoencoder).to(device)
     threshold = ensemble_threshold(scorer, data, objective=objective, device=device, seed=results[0].seed)
-    val_scores = score(scorer, data.X_val.to(device)).cpu().numpy()
-    test_scores = score(scorer, data.X_test.to(device)).cpu().numpy()
-    y_val, y_test = data.y_val.cpu().numpy(), data.y_test.cpu().numpy()
     return ExportChoice(
         seeds=[r.seed for r in results],
         threshold=threshold,
-        val_metrics=classification_metrics(y_val, val_scores, threshold),
-        test_metrics=classification_metrics(y_test, test_scores, threshold),
+        val_metrics=_metrics_of(scorer, data.X_val, data.y_val, threshold, device) if len(data.y_val) else {},
+        test_metrics=_metrics_of(scorer, data.X_test, data.y_test, threshold, device),
         models=models,
     )
+
+
+def _metrics_of(
+    scorer: nn.Module, X: torch.Tensor, y: torch.Tensor, threshold: float, device: torch.device
+) -> dict[str, Any]:
+    return classification_metrics(y.cpu().numpy(), score(scorer, X.to(device)).cpu().numpy(), threshold)

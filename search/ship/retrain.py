@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from optuna.trial import FrozenTrial
 
-from search.data import DataError, ECGDataset, NormStats, load_dataset
+from search.data import DataError, ECGDataset, NormStats, all_labelled, load_dataset
 from search.errors import UsageError
 from search.ship.bundle import write_bundle
 from search.ship.choice import ExportChoice, best_on_validation, seed_ensemble
@@ -87,10 +88,14 @@ class RetrainPlan:
     train_cfg: TrainConfig  # with the retraining budget and patience
     data_path: str
     dataset: ECGDataset  # raw, for its meta and source
-    normalised: ECGDataset  # normalised, on `device`
+    normalised: ECGDataset  # what the seeds train on, normalised, on `device`
     norm: NormStats
     device: torch.device
     out: Path
+    fs: float | None  # the sampling rate the study built its models for
+    # A cross-validated study's trial is refit on all of train+val for the epochs its CV curve chose: the
+    # CV estimate (`cv`) stands in for the validation metrics a final fit cannot have.
+    cv: dict[str, Any] | None = None
 
 
 @dataclass
@@ -145,10 +150,14 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
     # Refuses a config this code cannot build, before loading data.
     family, model_params, train_cfg = split_config(config)
     data_path, dataset = _load_data(settings, definition)
-    normalised, norm = dataset.normalised()
+    if definition.cv_folds:
+        train_cfg, training_data, cv = _final_fit(settings, definition, trial, train_cfg, dataset)
+    else:
+        epochs = settings.epochs or definition.epochs
+        patience = default_patience(epochs) if settings.patience is None else settings.patience
+        train_cfg, training_data, cv = replace(train_cfg, epochs=epochs, patience=patience), dataset, None
+    normalised, norm = training_data.normalised()
     device = resolve_device(settings.device)
-    epochs = settings.epochs or definition.epochs
-    patience = default_patience(epochs) if settings.patience is None else settings.patience
     return RetrainPlan(
         settings=settings,
         storage_url=storage_url,
@@ -158,14 +167,37 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
         config=config,
         family=family,
         model_params=model_params,
-        train_cfg=replace(train_cfg, epochs=epochs, patience=patience),
+        train_cfg=train_cfg,
         data_path=data_path,
         dataset=dataset,
         normalised=normalised.to(device),
         norm=norm,
         device=device,
         out=settings.out if settings.out is not None else Path("exports") / settings.study,
+        fs=definition.fs if definition.fs is not None else dataset.fs,
+        cv=cv,
     )
+
+
+def _final_fit(
+    settings: RetrainSettings, definition: StudyDefinition, trial: FrozenTrial, cfg: TrainConfig, data: ECGDataset
+) -> tuple[TrainConfig, ECGDataset, dict[str, Any]]:
+    """A cross-validated trial's refit: all of train+val, for the epochs its mean CV curve chose (or --epochs),
+    keeping the last epoch (nothing is left to validate on, so there is no early stopping)."""
+    if settings.patience:
+        raise UsageError(
+            f"--patience {settings.patience}: study {settings.study!r} is cross-validated, so retraining fits all "
+            "of train+val for the epochs cross-validation chose and has no validation split to stop on"
+        )
+    epochs = settings.epochs or int(trial.user_attrs.get("cv_epoch") or definition.epochs)
+    cv = {
+        "folds": definition.cv_folds,
+        "value": float(trial.value),
+        "fold_values": trial.user_attrs.get("cv_fold_values"),
+        "epochs": epochs,
+        "selection": cfg.selection,
+    }
+    return replace(cfg, epochs=epochs, patience=0, selection="last"), all_labelled(data), cv
 
 
 def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = None) -> RetrainResult:
@@ -178,6 +210,7 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
         plan.normalised,
         seeds=settings.seeds,
         device=plan.device,
+        fs=plan.fs,
         on_progress=on_progress,
     )
     if not results:
@@ -195,7 +228,7 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
         config={**exported_config, "seed": choice.seeds[0]},
         norm=plan.norm,
         threshold=choice.threshold,
-        meta=plan.dataset.meta,
+        meta={**plan.dataset.meta, "fs": plan.fs} if plan.fs is not None else plan.dataset.meta,
         source=plan.dataset.source,
         metrics=bundle_metrics(plan, results, diverged, choice, summary),
         check_windows=plan.normalised.X_test,
@@ -227,9 +260,10 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
 def pick_export(plan: RetrainPlan, results: list[SeedResult]) -> ExportChoice:
     """The ensemble of the seeds when asked for, else the seed best on validation."""
     model = (plan.family, plan.model_params, plan.normalised)
+    objective = plan.train_cfg.objective
     if plan.settings.ensemble:
-        return seed_ensemble(results, *model, objective=plan.train_cfg.objective, device=plan.device)
-    return best_on_validation(results, *model, objective=plan.train_cfg.objective)
+        return seed_ensemble(results, *model, objective=objective, device=plan.device, fs=plan.fs)
+    return best_on_validation(results, *model, objective=objective, fs=plan.fs)
 
 
 def retrain(settings: RetrainSettings, *, on_progress: ProgressCallback | None = None) -> RetrainResult:
@@ -259,6 +293,7 @@ def bundle_metrics(
         "ensemble_seeds": choice.seeds if choice.ensemble else None,
         "threshold": choice.threshold,
         "validation": choice.val_metrics,
+        "cross_validation": plan.cv,
         "test": choice.test_metrics,
         "test_summary": summary,
         "seeds": [

@@ -7,6 +7,7 @@ caller decides how (or whether) to show it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -68,9 +69,10 @@ class SeedResult:
     state: dict[str, torch.Tensor] = field(repr=False)
 
 
-def build_model(family: str, model_params: dict[str, Any], data: ECGDataset) -> torch.nn.Module:
-    """A fresh model of the trial's architecture for `data`'s windows (the one place retraining builds one)."""
-    return ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, fs=data.fs, **model_params)
+def build_model(family: str, model_params: dict[str, Any], data: ECGDataset, fs: float | None) -> torch.nn.Module:
+    """A fresh model of the trial's architecture for `data`'s windows sampled at `fs` Hz (the study's rate):
+    the one place retraining builds one."""
+    return ecgmodels.build(family, n_channels=data.n_channels, seq_len=data.seq_len, fs=fs, **model_params)
 
 
 def final_metrics(
@@ -95,6 +97,7 @@ def train_seeds(
     *,
     seeds: int,
     device: torch.device,
+    fs: float | None,
     on_progress: ProgressCallback | None = None,
 ) -> tuple[list[SeedResult], list[SeedDiverged]]:
     """Train seeds train_cfg.seed .. +seeds-1 from scratch on normalised `data` (already on `device`).
@@ -108,13 +111,14 @@ def train_seeds(
         cfg = replace(train_cfg, seed=train_cfg.seed + index)
         notify(SeedStarted(cfg.seed, cfg.epochs))
         try:
-            result = train_one_seed(family, model_params, cfg, data, device=device, notify=notify)
+            result = train_one_seed(family, model_params, cfg, data, device=device, fs=fs, notify=notify)
         except TrainingDiverged as error:
             diverged.append(SeedDiverged(cfg.seed, str(error)))
             notify(diverged[-1])
             continue
         results.append(result)
-        notify(SeedFinished(cfg.seed, result.best_epoch, result.val_metrics[cfg.objective], result.stopped_early))
+        value = result.val_metrics.get(cfg.objective, math.nan)  # NaN: a final fit has no validation windows
+        notify(SeedFinished(cfg.seed, result.best_epoch, value, result.stopped_early))
     return results, diverged
 
 
@@ -125,17 +129,18 @@ def train_one_seed(
     data: ECGDataset,
     *,
     device: torch.device,
+    fs: float | None,
     notify: ProgressCallback,
 ) -> SeedResult:
     autoencoder = ecgmodels.is_autoencoder(family)
     seed_everything(cfg.seed)  # the initial weights come from the seed, not from the previous run
-    model = build_model(family, model_params, data)
+    model = build_model(family, model_params, data, fs)
     started = time.perf_counter()
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         notify(EpochDone(cfg.seed, epoch, metrics))
 
-    fitted = fit(model, data, cfg, autoencoder=autoencoder, device=device, on_epoch=on_epoch)
+    fitted = fit(model, data, cfg, autoencoder=autoencoder, device=device, on_epoch=on_epoch, fs=fs)
     common = {"autoencoder": autoencoder, "threshold": fitted.threshold, "device": device}
     return SeedResult(
         seed=cfg.seed,
@@ -143,7 +148,7 @@ def train_one_seed(
         epochs_run=len(fitted.history),
         stopped_early=fitted.stopped_early,
         threshold=float(fitted.threshold),
-        val_metrics=final_metrics(model, data.X_val, data.y_val, **common),
+        val_metrics=final_metrics(model, data.X_val, data.y_val, **common) if len(data.y_val) else {},
         test_metrics=final_metrics(model, data.X_test, data.y_test, **common),
         seconds=time.perf_counter() - started,
         state=fitted.best_state,

@@ -20,6 +20,7 @@ TAG_RETRIED_FROM = "ecgsearch.retried_from"
 TAG_STATE = "ecgsearch.state"
 TAG_PRUNED_AT_EPOCH = "ecgsearch.pruned_at_epoch"
 TAG_FAIL_REASON = "ecgsearch.fail_reason"
+TAG_CV_EPOCH = "ecgsearch.cv_epoch"
 
 # Parent-run tags (one parent run per study).
 TAG_SPACE = "ecgsearch.space"

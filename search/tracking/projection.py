@@ -28,7 +28,10 @@ ATTR_TAGS = {
     "retried_from": names.TAG_RETRIED_FROM,
     "pruned_at_epoch": names.TAG_PRUNED_AT_EPOCH,
     "fail_reason": names.TAG_FAIL_REASON,
+    "cv_epoch": names.TAG_CV_EPOCH,
 }
+# A cross-validated trial's value on each fold (user attr `cv_fold_values`) -> metrics `cv_fold<k>_value`.
+FOLD_VALUES_ATTR = "cv_fold_values"
 MIRRORED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # The worker's user attr holding the validation confusion matrix at the best epoch (COMPLETE trials).
@@ -112,6 +115,10 @@ def trial_run(trial: FrozenTrial, *, objective: str) -> RunUpdate:
     if trial.state == TrialState.COMPLETE:
         if trial.value is not None:
             once[names.METRIC_OBJECTIVE] = Point(names.METRIC_OBJECTIVE, last_step, float(trial.value), end_ms or 0)
+        for fold, value in enumerate(attrs.get(FOLD_VALUES_ATTR) or [], start=1):
+            if isinstance(value, int | float) and math.isfinite(value):
+                key = f"cv_fold{fold}_value"
+                once[key] = Point(key, last_step, float(value), end_ms or 0)
         history = attrs.get("history")
         curves = plots.training_curves(history) if isinstance(history, list) else None
         if curves is not None:

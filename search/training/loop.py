@@ -42,7 +42,11 @@ LockstepCallback = Callable[[int, list[dict[str, float]]], None]
 
 
 class SplitData(Protocol):
-    """What a run needs of an `ECGDataset` (or of one cross-validation fold of it)."""
+    """What a run needs of an `ECGDataset` (or of one cross-validation fold of it).
+
+    `X_val`/`y_val` may hold no window: a final fit on every labelled window (after cross-validation
+    chose its epochs) has nothing left to validate on; it then keeps its last epoch.
+    """
 
     X_train: Tensor
     y_train: Tensor
@@ -160,6 +164,12 @@ class TrainingRun:
         self.X_train, self.y_train = X_train, y_train
         self.X_val, self.y_val = data.X_val.to(self.device), data.y_val.to(self.device).float()
         self.y_val_cpu = self.y_val.cpu()  # metrics are computed by scikit-learn on the host
+        self.validated = self.X_val.shape[0] > 0
+        if not self.validated and (cfg.selection != "last" or cfg.patience):
+            raise ConfigError(
+                "a run without validation windows keeps its last epoch: it needs selection 'last' and no "
+                f"early stopping (got selection {cfg.selection!r}, patience {cfg.patience})"
+            )
 
         self.augment = Augmentation.from_config(cfg, fs)
         if self.augment.lead_dropout and X_train.shape[1] < 2:
@@ -181,7 +191,8 @@ class TrainingRun:
         return len(self.history)
 
     def objective_curve(self) -> list[float]:
-        return [entry[f"val_{self.cfg.objective}"] for entry in self.history]
+        """The validation objective per epoch (NaN throughout for a run without validation windows)."""
+        return [entry.get(f"val_{self.cfg.objective}", math.nan) for entry in self.history]
 
     @property
     def patience_exhausted(self) -> bool:
@@ -203,12 +214,11 @@ class TrainingRun:
         with self.randomness.active():
             train_loss, train_seconds = self._train_epoch(epoch)
         threshold = self._choose_threshold(epoch)
-        val_loss, val_metrics = self._validate(epoch, threshold)
+        validation = self._validate(epoch, threshold) if self.validated else {}
         entry: dict[str, Any] = {
             "epoch": epoch,
             "train_loss": train_loss,
-            "val_loss": val_loss,
-            **{f"val_{name}": value for name, value in val_metrics.items()},
+            **validation,
             "threshold": threshold,
             "lr": lr,
             "epoch_seconds": time.perf_counter() - started,
@@ -216,7 +226,8 @@ class TrainingRun:
         }
         self.history.append(entry)
         self._keep_selected_weights()
-        self._step_scheduler(val_metrics[self.cfg.objective])
+        # Without validation the plateau scheduler follows the training loss (higher is better: its negative).
+        self._step_scheduler(entry.get(f"val_{self.cfg.objective}", -train_loss))
         return entry
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
@@ -263,8 +274,8 @@ class TrainingRun:
             raise TrainingDiverged(epoch, None, "the scores of training windows", self.cfg.lr)
         return choose_threshold(scores, self.y_threshold, self.threshold_metric)
 
-    def _validate(self, epoch: int, threshold: float) -> tuple[float, dict[str, Any]]:
-        """(validation loss, validation metrics at `threshold`)."""
+    def _validate(self, epoch: int, threshold: float) -> dict[str, Any]:
+        """`val_loss` and every validation metric at `threshold`, named `val_<metric>`."""
         raw = score(self.scorer, self.X_val, batch_size=self.eval_batch, amp=self.amp, raw=True)
         if self.autoencoder:  # the loss it trains on: reconstruction error of normal windows
             normal = self.y_val == 0
@@ -276,7 +287,8 @@ class TrainingRun:
         val_loss = float(val_loss_t)
         if not (math.isfinite(val_loss) and bool(torch.isfinite(scores).all())):
             raise TrainingDiverged(epoch, None, "the validation loss or outputs", self.cfg.lr)
-        return val_loss, classification_metrics(self.y_val_cpu, scores, threshold)
+        metrics = classification_metrics(self.y_val_cpu, scores, threshold)
+        return {"val_loss": val_loss, **{f"val_{name}": value for name, value in metrics.items()}}
 
     def _keep_selected_weights(self) -> None:
         # The rule's pick over a longer curve is always the epoch it picked when that epoch ended (or a

@@ -1,0 +1,131 @@
+"""`start --cv K`: patient-grouped folds stored with the study, K models per trial in lockstep, the trial
+valued by the selection rule on the mean curve, per-fold values recorded; retraining refits on all of
+train+val for the epochs cross-validation chose; two workers on PostgreSQL use the same folds."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import torch
+
+from search.cli import main
+from search.data import load_dataset
+from search.optimize.splits import folds_digest, training_splits
+from search.training.curve import curve_value
+from studies import FINISHED_STATES, open_storage, read_definition, read_folds
+
+# Small models and few epochs: K = 3 models per trial on a 96 + 48 window slice.
+SMALL = ("--space", "cnn", "--epochs", "3", "--pruner", "none", "--max-params", "30000", "--sampler", "random")
+
+
+def _pooled_groups(data_dir: Path) -> np.ndarray:
+    dataset = load_dataset(data_dir)
+    return np.concatenate([dataset.groups_train.numpy(), dataset.groups_val.numpy()])
+
+
+@pytest.fixture(scope="module")
+def cv_study(small_real_dir, tmp_path_factory, start_args):
+    """A 3-fold cross-validated study of 2 trials on the small real slice (patient ids from MIT-BIH)."""
+    root = tmp_path_factory.mktemp("cv")
+    storage = f"sqlite:///{root / 'cv.db'}"
+    argv = start_args(small_real_dir, storage, *SMALL, "--study", "cv", "--trials", "2", "--cv", "3")
+    assert main(argv) == 0
+    return storage, optuna.load_study(study_name="cv", storage=storage), root
+
+
+def test_every_patient_is_in_one_fold_and_the_folds_are_stored(cv_study, small_real_dir):
+    _, study, _ = cv_study
+    definition = read_definition(study)
+    assert definition.cv_folds == 3 and definition.selection == "smoothed"
+    folds = np.asarray(read_folds(study))
+    groups = _pooled_groups(small_real_dir)
+    assert len(folds) == len(groups) and set(folds.tolist()) == {0, 1, 2}
+    for patient in np.unique(groups):
+        assert len(set(folds[groups == patient].tolist())) == 1, f"patient {patient} is in several folds"
+
+
+def test_a_trial_is_valued_by_the_rule_on_the_mean_of_its_folds(cv_study):
+    _, study, _ = cv_study
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert complete, [t.user_attrs.get("fail_reason") for t in study.trials]
+    for trial in complete:
+        history = trial.user_attrs["history"]
+        assert len(history) == 3
+        for entry in history:
+            folds = [entry[f"fold{k}_val_roc_auc"] for k in (1, 2, 3)]
+            assert entry["val_roc_auc"] == pytest.approx(sum(folds) / 3)
+        value, epoch = curve_value([e["val_roc_auc"] for e in history], "smoothed", 3)
+        assert trial.value == pytest.approx(value) and trial.user_attrs["cv_epoch"] == epoch
+        assert len(trial.user_attrs["cv_fold_values"]) == 3
+        assert all(0.0 <= v <= 1.0 for v in trial.user_attrs["cv_fold_values"] if not math.isnan(v))
+        # Each held-out window is counted once: the summed confusion matrix covers all of train+val.
+        assert sum(map(sum, trial.user_attrs["val_confusion_matrix"])) == len(read_folds(study))
+        assert trial.user_attrs["cv_folds_digest"] == folds_digest(read_folds(study))
+
+
+def test_retrain_refits_on_all_of_train_and_val_and_predict_reproduces_it(cv_study, small_real_dir, tmp_path):
+    storage, study, _ = cv_study
+    out = tmp_path / "bundle"
+    argv = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--seeds", "2", "--ensemble"]
+    assert main([*argv, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = study.best_trial
+    assert metrics["cross_validation"]["folds"] == 3
+    assert metrics["epochs"] == metrics["cross_validation"]["epochs"] == best.user_attrs["cv_epoch"]
+    assert metrics["validation"] == {}  # nothing was held out: the CV estimate stands in for it
+    assert all(seed["epochs_run"] == metrics["epochs"] for seed in metrics["seeds"])
+    windows = tmp_path / "windows.npy"
+    np.save(windows, load_dataset(small_real_dir).X_test.numpy()[:16])
+    scores = {}
+    for runtime in ("torch", "onnx"):
+        csv = tmp_path / f"{runtime}.csv"
+        assert (
+            main(["predict", "--model", str(out), "--input", str(windows), "--out", str(csv), "--runtime", runtime])
+            == 0
+        )
+        scores[runtime] = np.loadtxt(csv, delimiter=",", skiprows=1, usecols=1)
+    assert np.max(np.abs(scores["torch"] - scores["onnx"])) < 1e-4
+
+
+def test_a_resumed_cross_validated_study_keeps_its_setting_without_the_flag(cv_study, small_real_dir, start_args):
+    storage, _, _ = cv_study
+    assert main(start_args(small_real_dir, storage, *SMALL, "--study", "cv", "--trials", "2")) == 0
+    assert read_definition(optuna.load_study(study_name="cv", storage=storage)).cv_folds == 3
+
+
+def test_cv_of_one_fold_is_refused_before_anything_is_written(small_real_dir, tmp_path, capsys, start_args):
+    database = tmp_path / "refused.db"
+    assert main(start_args(small_real_dir, f"sqlite:///{database}", *SMALL, "--cv", "1")) == 2
+    assert "--cv" in capsys.readouterr().err and not database.exists()
+
+
+@pytest.mark.postgres
+def test_two_workers_on_postgres_use_the_stored_folds(small_real_dir, postgres_url, tmp_path, start_args):
+    created = start_args(small_real_dir, postgres_url, *SMALL, "--study", "shared-cv", "--trials", "2", "--cv", "3")
+    assert main([*created, "--create-only"]) == 0
+    env = {**os.environ, "ECGSEARCH_STORAGE": postgres_url, "ECGSEARCH_THREADS": "1"}
+    worker = [sys.executable, "-m", "search.cli", "worker", "--study", "shared-cv", "--mlflow-uri", "off"]
+    processes = [subprocess.Popen([*worker, "--no-progress"], env=env, cwd=tmp_path) for _ in range(2)]
+    assert [process.wait(timeout=900) for process in processes] == [0, 0]
+    study = optuna.load_study(study_name="shared-cv", storage=open_storage(postgres_url))
+    digest = folds_digest(read_folds(study))
+    trained = [t for t in study.get_trials(states=FINISHED_STATES) if "cv_folds_digest" in t.user_attrs]
+    assert len(trained) == 2 and {t.user_attrs["cv_folds_digest"] for t in trained} == {digest}
+    # Whichever process trains, it builds the same folds from the database: two fresh openings of the
+    # study (two workers' views) give identical training and held-out windows, fold by fold.
+    dataset = load_dataset(small_real_dir)
+    views = []
+    for _ in range(2):
+        opened = optuna.load_study(study_name="shared-cv", storage=open_storage(postgres_url))
+        views.append(training_splits(dataset, read_definition(opened), opened, torch.device("cpu")))
+    assert views[0].folds_digest == views[1].folds_digest == digest
+    for first, second in zip(views[0].splits, views[1].splits, strict=True):
+        assert torch.equal(first.X_val, second.X_val) and torch.equal(first.y_train, second.y_train)
