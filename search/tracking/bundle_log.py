@@ -9,6 +9,7 @@ and metrics.json and the paths of its files (the bundle layout itself lives in `
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from search.tracking import names
-from search.tracking.runs import clean_key, now_ms, param_value
+from search.tracking.client import tracking_client
+from search.tracking.runs import clean_key, param_value
 from search.tracking.uri import http_reachable, is_http
 from studies import mask_secrets
 
@@ -99,7 +101,7 @@ def log_bundle(
     if is_http(tracking_uri) and not http_reachable(tracking_uri, MLFLOW_PROBE_TIMEOUT_S):
         raise ConnectionError(f"nothing answers at {mask_secrets(tracking_uri)}")
     mlflow.set_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri)
+    client = tracking_client(tracking_uri)
     experiment_id, parent_run_id = _study_parent(client, tracking_uri, study_name, experiment_id, parent_run_id)
     tags = {
         names.TAG_STUDY: study_name,
@@ -146,7 +148,7 @@ def _log_run(client: Any, run_id: str, content: BundleContent, register_as: str 
     from mlflow.entities import Metric, Param
     from mlflow.models import infer_signature
 
-    now = now_ms()
+    now = int(time.time() * 1000)
     client.log_batch(
         run_id,
         metrics=[Metric(k, v, now, 0) for k, v in bundle_metrics(content.metrics).items()],
