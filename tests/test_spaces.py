@@ -103,7 +103,7 @@ def test_one_optuna_name_has_one_distribution_everywhere() -> None:
                 seen[param].add(repr(distribution))
     conflicts = {param: dists for param, dists in seen.items() if len(dists) > 1}
     assert conflicts == {}
-    prefixes = ("train_", "conv_", "lstm_", "tf_", "fc_", "ae_", "cnn_", "cond_", "rhythm_")
+    prefixes = ("train_", "aug_", "conv_", "lstm_", "tf_", "fc_", "ae_", "cnn_", "cond_", "rhythm_")
     assert all(param.startswith(prefixes) for param in seen)
 
 
@@ -156,6 +156,21 @@ def test_sgd_samples_its_own_learning_rate_range() -> None:
     assert by_optimizer["sgd"] and by_optimizer["adam"] + by_optimizer["adamw"]
     assert all(1e-3 <= lr <= 1e-1 for lr in by_optimizer["sgd"])
     assert all(1e-4 <= lr <= 3e-3 for lr in by_optimizer["adam"] + by_optimizer["adamw"])
+
+
+def test_augmentation_is_searched_for_every_family_and_builds_a_training_config() -> None:
+    from search.training.config import split_config
+
+    seen: dict[str, set] = defaultdict(set)
+    for config, trial in sample("all", 80, seed=6):
+        for key in ("aug_amplitude", "aug_shift", "aug_noise", "aug_wander", "aug_lead_dropout"):
+            assert key in trial.params and config[key] == trial.params[key]
+            seen[key].add(config[key])
+        split_config({**config, "epochs": 1, "objective": "roc_auc", "seed": 0})  # TrainConfig accepts them
+    assert all(0.0 in values and len(values) > 1 for values in seen.values())
+    # Zeroing a lead needs another lead to learn from.
+    one_lead = spaces.SpaceContext(n_channels=1, seq_len=SEQ_LEN, fs=FS)
+    assert {config["aug_lead_dropout"] for config, _ in sample("cnn", 20, ctx=one_lead)} == {0.0}
 
 
 def test_new_options_are_sampled_for_every_family_when_fs_is_known() -> None:
