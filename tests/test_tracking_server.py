@@ -15,7 +15,9 @@ from optuna.distributions import FloatDistribution
 
 from mlflow_server import Server, assert_mirrors_study, metric_curve
 from search.cli import main
-from search.optimize.worker import TrialEvent, WorkerSettings, run_worker
+from search.optimize.events import TrialEvent
+from search.optimize.settings import WorkerSettings
+from search.optimize.worker import run_worker
 from search.tracking import TrialMirror, names, setup_study_mirror
 from search.tracking.runs import find_runs
 from studies import load_study_with_definition, open_storage
@@ -131,8 +133,8 @@ def test_a_running_trial_shows_its_epochs_in_mlflow(
             == f"{server.url}/#/experiments/{experiment_id}/runs/{runs[0].info.run_id}"
         )
 
-    settings = WorkerSettings(study_name="epochs", storage_url=storage, device="cpu", mlflow_uri=server.url)
-    run_worker(settings, on_event=watch)
+    settings = WorkerSettings(study_name="epochs", storage_url=storage, mlflow_uri=server.url)
+    run_worker(settings, device="cpu", on_event=watch)
     assert sorted(seen) == [1, 2]
     assert all(s["state"] == optuna.trial.TrialState.RUNNING and s["status"] == "RUNNING" for s in seen.values())
     study = optuna.load_study(study_name="epochs", storage=storage)
