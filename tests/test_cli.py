@@ -198,7 +198,9 @@ def test_required_services_fail_instead_of_skipping():
     """With ECGSEARCH_REQUIRE_SERVICES=1 (CI), a test whose PostgreSQL is missing fails; without it, it skips."""
     test = "tests/test_storage_postgres.py::test_missing_database_suggests_createdb"
     repo = Path(__file__).resolve().parents[1]
-    unreachable = {**os.environ, "ECGSEARCH_TEST_PG_PORT": "1"}
+    # CI itself sets ECGSEARCH_REQUIRE_SERVICES: the "skips" half must run without it.
+    inherited = {key: value for key, value in os.environ.items() if key != "ECGSEARCH_REQUIRE_SERVICES"}
+    unreachable = {**inherited, "ECGSEARCH_TEST_PG_PORT": "1"}
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", test]
     skipped = subprocess.run(command, cwd=repo, env=unreachable, capture_output=True, text=True)
     assert skipped.returncode == 0 and "1 skipped" in skipped.stdout, skipped.stdout
