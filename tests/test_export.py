@@ -94,14 +94,25 @@ def test_onnx_gives_the_pytorch_scores_on_real_windows_for_any_batch(small_real_
     assert np.max(np.abs(bundle.score(dataset.X_test) - expected)) < 1e-6
 
 
-@pytest.mark.parametrize("family", ecgmodels.FAMILIES)
-def test_every_family_exports_to_onnx_with_the_same_scores(family, real, tmp_path):
+WITH_RHYTHM = [
+    ("cnn", {"rhythm_branch": True, "rhythm_fusion": "average"}),
+    ("cnn_lstm", {"rhythm_branch": True, "rhythm_fusion": "concat"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "extra"),
+    [(family, {}) for family in ecgmodels.FAMILIES] + WITH_RHYTHM,
+    ids=[*ecgmodels.FAMILIES, "cnn-rhythm-average", "cnn_lstm-rhythm-concat"],
+)
+def test_every_family_exports_to_onnx_with_the_same_scores(family, extra, real, tmp_path):
     dataset, normalised, norm = real
     seed_everything(0)
+    params = {**tiny_params(family), **extra}
     model = ecgmodels.build(
-        family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.meta["fs"], **tiny_params(family)
+        family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.meta["fs"], **params
     )
-    config = join_config(family, tiny_params(family), TrainConfig())
+    config = join_config(family, params, TrainConfig())
     out = tmp_path / family
     cfg = write_bundle(
         out,
