@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import ecgmodels
+from retrained_study import ensemble_bundle, retrained
 from search.cli import main
 from search.data import load_dataset
 from search.errors import EXIT_DATA
@@ -21,7 +22,6 @@ from search.training.config import TrainConfig, join_config
 from search.training.device import seed_everything
 from search.training.metrics import classification_metrics, scalar_metrics
 from search.training.scoring import ScoringModel, score_windows
-from test_retrain import ensemble_bundle, retrained, shared_root
 
 # Small enough that an LSTM over 2000 raw samples exports and runs in well under a second.
 TINY_OVERRIDES = {
@@ -43,11 +43,6 @@ TINY_OVERRIDES = {
 def tiny_params(family: str) -> dict:
     names = ecgmodels.model_param_names(family)
     return {**ecgmodels.default_params(family), **{k: v for k, v in TINY_OVERRIDES.items() if k in names}}
-
-
-@pytest.fixture
-def session_root(tmp_path_factory: pytest.TempPathFactory):
-    return shared_root(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
