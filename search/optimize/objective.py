@@ -6,6 +6,7 @@ reproduced from its stored config; which configs a worker proposes is not reprod
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -25,7 +26,7 @@ from search.training.config import TrainConfig, split_config
 from search.training.curve import curve_value
 from search.training.device import seed_everything
 from search.training.loop import TrainingDiverged, TrainingRun, fit, fit_lockstep
-from studies import BUDGET_STATES, StudyDefinition, budget_of
+from studies import BUDGET_STATES, LivenessBeat, StudyDefinition, budget_of
 
 
 class BudgetReached(Exception):
@@ -52,6 +53,7 @@ _PER_RUN_ATTRS = (
     "mlflow_run_url",
     "val_metrics",
     "val_confusion_matrix",
+    "worker_label",
 )
 
 
@@ -85,6 +87,8 @@ class TrialObjective:
         mirror: Any | None = None,
         on_event: EventHandler | None = None,
         folds_digest: str | None = None,
+        liveness_interval_s: float | None = None,
+        worker_label: str | None = None,
     ) -> None:
         if not splits:
             raise ValueError("a trial needs at least one split to train on")
@@ -100,8 +104,22 @@ class TrialObjective:
         self.mirror = mirror
         self.on_event = on_event or (lambda event: None)
         self.host = socket.gethostname()
+        # Behind the storage proxy (no Optuna heartbeat): write ecgsearch's liveness mark this often.
+        self.liveness_interval_s = liveness_interval_s
+        self.worker_label = worker_label  # e.g. the pod's completion index in a Kubernetes Indexed Job
+        self.current_trial_id: int | None = None  # the trial this objective runs (or ran last)
 
     def __call__(self, trial: optuna.Trial) -> float:
+        self.current_trial_id = trial._trial_id
+        keep_alive = (
+            contextlib.nullcontext()
+            if self.liveness_interval_s is None
+            else LivenessBeat(trial.study._storage, trial._trial_id, self.liveness_interval_s)
+        )
+        with keep_alive:
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> float:
         retried_from = self._prepare(trial)
         config = self._sample(trial)
         family, _model_params, train_config = split_config(config)  # refuses a key no part of the config knows
@@ -126,6 +144,8 @@ class TrialObjective:
         trial.set_user_attr("worker_host", self.host)
         trial.set_user_attr("worker_pid", os.getpid())
         trial.set_user_attr("device", self.device_label)
+        if self.worker_label:
+            trial.set_user_attr("worker_label", self.worker_label)
         trial.set_user_attr("epoch", 0)
         trial.set_user_attr("heartbeat_at", time.time())
         if self.folds_digest is not None:
