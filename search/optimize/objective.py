@@ -27,6 +27,7 @@ from search.training.curve import curve_value
 from search.training.device import seed_everything
 from search.training.loop import TrainingDiverged, TrainingRun, fit, fit_lockstep
 from studies import BUDGET_STATES, LivenessBeat, StudyDefinition, budget_of
+from studies.attrs import set_user_attrs
 
 
 class BudgetReached(Exception):
@@ -138,20 +139,17 @@ class TrialObjective:
         )
         if system_retry is not None:
             retried_from = system_retry
-        for key in _PER_RUN_ATTRS:
-            if key in trial.user_attrs:
-                trial.set_user_attr(key, None)
-        trial.set_user_attr("worker_host", self.host)
-        trial.set_user_attr("worker_pid", os.getpid())
-        trial.set_user_attr("device", self.device_label)
+        # A retried trial's inherited per-run attrs are cleared; all of it in one transaction.
+        attrs: dict[str, Any] = {key: None for key in _PER_RUN_ATTRS if key in trial.user_attrs}
+        attrs.update(worker_host=self.host, worker_pid=os.getpid(), device=self.device_label, epoch=0)
+        attrs["heartbeat_at"] = time.time()
         if self.worker_label:
-            trial.set_user_attr("worker_label", self.worker_label)
-        trial.set_user_attr("epoch", 0)
-        trial.set_user_attr("heartbeat_at", time.time())
+            attrs["worker_label"] = self.worker_label
         if self.folds_digest is not None:
-            trial.set_user_attr("cv_folds_digest", self.folds_digest)
+            attrs["cv_folds_digest"] = self.folds_digest
         if retried_from is not None:
-            trial.set_user_attr("retried_from", int(retried_from))
+            attrs["retried_from"] = int(retried_from)
+        set_user_attrs(trial, attrs)
         self._check_budget(trial)
         return None if retried_from is None else int(retried_from)
 
@@ -175,8 +173,7 @@ class TrialObjective:
             selection=definition.selection,
             selection_window=definition.selection_window,
         )
-        trial.set_user_attr("config", config)
-        trial.set_user_attr("family", config["family"])
+        set_user_attrs(trial, {"config": config, "family": config["family"]})
         return config
 
     def _validate(self, trial: optuna.Trial, config: dict[str, Any]) -> tuple[torch.nn.Module, int]:
@@ -295,10 +292,8 @@ class TrialObjective:
             outcome.history.append({"epoch": epoch, **scalars})
             value = scalars.get(objective_key, math.nan)
             trial.report(value, epoch)
-            trial.set_user_attr("epoch", epoch)
-            trial.set_user_attr("heartbeat_at", time.time())
             # The curves so far, in the database: what the live mirror (and `mlflow-sync`) project per epoch.
-            trial.set_user_attr("history", outcome.history)
+            set_user_attrs(trial, {"epoch": epoch, "heartbeat_at": time.time(), "history": outcome.history})
             self.notify_mirror(trial.number)
             self.on_event(
                 TrialEvent(

@@ -31,6 +31,7 @@ from search.optimize.settings import WorkerSettings
 from search.optimize.splits import training_splits
 from search.training.device import resolve_device
 from studies import (
+    FINISHED_STATES,
     StudyDefinition,
     StudyMismatch,
     budget_of,
@@ -41,7 +42,6 @@ from studies import (
     make_sampler,
     mask_secrets,
     open_existing_storage,
-    trials_used,
 )
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ def _run_trials(
     consecutive_invalid = 0
     while True:
         optuna.storages.fail_stale_trials(study)
-        counts = count_trials(study)
-        finished = trials_used(study)
+        counts = count_trials(study)  # one read for both: the budget used is COMPLETE + PRUNED
+        finished = sum(counts[state.name] for state in FINISHED_STATES)
         budget = budget_of(study)
         if budget is not None and finished >= budget:
             result.stopped_because = f"budget of {budget} trials reached"
