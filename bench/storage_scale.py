@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5, help="reports per trial")
     parser.add_argument("--epoch-s", type=float, default=0.01, help="the stand-in for training, per epoch")
     args = parser.parse_args(argv)
+    from search.optimize.process import quiet_library_logs
+
+    quiet_library_logs()
     counts = [int(n) for n in args.workers.split(",") if n.strip()]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if args.quick:
