@@ -18,12 +18,14 @@ from studies.definition import (
     write_folds,
 )
 from studies.errors import UnknownComponent
+from studies.liveness import LIVENESS_KEY, LivenessBeat, StaleTrialReaper, has_storage_heartbeat
 from studies.masking import mask_secrets
 from studies.pruners import PRUNERS, make_pruner
 from studies.samplers import SAMPLERS, make_sampler
 from studies.storage import (
     DEFAULT_STORAGE_URL,
     StorageError,
+    is_proxy_url,
     open_existing_storage,
     open_storage,
 )
@@ -55,13 +57,16 @@ __all__ = [
     "BUDGET_STATES",
     "DEFAULT_STORAGE_URL",
     "FINISHED_STATES",
+    "LIVENESS_KEY",
     "PRUNERS",
     "SAMPLERS",
     "USER_ATTR_KEY",
     "BestTrial",
+    "LivenessBeat",
     "NoCompletedTrial",
     "NotAnEcgsearchStudy",
     "RunningTrial",
+    "StaleTrialReaper",
     "StorageError",
     "StudyDefinition",
     "StudyListing",
@@ -76,6 +81,8 @@ __all__ = [
     "count_trials",
     "create_or_load_study",
     "describe_counts",
+    "has_storage_heartbeat",
+    "is_proxy_url",
     "list_studies",
     "load_study_with_definition",
     "make_pruner",
