@@ -4,6 +4,8 @@ Imports optuna and sqlalchemy only.
 """
 
 from studies.definition import (
+    CONSTRAINT_FIELDS,
+    COST_OBJECTIVES,
     USER_ATTR_KEY,
     NotAnEcgsearchStudy,
     StudyDefinition,
@@ -44,6 +46,9 @@ from studies.trials import (
     budget_of,
     count_trials,
     describe_counts,
+    is_infeasible,
+    pareto_front,
+    quality_value,
     select_trial,
     trial_config,
     trial_family,
@@ -53,6 +58,8 @@ from studies.trials import (
 
 __all__ = [
     "BUDGET_STATES",
+    "CONSTRAINT_FIELDS",
+    "COST_OBJECTIVES",
     "DEFAULT_STORAGE_URL",
     "FINISHED_STATES",
     "PRUNERS",
@@ -76,6 +83,7 @@ __all__ = [
     "count_trials",
     "create_or_load_study",
     "describe_counts",
+    "is_infeasible",
     "list_studies",
     "load_study_with_definition",
     "make_pruner",
@@ -83,6 +91,8 @@ __all__ = [
     "mask_secrets",
     "open_existing_storage",
     "open_storage",
+    "pareto_front",
+    "quality_value",
     "read_definition",
     "read_folds",
     "select_trial",
