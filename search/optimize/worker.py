@@ -170,12 +170,14 @@ def _run_trials(
         result.trials_run += 1
         result.by_state[frozen.state.name] = result.by_state.get(frozen.state.name, 0) + 1
         reason = str(frozen.user_attrs.get("fail_reason") or "")
-        if frozen.state == TrialState.FAIL and reason.startswith("invalid architecture"):
+        refused = frozen.state == TrialState.FAIL and reason.startswith("invalid architecture")
+        if refused or frozen.user_attrs.get("infeasible"):
             consecutive_invalid += 1
             if consecutive_invalid >= settings.max_consecutive_invalid:
                 raise SpaceExhausted(
-                    f"space {space!r} produced {consecutive_invalid} invalid architectures in a row "
-                    f"(last: {reason}); widen --max-params or check the data's window length ({seq_len} samples)"
+                    f"space {space!r} produced {consecutive_invalid} invalid or infeasible architectures in a row "
+                    f"(last: {reason or frozen.user_attrs.get('infeasible')}); widen the limits (--max-params, "
+                    f"--max-flops, --max-latency-ms) or check the data's window length ({seq_len} samples)"
                 )
         else:
             consecutive_invalid = 0
