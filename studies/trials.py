@@ -6,6 +6,8 @@ The budget is the whole study's: COMPLETE + PRUNED trials on the database, acros
 from __future__ import annotations
 
 import math
+import operator
+import re
 from typing import Any
 
 import optuna
@@ -167,3 +169,56 @@ def trial_family(trial: FrozenTrial) -> str | None:
     if not family and isinstance(trial.user_attrs.get("config"), dict):
         family = trial.user_attrs["config"].get("family")
     return str(family) if family else None
+
+
+_RULE = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE_]+)\s*$")
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def trial_objectives(trial: FrozenTrial, metric_names: list[str]) -> dict[str, float]:
+    """Every value a rule can name: the study's values under its metric names, then the trial's measured costs."""
+    values = dict(zip(metric_names, map(float, trial.values or []), strict=False))
+    for name, cost in (trial.user_attrs.get("cost") or {}).items():
+        values.setdefault(name, float(cost))
+    return values
+
+
+def parse_pick(text: str, known: list[str]) -> list[tuple[str, str, float]]:
+    """`latency_ms<5,params<=100000` -> [(name, op, limit)]; ValueError saying what was expected."""
+    rules = []
+    for part in text.split(","):
+        match = _RULE.match(part)
+        if match is None:
+            raise ValueError(f"{part.strip()!r} is not a rule; expected NAME<VALUE (or <=, >, >=), e.g. latency_ms<5")
+        name, op, limit = match.groups()
+        if name not in known:
+            raise ValueError(f"{part.strip()!r}: no value named {name!r}; known: {', '.join(known)}")
+        rules.append((name, op, float(limit.replace("_", ""))))
+    return rules
+
+
+def pick_trial(study: optuna.Study, metric_names: list[str], text: str) -> FrozenTrial:
+    """The most accurate trial that satisfies every rule in `text`, taken from the Pareto front when one
+    satisfies them (a front point is the best quality for its cost), else from every feasible COMPLETE trial.
+
+    `TrialNotUsable` (a usage error) for a malformed rule, or when no trial satisfies them.
+    """
+    completed = _scored(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    known = sorted({*metric_names, *(name for t in completed for name in trial_objectives(t, metric_names))})
+    try:
+        rules = parse_pick(text, known or metric_names)
+    except ValueError as error:
+        raise TrialNotUsable(f"--pick {text!r}: {error}") from None
+
+    def satisfies(trial: FrozenTrial) -> bool:
+        values = trial_objectives(trial, metric_names)
+        return all(name in values and _COMPARE[op](values[name], limit) for name, op, limit in rules)
+
+    for pool in (pareto_front(study, completed), completed):
+        chosen = best_trial(study, [t for t in pool if satisfies(t)])
+        if chosen is not None:
+            return chosen
+    raise TrialNotUsable(
+        f"--pick {text!r}: none of the {len(completed)} completed feasible trials satisfies it; "
+        "`ecgsearch status` lists the Pareto front"
+    )

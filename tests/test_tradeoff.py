@@ -6,6 +6,7 @@ on a study built from known values, where the answer is known.
 
 from __future__ import annotations
 
+import json
 import math
 
 import optuna
@@ -130,6 +131,24 @@ def test_multi_objective_search_trains_every_epoch_and_shows_the_front(
     assert main(["report", "--study", "mo", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "Pareto front" in page and 'id="fig-front"' in page and "Quality against cost" in page
+
+    # A point chosen by a rule on the objectives is retrained, and its export carries every objective.
+    cheapest = min(complete, key=lambda t: t.values[1])
+    rule = f"params<={int(cheapest.values[1])}"
+    exported = tmp_path / "export"
+    argv = ["retrain", "--study", "mo", "--storage", storage, "--epochs", "1", "--mlflow-uri", "off"]
+    assert main([*argv, "--pick", rule, "--out", str(exported)]) == 0
+    metrics = json.loads((exported / "metrics.json").read_text())
+    assert metrics["trial_number"] == cheapest.number
+    assert metrics["objectives"] == ["val_roc_auc", "params", "latency_ms"]
+    assert metrics["search_objectives"]["params"] == cheapest.values[1]
+    assert metrics["search_objectives"]["latency_ms"] == cheapest.values[2]
+    assert metrics["cost"]["params"] == cheapest.values[1] and metrics["cost"]["flops"] > 0
+    assert "## Objectives and costs" in (exported / "README.md").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--pick", "latency_ms<0", "--out", str(tmp_path / "none")]) == 2
+    assert "none of the 4 completed feasible trials" in " ".join(capsys.readouterr().err.split())
+    assert main([*argv, "--pick", "watts<3", "--trial", "0"]) == 2
 
 
 def test_constraint_stops_infeasible_architectures_before_training_and_the_sampler_sees_it(
