@@ -28,6 +28,7 @@ from studies.storage import (
     StorageError,
     open_existing_storage,
     open_storage,
+    sqlite_artifact_dir,
 )
 from studies.summary import (
     BestTrial,
@@ -99,6 +100,7 @@ __all__ = [
     "read_definition",
     "read_folds",
     "select_trial",
+    "sqlite_artifact_dir",
     "summarise",
     "trial_config",
     "trial_family",

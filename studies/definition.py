@@ -110,6 +110,9 @@ class StudyDefinition:
     max_latency_ms: float | None = None
     # Where a warm-started study's first trials came from: {study, storage (masked), top, taken: [...]}.
     warm_start: dict[str, Any] | None = None
+    # Folder of the Optuna artifact store the workers write each trial's learning curve to and the dashboard
+    # serves (a FileSystemArtifactStore); None: no artifacts.
+    artifact_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.mlflow_tracking_uri is not None:

@@ -194,6 +194,14 @@ STUDY_FIELDS = (
     metavar="HZ",
     help="sampling rate of the data when its meta.json does not give one (default: 10-second windows assumed)",
 )
+@click.option(
+    "--artifact-dir",
+    default=None,
+    metavar="DIR",
+    help="Optuna artifact store (a folder every worker and the dashboard reach) for each trial's learning curve, "
+    "shown by optuna-dashboard (default: optuna-artifacts beside a SQLite study database; none for a server "
+    "database unless given); kept by a resumed study",
+)
 @click.option("--create-only", is_flag=True, help="create (or check) the study and its MLflow experiment, run no trial")
 @worker_options
 @click.pass_context
@@ -331,6 +339,7 @@ def _study_settings(ctx: click.Context) -> StudySettings:
         max_flops=params["max_flops"],
         max_latency_ms=params["max_latency_ms"],
         warm_start=_warm_start_settings(ctx),
+        artifact_dir=params["artifact_dir"],
         given=frozenset(name for name in STUDY_FIELDS if given(ctx, name)),
     )
 

@@ -21,6 +21,7 @@ import ecgmodels
 import spaces
 from search.data import ECGDataset
 from search.optimize.events import EventHandler, TrialEvent
+from search.tracking.dashboard_note import store_learning_curve
 from search.training.config import TrainConfig, split_config
 from search.training.cost import ModelCost, measure_cost
 from search.training.curve import curve_value
@@ -342,6 +343,7 @@ class TrialObjective:
     def _finish(self, trial: optuna.Trial, outcome: _Outcome) -> None:
         """Store the curve and the reason, tell the display (the worker tells the mirror once the trial ended)."""
         trial.set_user_attr("history", outcome.history)
+        store_learning_curve(trial, outcome.history, self.definition)  # shown by optuna-dashboard
         if outcome.reason is not None and outcome.state != "PRUNED":
             trial.set_user_attr("fail_reason", outcome.reason)
         self.on_event(

@@ -26,6 +26,7 @@ from studies import (
     open_existing_storage,
     open_storage,
     read_folds,
+    sqlite_artifact_dir,
     write_definition,
     write_folds,
 )
@@ -154,6 +155,7 @@ def _definition(
         max_flops=settings.max_flops,
         max_latency_ms=settings.max_latency_ms,
         objectives=objectives,
+        artifact_dir=stored.get("artifact_dir") if stored else default_artifact_dir(settings),
         trials_budget=settings.trials,
         ecgsearch_version=versions["ecgsearch"],
         optuna_version=versions["optuna"],
@@ -202,6 +204,14 @@ def _warm_start(
         + (f"; dropped {', '.join(config.dropped)}" if config.dropped else "")
         for config in taken
     ]
+
+
+def default_artifact_dir(settings: StudySettings) -> str | None:
+    """Where the trials' Optuna artifacts go: as given, else `optuna-artifacts` beside a SQLite study database;
+    for a server database none unless given (it must be a folder every worker and the dashboard share)."""
+    if settings.artifact_dir:
+        return str(Path(settings.artifact_dir).resolve())
+    return sqlite_artifact_dir(settings.storage_url)
 
 
 def _data_notes(definition: StudyDefinition, dataset: ECGDataset, *, assumed_fs: bool) -> list[str]:

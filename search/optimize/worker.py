@@ -29,6 +29,7 @@ from search.optimize.events import EventHandler
 from search.optimize.objective import TRIAL_FAILURES, TrialObjective
 from search.optimize.settings import WorkerSettings
 from search.optimize.splits import training_splits
+from search.tracking.dashboard_note import annotate_trial
 from search.training.device import resolve_device
 from studies import (
     StudyDefinition,
@@ -167,6 +168,7 @@ def _run_trials(
             continue
         frozen = _optimize_one(study, objective)
         objective.notify_mirror(frozen.number)  # finished: its state and value are in the database now
+        annotate_trial(study, frozen, objective.definition)  # its optuna-dashboard note and learning curve
         result.trials_run += 1
         result.by_state[frozen.state.name] = result.by_state.get(frozen.state.name, 0) + 1
         reason = str(frozen.user_attrs.get("fail_reason") or "")
