@@ -21,7 +21,7 @@ from search.cli import main
 from search.cli.start import parse_objectives
 from search.training.cost import count_flops, measure_cost
 from search.training.scoring import ScoringModel
-from studies import is_infeasible, load_study_with_definition, open_storage, pareto_front, trials_used
+from studies import StudyDefinition, is_infeasible, load_study_with_definition, open_storage, pareto_front, trials_used
 
 
 def test_costs_are_measured_exactly_and_recurrent_layers_are_counted() -> None:
@@ -128,6 +128,12 @@ def test_multi_objective_search_trains_every_epoch_and_shows_the_front(
     assert main(["status", "--study", "mo", "--storage", storage]) == 0
     shown = capsys.readouterr().out
     assert "Pareto front" in shown and "val_roc_auc" in shown and "latency_ms" in shown
+    assert "constraints params <= 60,000" in shown
+    assert main(["status", "--storage", storage]) == 0 and "mo" in capsys.readouterr().out
+    # Resuming without the flags keeps the study's objectives and its limits.
+    assert main(start_args(tiny_real_dir, storage, "--space", "cnn", "--study", "mo", "--create-only")) == 0
+    _, resumed = load_study_with_definition(open_storage(storage), "mo")
+    assert resumed.objectives == ["roc_auc", "params", "latency_ms"] and resumed.max_params == 60_000
     assert main(["report", "--study", "mo", "--storage", storage, "--out", str(tmp_path / "r.html")]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "Pareto front" in page and 'id="fig-front"' in page and "Quality against cost" in page
@@ -180,3 +186,15 @@ def test_constraint_stops_infeasible_architectures_before_training_and_the_sampl
     below, above = _split_trials(study, seen, 1)
     assert {t.number for t in infeasible} <= {t.number for t in above}
     assert math.isfinite(below[0].value) and not is_infeasible(below[0])
+
+
+def test_a_study_created_before_multi_objective_search_loads_as_single_objective(make_definition) -> None:
+    stored = make_definition(max_params=150_000).to_dict()
+    for field in ("objectives", "max_flops", "max_latency_ms", "warm_start", "artifact_dir"):
+        del stored[field]
+    definition = StudyDefinition.from_dict(stored)
+    assert not definition.is_multi_objective
+    assert definition.objective_names() == ["roc_auc"] and definition.directions() == ["maximize"]
+    assert definition.metric_names() == ["val_roc_auc"]
+    assert definition.constraint_limits() == {"params": 150_000.0}
+    assert definition.costs_to_measure() == {"params"}
