@@ -4,6 +4,8 @@ Imports optuna and sqlalchemy only.
 """
 
 from studies.definition import (
+    CONSTRAINT_FIELDS,
+    COST_OBJECTIVES,
     USER_ATTR_KEY,
     NotAnEcgsearchStudy,
     StudyDefinition,
@@ -28,6 +30,7 @@ from studies.storage import (
     is_proxy_url,
     open_existing_storage,
     open_storage,
+    sqlite_artifact_dir,
 )
 from studies.summary import (
     BestTrial,
@@ -46,15 +49,22 @@ from studies.trials import (
     budget_of,
     count_trials,
     describe_counts,
+    is_infeasible,
+    pareto_front,
+    pick_trial,
+    quality_value,
     select_trial,
     trial_config,
     trial_family,
+    trial_objectives,
     trials_remaining,
     trials_used,
 )
 
 __all__ = [
     "BUDGET_STATES",
+    "CONSTRAINT_FIELDS",
+    "COST_OBJECTIVES",
     "DEFAULT_STORAGE_URL",
     "FINISHED_STATES",
     "LIVENESS_KEY",
@@ -82,6 +92,7 @@ __all__ = [
     "create_or_load_study",
     "describe_counts",
     "has_storage_heartbeat",
+    "is_infeasible",
     "is_proxy_url",
     "list_studies",
     "load_study_with_definition",
@@ -90,12 +101,17 @@ __all__ = [
     "mask_secrets",
     "open_existing_storage",
     "open_storage",
+    "pareto_front",
+    "pick_trial",
+    "quality_value",
     "read_definition",
     "read_folds",
     "select_trial",
+    "sqlite_artifact_dir",
     "summarise",
     "trial_config",
     "trial_family",
+    "trial_objectives",
     "trials_remaining",
     "trials_used",
     "write_definition",

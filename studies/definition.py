@@ -31,7 +31,12 @@ IDENTITY_FIELDS = (
     "cv_folds",
     "selection",
     "selection_window",
+    "objectives",
 )
+# Cost objectives and constraints, all minimised; measured by `search.training.cost` before a trial trains.
+COST_OBJECTIVES = ("params", "flops", "latency_ms")
+# The constraint on each cost: the StudyDefinition field holding its limit.
+CONSTRAINT_FIELDS = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
 # Another process may have created the study a moment ago and not yet written its definition.
 _DEFINITION_WAIT_S = 10.0
 
@@ -97,6 +102,17 @@ class StudyDefinition:
     # The sampling rate (Hz) the models are built for (filters of baseline removal and beat timing);
     # None for studies created before it was recorded, whose spaces never offered those options.
     fs: float | None = None
+    # Several objectives: the quality metric first, then costs (`COST_OBJECTIVES`); None for a study of the
+    # one objective `objective` (every study created before multi-objective search existed).
+    objectives: list[str] | None = None
+    # Constraints besides `max_params`; None: no limit.
+    max_flops: int | None = None
+    max_latency_ms: float | None = None
+    # Where a warm-started study's first trials came from: {study, storage (masked), top, taken: [...]}.
+    warm_start: dict[str, Any] | None = None
+    # Folder of the Optuna artifact store the workers write each trial's learning curve to and the dashboard
+    # serves (a FileSystemArtifactStore); None: no artifacts.
+    artifact_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.mlflow_tracking_uri is not None:
@@ -106,6 +122,32 @@ class StudyDefinition:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def is_multi_objective(self) -> bool:
+        return bool(self.objectives) and len(self.objectives) > 1
+
+    def objective_names(self) -> list[str]:
+        """The study's objectives in the order of a trial's values: the quality metric, then any costs."""
+        return list(self.objectives) if self.is_multi_objective else [self.objective]
+
+    def cost_objectives(self) -> list[str]:
+        return [name for name in self.objective_names() if name in COST_OBJECTIVES]
+
+    def directions(self) -> list[str]:
+        return [self.direction if name == self.objective else "minimize" for name in self.objective_names()]
+
+    def metric_names(self) -> list[str]:
+        """What the dashboard, `status` and the report call each value: `val_roc_auc`, `params`, …"""
+        return [f"val_{name}" if name == self.objective else name for name in self.objective_names()]
+
+    def constraint_limits(self) -> dict[str, float]:
+        """Each constrained cost and its limit (a trial is feasible when every cost is at most its limit)."""
+        limits = {cost: getattr(self, field) for cost, field in CONSTRAINT_FIELDS.items()}
+        return {cost: float(limit) for cost, limit in limits.items() if limit is not None}
+
+    def costs_to_measure(self) -> set[str]:
+        return {"params", *self.cost_objectives(), *self.constraint_limits()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyDefinition:
@@ -193,7 +235,7 @@ def create_or_load_study(
         study = optuna.create_study(
             storage=storage,
             study_name=name,
-            direction=definition.direction,
+            directions=definition.directions(),
             sampler=definition.make_sampler(),
             pruner=definition.make_pruner(),
         )
@@ -201,6 +243,8 @@ def create_or_load_study(
         pass
     else:
         write_definition(study, definition)
+        # The dashboard, `status` and the report name each value after it rather than "Objective 0".
+        study.set_metric_names(definition.metric_names())
         return study, definition, True
 
     study = optuna.load_study(storage=storage, study_name=name)

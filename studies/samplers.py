@@ -9,7 +9,7 @@ import optuna
 
 from studies.errors import UnknownComponent
 
-SAMPLERS = ("tpe", "random", "gp")
+SAMPLERS = ("tpe", "random", "gp", "nsgaii")
 
 
 def make_sampler(name: str, *, seed: int | None = None, n_startup_trials: int = 10) -> optuna.samplers.BaseSampler:
@@ -22,6 +22,11 @@ def make_sampler(name: str, *, seed: int | None = None, n_startup_trials: int = 
     gp: Gaussian-process BO (needs torch and scipy, both installed). It models only parameters
     present in every trial (the intersection space: `family` and the training parameters);
     family-specific parameters are sampled at random. Use it for single-family spaces.
+    nsgaii: the genetic NSGA-II, for multi-objective studies (TPE is the default there too). It breeds
+    only from COMPLETE trials: an infeasible architecture, stopped before training, is never a parent.
+
+    TPE and NSGA-II read each trial's constraints (`Trial.set_constraint`), so they learn where the
+    infeasible architectures are; TPE also from trials stopped before training.
     """
     if name == "tpe":
         return OncePerTrialTPESampler(
@@ -37,6 +42,8 @@ def make_sampler(name: str, *, seed: int | None = None, n_startup_trials: int = 
         # Conditional parameters are sampled independently by design; the per-parameter warning
         # for each of them on every trial would only bury the logs.
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials, warn_independent_sampling=False)
+    if name == "nsgaii":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     raise UnknownComponent("sampler", name, SAMPLERS)
 
 

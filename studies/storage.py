@@ -274,3 +274,13 @@ def _connection_failure_message(parsed: URL, url: str, error: Exception) -> str:
             f"(Then create the database with `createdb -h {host} -p {port} -U {user} {database}`.)"
         )
     return f"Could not open the PostgreSQL study storage {masked!r}: {detail}. {hint}"
+
+
+def sqlite_artifact_dir(storage_url: str) -> str | None:
+    """`optuna-artifacts` beside the database file of a `sqlite:///FILE` URL (where a study's Optuna artifacts
+    live by default); None for any other URL."""
+    prefix = "sqlite:///"
+    path = storage_url[len(prefix) :] if storage_url.startswith(prefix) else ""
+    if path in ("", ":memory:"):
+        return None
+    return str(Path(path).resolve().parent / "optuna-artifacts")

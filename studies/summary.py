@@ -12,7 +12,15 @@ import sqlalchemy
 import sqlalchemy.exc
 
 from studies.definition import USER_ATTR_KEY, StudyDefinition
-from studies.trials import best_trial, count_trials, trial_family, trials_remaining
+from studies.trials import (
+    best_trial,
+    count_trials,
+    is_infeasible,
+    pareto_front,
+    quality_value,
+    trial_family,
+    trials_remaining,
+)
 
 
 @dataclass
@@ -40,6 +48,15 @@ class BestTrial:
 
 
 @dataclass
+class FrontPoint:
+    """One trial on the Pareto front: its values under the study's metric names."""
+
+    number: int
+    values: dict[str, float]
+    family: str | None
+
+
+@dataclass
 class StudySummary:
     study_name: str
     definition: StudyDefinition
@@ -48,6 +65,10 @@ class StudySummary:
     trials_remaining: int | None
     best: BestTrial | None
     running: list[RunningTrial] = field(default_factory=list)
+    # Multi-objective studies: the feasible trials no other dominates, cheapest first.
+    front: list[FrontPoint] = field(default_factory=list)
+    # PRUNED before training because a constraint was violated (outside the budget).
+    n_infeasible: int = 0
 
 
 @dataclass
@@ -89,7 +110,17 @@ def summarise(study: optuna.Study, definition: StudyDefinition) -> StudySummary:
         trials_remaining=trials_remaining(study, definition.trials_budget),
         best=_best(study),
         running=running,
+        front=front_points(study, definition) if definition.is_multi_objective else [],
+        n_infeasible=sum(is_infeasible(t) for t in study.get_trials(deepcopy=False)),
     )
+
+
+def front_points(study: optuna.Study, definition: StudyDefinition) -> list[FrontPoint]:
+    names = definition.metric_names()
+    return [
+        FrontPoint(trial.number, dict(zip(names, map(float, trial.values), strict=True)), trial_family(trial))
+        for trial in pareto_front(study)
+    ]
 
 
 def list_studies(storage: optuna.storages.BaseStorage | str) -> list[StudyListing]:
@@ -121,7 +152,7 @@ def _best(study: optuna.Study) -> BestTrial | None:
     config = trial.user_attrs.get("config")
     return BestTrial(
         number=trial.number,
-        value=float(trial.value),
+        value=float(quality_value(trial)),
         params=dict(trial.params),
         family=trial_family(trial),
         config=config if isinstance(config, dict) else None,

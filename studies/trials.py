@@ -6,6 +6,8 @@ The budget is the whole study's: COMPLETE + PRUNED trials on the database, acros
 from __future__ import annotations
 
 import math
+import operator
+import re
 from typing import Any
 
 import optuna
@@ -48,8 +50,56 @@ def trials_used(study: optuna.Study) -> int:
 
     FAIL trials do not count: an invalid architecture, a diverged run or a dead worker's trial
     (re-queued as a copy by the heartbeat callback) leaves its place in the budget to another trial.
+    Nor do infeasible ones: stopped before training (PRUNED, so the sampler learns from them), they
+    spent no training.
     """
-    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+    return sum(not is_infeasible(t) for t in study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+def is_infeasible(trial: FrozenTrial) -> bool:
+    """Whether a constraint of the trial is violated (Optuna's rule: feasible when every value is <= 0)."""
+    return any(value > 0 for value in trial.constraints.values())
+
+
+def quality_value(trial: FrozenTrial) -> float | None:
+    """The trial's quality objective (its first value in a multi-objective study), None without values."""
+    return float(trial.values[0]) if trial.values else None
+
+
+def _scored(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The feasible COMPLETE trials whose every value is finite."""
+    return [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.values
+        and all(math.isfinite(v) for v in t.values)
+        and not is_infeasible(t)
+    ]
+
+
+def pareto_front(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> list[FrozenTrial]:
+    """The feasible COMPLETE trials no other one dominates, ordered by their first cost (cheapest first).
+
+    A single-objective study's front is its best trial.
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trials is None else trials
+    scored = _scored(trials)
+    if len(study.directions) == 1:
+        best = best_trial(study, scored)
+        return [] if best is None else [best]
+    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    losses = {t.number: [s * v for s, v in zip(signs, t.values, strict=True)] for t in scored}
+
+    def dominated(trial: FrozenTrial) -> bool:
+        mine = losses[trial.number]
+        return any(
+            all(o <= m for o, m in zip(other, mine, strict=True)) and other != mine
+            for number, other in losses.items()
+            if number != trial.number
+        )
+
+    return sorted((t for t in scored if not dominated(t)), key=lambda t: (t.values[1], -signs[0] * t.values[0]))
 
 
 def budget_of(study: optuna.Study) -> int | None:
@@ -65,13 +115,16 @@ def trials_remaining(study: optuna.Study, budget: int | None) -> int | None:
 
 
 def best_trial(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> FrozenTrial | None:
-    """The best COMPLETE trial with a finite value (of `trials` when given), None when there is none."""
+    """The best feasible COMPLETE trial with finite values (of `trials` when given), None when there is none.
+
+    In a multi-objective study: the best on the quality objective (the front's most accurate point).
+    """
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if trials is None else trials
-    scored = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+    scored = _scored(trials)
     if not scored:
         return None
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    return (max if maximize else min)(scored, key=lambda t: t.value)
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return (max if maximize else min)(scored, key=lambda t: t.values[0])
 
 
 def select_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
@@ -116,3 +169,56 @@ def trial_family(trial: FrozenTrial) -> str | None:
     if not family and isinstance(trial.user_attrs.get("config"), dict):
         family = trial.user_attrs["config"].get("family")
     return str(family) if family else None
+
+
+_RULE = re.compile(r"^\s*([a-z_]+)\s*(<=|>=|<|>)\s*([-+0-9.eE_]+)\s*$")
+_COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def trial_objectives(trial: FrozenTrial, metric_names: list[str]) -> dict[str, float]:
+    """Every value a rule can name: the study's values under its metric names, then the trial's measured costs."""
+    values = dict(zip(metric_names, map(float, trial.values or []), strict=False))
+    for name, cost in (trial.user_attrs.get("cost") or {}).items():
+        values.setdefault(name, float(cost))
+    return values
+
+
+def parse_pick(text: str, known: list[str]) -> list[tuple[str, str, float]]:
+    """`latency_ms<5,params<=100000` -> [(name, op, limit)]; ValueError saying what was expected."""
+    rules = []
+    for part in text.split(","):
+        match = _RULE.match(part)
+        if match is None:
+            raise ValueError(f"{part.strip()!r} is not a rule; expected NAME<VALUE (or <=, >, >=), e.g. latency_ms<5")
+        name, op, limit = match.groups()
+        if name not in known:
+            raise ValueError(f"{part.strip()!r}: no value named {name!r}; known: {', '.join(known)}")
+        rules.append((name, op, float(limit.replace("_", ""))))
+    return rules
+
+
+def pick_trial(study: optuna.Study, metric_names: list[str], text: str) -> FrozenTrial:
+    """The most accurate trial that satisfies every rule in `text`, taken from the Pareto front when one
+    satisfies them (a front point is the best quality for its cost), else from every feasible COMPLETE trial.
+
+    `TrialNotUsable` (a usage error) for a malformed rule, or when no trial satisfies them.
+    """
+    completed = _scored(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    known = sorted({*metric_names, *(name for t in completed for name in trial_objectives(t, metric_names))})
+    try:
+        rules = parse_pick(text, known or metric_names)
+    except ValueError as error:
+        raise TrialNotUsable(f"--pick {text!r}: {error}") from None
+
+    def satisfies(trial: FrozenTrial) -> bool:
+        values = trial_objectives(trial, metric_names)
+        return all(name in values and _COMPARE[op](values[name], limit) for name, op, limit in rules)
+
+    for pool in (pareto_front(study, completed), completed):
+        chosen = best_trial(study, [t for t in pool if satisfies(t)])
+        if chosen is not None:
+            return chosen
+    raise TrialNotUsable(
+        f"--pick {text!r}: none of the {len(completed)} completed feasible trials satisfies it; "
+        "`ecgsearch status` lists the Pareto front"
+    )

@@ -14,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.cli import main
-from studies import open_storage
+from studies import is_infeasible, open_storage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -25,7 +25,8 @@ def load(storage_url: str, name: str) -> optuna.Study:
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return study.get_trials(deepcopy=False, states=FINISHED)
+    """The trials in the budget: COMPLETE + PRUNED, less those stopped before training as infeasible."""
+    return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if not is_infeasible(t)]
 
 
 def wait_for_trial_mid_training(study: optuna.Study, log: Path, timeout_s: float = 120) -> optuna.trial.FrozenTrial:

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from mlflow_server import Server, assert_mirrors_study, snapshot
 from search.cli import main
 from search.tracking import names
-from studies import load_study_with_definition, open_storage
+from studies import load_study_with_definition, open_storage, trials_used
 from study_fixtures import start_args
 
 
@@ -37,7 +37,7 @@ def test_start_mirrors_every_trial_to_the_local_store(tiny_real_dir, tmp_path, m
     assert code == 0
     assert (tmp_path / "mlflow.db").exists(), "the default store lives beside the study database"
     study, definition = load_study_with_definition(open_storage(storage), "cnn")
-    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 5
+    assert trials_used(study) == 5
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     # The worker's mirror alone (no `mlflow-sync`) left MLflow equal to the database.
     assert_mirrors_study(client, study, definition.mlflow_experiment_id, linked=False)
@@ -67,7 +67,7 @@ def test_server_down_then_mlflow_sync_catches_up(tiny_real_dir, tmp_path, monkey
         )
         assert code == 0, "the search must finish with the tracking server down"
         study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
-        assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == 3
+        assert trials_used(study) == 3
 
         server.start()
         sync = ["mlflow-sync", "--study", "cnn", "--storage", storage, "--mlflow-uri", server.url]

@@ -249,14 +249,15 @@ def test_check_compatible() -> None:
 
 
 def test_samplers_by_name() -> None:
-    assert SAMPLERS == ("tpe", "random", "gp")
+    assert SAMPLERS == ("tpe", "random", "gp", "nsgaii")
     tpe = make_sampler("tpe", seed=3, n_startup_trials=7)
     assert isinstance(tpe, optuna.samplers.TPESampler)
     assert tpe._multivariate and tpe._group and tpe._constant_liar and tpe._n_startup_trials == 7
     assert isinstance(make_sampler("random", seed=1), optuna.samplers.RandomSampler)
     gp = make_sampler("gp", seed=1, n_startup_trials=4)
     assert isinstance(gp, optuna.samplers.GPSampler) and gp._n_startup_trials == 4
-    with pytest.raises(UnknownComponent, match="expected one of: tpe, random, gp") as raised:
+    assert isinstance(make_sampler("nsgaii", seed=1), optuna.samplers.NSGAIISampler)
+    with pytest.raises(UnknownComponent, match="expected one of: tpe, random, gp, nsgaii") as raised:
         make_sampler("cmaes")
     assert isinstance(raised.value, ValueError)
 

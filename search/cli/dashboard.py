@@ -33,7 +33,8 @@ DEFAULT_PORT = 8080
     "--artifact-dir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="folder of Optuna artifacts to serve beside the trials (created if missing)",
+    help="folder of Optuna artifacts to serve beside the trials, e.g. the learning curves workers store (default: "
+    "optuna-artifacts beside a SQLite study database, where `ecgsearch start` puts them)",
 )
 def command(storage: str, host: str, port: int, artifact_dir: Path | None) -> int:
     """Serve optuna-dashboard (live trials, learning curves, importances) on the same storage `ecgsearch
@@ -43,9 +44,11 @@ def command(storage: str, host: str, port: int, artifact_dir: Path | None) -> in
     """
     from search.errors import UsageError
     from search.report.dashboard import is_loopback, serve_dashboard
-    from studies import mask_secrets, open_existing_storage
+    from studies import mask_secrets, open_existing_storage, sqlite_artifact_dir
 
     opened = open_existing_storage(storage)
+    if artifact_dir is None and sqlite_artifact_dir(storage) is not None:
+        artifact_dir = Path(sqlite_artifact_dir(storage))
     if not is_loopback(host):
         print_warning(
             f"listening on {host}, reachable from other machines. optuna-dashboard has no authentication: "

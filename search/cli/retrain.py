@@ -25,7 +25,10 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
 @click.command(
     "retrain",
     short_help="retrain the best trial from scratch (several seeds) and export it",
-    epilog=example("ecgsearch retrain --study cnn_lstm --seeds 3 --out exports/cnn_lstm --register-as ecg-cnn-lstm"),
+    epilog=example(
+        "ecgsearch retrain --study cnn_lstm --seeds 3 --out exports/cnn_lstm --register-as ecg-cnn-lstm",
+        "ecgsearch retrain --study cnn-small --pick 'latency_ms<5' --out exports/cnn-small",
+    ),
 )
 @click.option("--study", "study_name", required=True, help="study name")
 @storage_option
@@ -34,7 +37,15 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     type=click.IntRange(min=0),
     default=None,
     metavar="N",
-    help="retrain trial number N instead of the best (it must be COMPLETE)",
+    help="retrain trial number N instead of the best (it must be COMPLETE); any point of a Pareto front",
+)
+@click.option(
+    "--pick",
+    default=None,
+    metavar="RULE",
+    help="retrain the most accurate trial satisfying RULE, NAME<VALUE (<=, >, >= too; several joined by commas) "
+    "on the study's objectives and measured costs, e.g. 'latency_ms<5' or 'params<=100000,flops<2e7'; a Pareto "
+    "front point when one satisfies it",
 )
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, metavar="E", help="epoch budget (default: the study's)"
@@ -78,6 +89,7 @@ def command(
     study_name: str,
     storage: str,
     trial: int | None,
+    pick: str | None,
     epochs: int | None,
     seeds: int,
     ensemble: bool,
@@ -101,6 +113,7 @@ def command(
         study=study_name,
         storage=storage,
         trial_number=trial,
+        pick=pick,
         epochs=epochs,
         seeds=seeds,
         ensemble=ensemble,

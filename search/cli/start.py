@@ -13,9 +13,9 @@ from search.cli.console import out, print_warning
 from search.cli.fleet import plan_from_flags, run_here, worker_settings
 from search.cli.options import check_heartbeat, example, given, mlflow_option, storage_option, worker_options
 from search.cli.status import describe_study
-from search.optimize.settings import StudySettings
+from search.optimize.settings import StudySettings, WarmStartSettings
 from search.training.metrics import OBJECTIVES
-from studies import PRUNERS, SAMPLERS, best_trial, budget_of, mask_secrets
+from studies import COST_OBJECTIVES, PRUNERS, SAMPLERS, best_trial, budget_of, mask_secrets, quality_value
 
 if TYPE_CHECKING:
     from search.optimize.study_setup import PreparedStudy
@@ -35,13 +35,20 @@ STUDY_FIELDS = (
     "selection",
     "selection_window",
     "fs",
+    "objectives",
+    "max_flops",
+    "max_latency_ms",
 )
 
 
 @click.command(
     "start",
     short_help="create or resume a study and run its trials here",
-    epilog=example("ecgsearch start --space cnn_lstm --data data/mitdb --trials 50 --epochs 20"),
+    epilog=example(
+        "ecgsearch start --space cnn_lstm --data data/mitdb --trials 50 --epochs 20",
+        "ecgsearch start --space cnn --study cnn-small --objectives roc_auc,latency_ms --max-params 150000",
+        "ecgsearch start --space cnn_lstm --study cnn_lstm-v2 --warm-start-from cnn_lstm --warm-start-top 5",
+    ),
 )
 @click.option("--space", required=True, type=click.Choice(spaces.names()), help="search space")
 @click.option("--study", "study_name", default=None, help="study name (default: the space name)")
@@ -73,7 +80,21 @@ STUDY_FIELDS = (
     show_default=True,
     help="validation metric to maximise (a resumed study keeps its own unless --objective is given)",
 )
-@click.option("--sampler", type=click.Choice(SAMPLERS), default="tpe", show_default=True, help="Optuna sampler")
+@click.option(
+    "--objectives",
+    default=None,
+    metavar="QUALITY,COST[,COST]",
+    help="a multi-objective study: one validation metric to maximise and the costs to minimise, among "
+    f"{', '.join(COST_OBJECTIVES)} (e.g. roc_auc,latency_ms); the result is a Pareto front, and trials are not "
+    "pruned (each trains every epoch). Instead of --objective",
+)
+@click.option(
+    "--sampler",
+    type=click.Choice(SAMPLERS),
+    default="tpe",
+    show_default=True,
+    help="Optuna sampler (tpe handles several objectives too; nsgaii is the genetic alternative for them)",
+)
 @click.option("--pruner", type=click.Choice(PRUNERS), default="hyperband", show_default=True, help="Optuna pruner")
 @click.option(
     "--min-epochs",
@@ -97,7 +118,46 @@ STUDY_FIELDS = (
     default=2_000_000,
     show_default=True,
     metavar="N",
-    help="architectures with more trainable parameters are rejected before training",
+    help="constraint: architectures with more trainable parameters stop before training (PRUNED, marked "
+    "infeasible, outside the budget) and the sampler learns to avoid them",
+)
+@click.option(
+    "--max-flops",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="constraint: FLOPs of one window through the model, as --max-params",
+)
+@click.option(
+    "--max-latency-ms",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="MS",
+    help="constraint: median batch-1 latency through ONNX Runtime on one CPU thread, as --max-params (measured "
+    "on this machine, noisy when it is busy: leave margin)",
+)
+@click.option(
+    "--warm-start-from",
+    default=None,
+    metavar="STUDY",
+    help="a new study's first trials are the best configurations of this earlier study, adapted to the new "
+    "space (parameters it lacks dropped, numbers clamped into its ranges)",
+)
+@click.option(
+    "--warm-start-storage",
+    envvar="ECGSEARCH_WARM_START_STORAGE",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="where the --warm-start-from study lives (default: --storage)",
+)
+@click.option(
+    "--warm-start-top",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    metavar="K",
+    help="how many of the earlier study's best configurations to enqueue",
 )
 @click.option(
     "--cv",
@@ -134,6 +194,14 @@ STUDY_FIELDS = (
     metavar="HZ",
     help="sampling rate of the data when its meta.json does not give one (default: 10-second windows assumed)",
 )
+@click.option(
+    "--artifact-dir",
+    default=None,
+    metavar="DIR",
+    help="Optuna artifact store (a folder every worker and the dashboard reach) for each trial's learning curve, "
+    "shown by optuna-dashboard (default: optuna-artifacts beside a SQLite study database; none for a server "
+    "database unless given); kept by a resumed study",
+)
 @click.option("--create-only", is_flag=True, help="create (or check) the study and its MLflow experiment, run no trial")
 @worker_options
 @click.pass_context
@@ -147,6 +215,8 @@ def command(ctx: click.Context, **params: object) -> int:
 
     _check_epochs(ctx)
     _check_cv(ctx)
+    _check_objectives(ctx)
+    _check_warm_start(ctx)
     check_heartbeat(ctx)
     slots = None if ctx.params["create_only"] else plan_from_flags(ctx)  # every flag checked before any write
     prepared = set_up_study(_study_settings(ctx))
@@ -172,6 +242,56 @@ def command(ctx: click.Context, **params: object) -> int:
     run_here(ctx, settings, slots, prepared.loaded)
     _print_outcome(prepared.study)
     return 0
+
+
+def parse_objectives(text: str) -> tuple[str, ...]:
+    """`roc_auc,latency_ms` -> ('roc_auc', 'latency_ms'): one quality metric first, then at least one cost.
+
+    Raises ValueError saying what was expected.
+    """
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in OBJECTIVES and name not in COST_OBJECTIVES]
+    if unknown:
+        raise ValueError(
+            f"unknown objective(s) {', '.join(unknown)}; quality metrics: {', '.join(OBJECTIVES)}; "
+            f"costs: {', '.join(COST_OBJECTIVES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"an objective is named twice in {text!r}")
+    qualities = [name for name in names if name in OBJECTIVES]
+    if len(qualities) != 1 or len(names) < 2:
+        raise ValueError(
+            f"expected exactly one quality metric and at least one cost, e.g. roc_auc,params; got {text!r}"
+        )
+    return (qualities[0], *(name for name in names if name not in OBJECTIVES))
+
+
+def _check_objectives(ctx: click.Context) -> None:
+    text = ctx.params["objectives"]
+    if text is None:
+        return
+    hint = "'--objectives'"
+    try:
+        ctx.params["objectives"] = parse_objectives(text)
+    except ValueError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param_hint=hint) from None
+    if given(ctx, "objective"):
+        raise click.BadParameter("give --objective or --objectives, not both", ctx=ctx, param_hint=hint)
+    if given(ctx, "pruner") and ctx.params["pruner"] != "none":
+        raise click.BadParameter(
+            f"--pruner {ctx.params['pruner']}: Optuna prunes no multi-objective trial, and pruning on quality alone "
+            "would cut the cheap, slightly less accurate models a front is for; every trial trains to the end",
+            ctx=ctx,
+            param_hint=hint,
+        )
+
+
+def _check_warm_start(ctx: click.Context) -> None:
+    if ctx.params["warm_start_from"] is None:
+        for name in ("warm_start_storage", "warm_start_top"):
+            if given(ctx, name):
+                flag = "--" + name.replace("_", "-")
+                raise click.BadParameter("needs --warm-start-from STUDY", ctx=ctx, param_hint=f"'{flag}'")
 
 
 def _check_cv(ctx: click.Context) -> None:
@@ -215,7 +335,23 @@ def _study_settings(ctx: click.Context) -> StudySettings:
         selection=params["selection"],
         selection_window=params["selection_window"],
         fs=params["fs"],
+        objectives=params["objectives"],
+        max_flops=params["max_flops"],
+        max_latency_ms=params["max_latency_ms"],
+        warm_start=_warm_start_settings(ctx),
+        artifact_dir=params["artifact_dir"],
         given=frozenset(name for name in STUDY_FIELDS if given(ctx, name)),
+    )
+
+
+def _warm_start_settings(ctx: click.Context) -> WarmStartSettings | None:
+    params = ctx.params
+    if params["warm_start_from"] is None:
+        return None
+    return WarmStartSettings(
+        study_name=params["warm_start_from"],
+        storage_url=params["warm_start_storage"] or params["storage"],
+        top=params["warm_start_top"],
     )
 
 
@@ -244,7 +380,7 @@ def _print_outcome(study: optuna.Study) -> None:
         out.print("no completed trial yet.")
         return
     name = study.study_name
-    out.print(f"best trial #{best.number} ({best.user_attrs.get('family', '?')}): value {best.value:.4f}")
+    out.print(f"best trial #{best.number} ({best.user_attrs.get('family', '?')}): value {quality_value(best):.4f}")
     out.print(
         f"next: ecgsearch status --study {name} · ecgsearch report --study {name} --out report.html · "
         f"ecgsearch retrain --study {name}"

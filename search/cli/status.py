@@ -58,7 +58,8 @@ def describe_study(study_name: str, definition: StudyDefinition, storage_url: st
     return Text.assemble(
         "study ",
         (study_name, "bold"),
-        f" · space {definition.space} · objective {definition.objective} ({definition.direction}) · "
+        f" · space {definition.space} · objective{'s' if definition.is_multi_objective else ''} "
+        f"{', '.join(definition.metric_names())} ({', '.join(definition.directions())}) · "
         f"{definition.epochs} epochs · sampler {definition.sampler} · pruner {definition.pruner} · budget "
         f"{budget or 'unlimited'} trials · storage {mask_secrets(storage_url)}",
     )
@@ -72,6 +73,8 @@ def render_summary(summary: StudySummary) -> Group:
         (f"Study {summary.study_name}", "bold"),
         f"  space {definition.space} · objective {definition.objective} ({definition.direction})"
         f" · {definition.epochs} epochs · sampler {definition.sampler} · pruner {definition.pruner}",
+        f"\nobjectives {', '.join(definition.metric_names())}" if definition.is_multi_objective else "",
+        f"\nconstraints {_constraints(definition)}" if definition.constraint_limits() else "",
         (
             f"\n{budget - summary.trials_remaining} of a budget of {budget} trials finished (COMPLETE + PRUNED), "
             f"{summary.trials_remaining} left; {summary.n_trials} trials in all"
@@ -91,13 +94,44 @@ def render_summary(summary: StudySummary) -> Group:
         parts.append(
             Text.assemble(
                 ("Best: ", "bold"),
-                f"trial {best.number}, {definition.objective} = {best.value:.4f}",
+                f"trial {best.number}, val_{definition.objective} = {best.value:.4f}",
                 f", family {best.family}" if best.family else "",
             )
         )
+    if summary.n_infeasible:
+        parts.append(Text(f"{summary.n_infeasible} trials infeasible (over a constraint), stopped before training"))
+    if summary.front:
+        parts.append(_front_table(summary))
     if summary.running:
         parts.append(_running_table(summary))
     return Group(*parts)
+
+
+def _constraints(definition: StudyDefinition) -> str:
+    return ", ".join(
+        f"{name} <= {format_metric(name, limit)}" for name, limit in definition.constraint_limits().items()
+    )
+
+
+def _front_table(summary: StudySummary) -> Table:
+    names = summary.definition.metric_names()
+    front = Table(title=f"Pareto front ({len(summary.front)} trials, cheapest first)", show_header=True)
+    for column in ("trial", "family", *names):
+        front.add_column(column, justify="right")
+    for point in summary.front:
+        front.add_row(
+            str(point.number), point.family or "?", *(format_metric(name, point.values[name]) for name in names)
+        )
+    return front
+
+
+def format_metric(name: str, value: float) -> str:
+    """A value as its metric reads best: counts whole, latency in ms, quality to four places."""
+    if name in ("params", "flops"):
+        return f"{value:,.0f}"
+    if name == "latency_ms":
+        return f"{value:.3f} ms"
+    return f"{value:.4f}"
 
 
 def _running_table(summary: StudySummary) -> Table:

@@ -22,11 +22,13 @@ import ecgmodels
 import spaces
 from search.data import ECGDataset
 from search.optimize.events import EventHandler, TrialEvent
+from search.tracking.dashboard_note import store_learning_curve
 from search.training.config import TrainConfig, split_config
+from search.training.cost import ModelCost, measure_cost
 from search.training.curve import curve_value
 from search.training.device import seed_everything
 from search.training.loop import TrainingDiverged, TrainingRun, fit, fit_lockstep
-from studies import BUDGET_STATES, LivenessBeat, StudyDefinition, budget_of
+from studies import BUDGET_STATES, LivenessBeat, StudyDefinition, budget_of, is_infeasible
 from studies.attrs import set_user_attrs
 
 
@@ -55,6 +57,7 @@ _PER_RUN_ATTRS = (
     "val_metrics",
     "val_confusion_matrix",
     "worker_label",
+    "infeasible",
 )
 
 
@@ -110,7 +113,7 @@ class TrialObjective:
         self.worker_label = worker_label  # e.g. the pod's completion index in a Kubernetes Indexed Job
         self.current_trial_id: int | None = None  # the trial this objective runs (or ran last)
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.current_trial_id = trial._trial_id
         keep_alive = (
             contextlib.nullcontext()
@@ -120,16 +123,50 @@ class TrialObjective:
         with keep_alive:
             return self._run(trial)
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         retried_from = self._prepare(trial)
         config = self._sample(trial)
         family, _model_params, train_config = split_config(config)  # refuses a key no part of the config knows
         model, _n_params = self._validate(trial, config)
+        cost = self._measure(trial, family, model)
         # The mirror writes `mlflow_run_id` / `mlflow_run_url` onto the trial once its run exists.
         self.notify_mirror(trial.number)
         if retried_from is not None:  # the original failed (its worker died or was interrupted): end its run too
             self.notify_mirror(retried_from)
-        return self._train(trial, family, train_config, model)
+        self._refuse_infeasible(trial, family, cost)
+        quality = self._train(trial, family, train_config, model)
+        if not self.definition.is_multi_objective:
+            return quality
+        return (quality, *(cost.get(name) for name in self.definition.cost_objectives()))
+
+    def _measure(self, trial: optuna.Trial, family: str, model: torch.nn.Module) -> ModelCost:
+        """The model's costs, stored on the trial, and one constraint per limit the study sets.
+
+        A constraint's value is the relative excess `cost / limit - 1` (feasible at <= 0), so no cost's unit
+        outweighs another's when the sampler ranks infeasible trials by their total violation.
+        """
+        data = self.splits[0]
+        wanted = self.definition.costs_to_measure()
+        cost = measure_cost(model, family=family, n_channels=data.n_channels, seq_len=data.seq_len, wanted=wanted)
+        trial.set_user_attr("cost", cost.to_dict())
+        for name, limit in self.definition.constraint_limits().items():
+            trial.set_constraint(name, cost.get(name) / limit - 1.0)
+        return cost
+
+    def _refuse_infeasible(self, trial: optuna.Trial, family: str, cost: ModelCost) -> None:
+        """Stop a trial over a limit before any training. It ends PRUNED rather than FAIL: samplers learn
+        from PRUNED trials' constraints and ignore FAIL ones; it takes no place in the budget."""
+        over = [
+            f"{name} {cost.get(name):.4g} > {limit:.4g}"
+            for name, limit in self.definition.constraint_limits().items()
+            if cost.get(name) > limit
+        ]
+        if not over:
+            return
+        reason = "infeasible before training: " + ", ".join(over)
+        trial.set_user_attr("infeasible", reason)
+        self.on_event(TrialEvent("finished", trial.number, state="PRUNED", family=family, reason=reason))
+        raise optuna.TrialPruned(reason)
 
     def _prepare(self, trial: optuna.Trial) -> int | None:
         """Mark the trial as this worker's, clear what a retried trial inherited; refuse a surplus trial."""
@@ -157,7 +194,11 @@ class TrialObjective:
         budget = budget_of(trial.study)
         if budget is None:
             return
-        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=BUDGET_STATES) if t.number < trial.number]
+        ahead = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=BUDGET_STATES)
+            if t.number < trial.number and not is_infeasible(t)
+        ]
         if len(ahead) >= budget:
             reason = f"surplus: the study's budget of {budget} trials was already taken by other workers' trials"
             trial.set_user_attr("fail_reason", reason)
@@ -177,7 +218,8 @@ class TrialObjective:
         return config
 
     def _validate(self, trial: optuna.Trial, config: dict[str, Any]) -> tuple[torch.nn.Module, int]:
-        """The trial's model, built once from the trial's seed; an impossible or oversized one fails the trial."""
+        """The trial's model, built once from the trial's seed; an impossible one fails the trial (an oversized
+        one is the constraints' business: `_refuse_infeasible`)."""
         seed_everything(config["seed"])  # the initial weights come from the trial's seed, as in retraining
         try:
             model, n_params = self._build(config)
@@ -196,7 +238,6 @@ class TrialObjective:
             n_channels=data.n_channels,
             seq_len=data.seq_len,
             fs=self.definition.fs,
-            max_params=self.definition.max_params,
         )
 
     def notify_mirror(self, trial_number: int) -> None:
@@ -284,6 +325,7 @@ class TrialObjective:
 
     def _epoch_reporter(self, trial: optuna.Trial, outcome: _Outcome):
         objective_key = f"val_{self.definition.objective}"
+        multi_objective = self.definition.is_multi_objective
 
         def on_epoch(epoch: int, metrics: dict[str, Any]) -> None:
             scalars = {
@@ -291,7 +333,9 @@ class TrialObjective:
             }
             outcome.history.append({"epoch": epoch, **scalars})
             value = scalars.get(objective_key, math.nan)
-            trial.report(value, epoch)
+            # Optuna neither records steps nor prunes in a multi-objective study: its trials train every epoch.
+            if not multi_objective:
+                trial.report(value, epoch)
             # The curves so far, in the database: what the live mirror (and `mlflow-sync`) project per epoch.
             set_user_attrs(trial, {"epoch": epoch, "heartbeat_at": time.time(), "history": outcome.history})
             self.notify_mirror(trial.number)
@@ -305,7 +349,7 @@ class TrialObjective:
                     family=outcome.family,
                 )
             )
-            if trial.should_prune():
+            if not multi_objective and trial.should_prune():
                 trial.set_user_attr("pruned_at_epoch", epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} ({objective_key}={value:.4f})")
 
@@ -314,6 +358,7 @@ class TrialObjective:
     def _finish(self, trial: optuna.Trial, outcome: _Outcome) -> None:
         """Store the curve and the reason, tell the display (the worker tells the mirror once the trial ended)."""
         trial.set_user_attr("history", outcome.history)
+        store_learning_curve(trial, outcome.history, self.definition)  # shown by optuna-dashboard
         if outcome.reason is not None and outcome.state != "PRUNED":
             trial.set_user_attr("fail_reason", outcome.reason)
         self.on_event(

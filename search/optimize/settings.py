@@ -11,6 +11,15 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class WarmStartSettings:
+    """Enqueue the `top` best configurations of study `study_name` (in `storage_url`) as the first trials."""
+
+    study_name: str
+    storage_url: str = field(repr=False)
+    top: int = 5
+
+
+@dataclass(frozen=True)
 class StudySettings:
     """What `start` asks of a study: the values to create it with, or to check a resumed one against."""
 
@@ -34,6 +43,13 @@ class StudySettings:
     selection: str = "smoothed"  # how a trial's curve becomes its value (search.training.curve)
     selection_window: int = 3
     fs: float | None = None  # the sampling rate, when the data's meta.json lacks it
+    # Several objectives, quality first then costs (None: `objective` alone); constraints besides max_params.
+    objectives: tuple[str, ...] | None = None
+    max_flops: int | None = None
+    max_latency_ms: float | None = None
+    # An earlier study whose best configurations are this study's first trials (`search.optimize.warm_start`).
+    warm_start: WarmStartSettings | None = field(default=None, repr=False)
+    artifact_dir: str | None = None  # the Optuna artifact store of the trials' learning curves
     # The fields the user set; a resumed study keeps its stored settings and reports only those it ignores.
     given: frozenset[str] = frozenset()
 

@@ -10,7 +10,9 @@ from typing import Any
 import optuna
 import torch
 
+import spaces
 from search.data import ASSUMED_WINDOW_S, ECGDataset, dataset_folds, load_dataset
+from search.errors import UsageError
 from search.optimize.settings import StudySettings
 from search.optimize.worker import LoadedStudy, current_versions, refuse_incompatible
 from search.training.metrics import OBJECTIVES
@@ -24,12 +26,13 @@ from studies import (
     open_existing_storage,
     open_storage,
     read_folds,
+    sqlite_artifact_dir,
     write_definition,
     write_folds,
 )
 
 # Settings a resumed study keeps from its creation even when `start` is given others.
-KEPT_ON_RESUME = ("epochs", "sampler", "pruner", "max_params", "min_epochs", "seed")
+KEPT_ON_RESUME = ("epochs", "sampler", "pruner", "max_params", "max_flops", "max_latency_ms", "min_epochs", "seed")
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,12 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
     )
     stored = _stored_definition(storage, settings.study_name)
     given = _definition(settings, dataset, fingerprint, stored=stored)
+    # Checked before the study is written: a missing earlier study is the user's to fix, not a half-made study.
+    warm_source = _warm_start_source(settings) if settings.warm_start and not stored else None
     study, definition, created = create_or_load_study(storage, settings.study_name, given)
     refuse_incompatible(definition, fingerprint=fingerprint, data_path=settings.data_path)
     notes = _data_notes(definition, dataset, assumed_fs=created and dataset.fs is None and settings.fs is None)
+    notes += _warm_start(study, definition, settings, warm_source)
     if definition.cv_folds:
         notes += _cross_validation_folds(study, definition, dataset, created=created)
     tracking_uri = resolve_tracking_uri(settings.mlflow_uri, settings.storage_url, definition.mlflow_tracking_uri)
@@ -126,6 +132,10 @@ def _definition(
     versions = current_versions()
     objective = _given_or_stored(settings, stored, "objective", settings.objective)
     objective = objective if objective in OBJECTIVES else settings.objective
+    objectives = _given_or_stored(settings, stored, "objectives", None)
+    objectives = list(objectives) if objectives else None
+    if objectives:  # the quality metric is the one objective among them that is not a cost
+        objective = next(name for name in objectives if name in OBJECTIVES)
     # A study keeps the sampling rate it was created with: its space's choices depend on it.
     fs = stored.get("fs") if stored else settings.fs or dataset.fs or dataset.seq_len / ASSUMED_WINDOW_S
     return StudyDefinition(
@@ -138,9 +148,14 @@ def _definition(
         direction=OBJECTIVES[objective],
         epochs=settings.epochs,
         sampler=settings.sampler,
-        pruner=settings.pruner,
+        # Optuna prunes no multi-objective trial; ecgsearch trains each to the end (see docs/INTERNALS.md).
+        pruner="none" if objectives and len(objectives) > 1 else settings.pruner,
         seed=settings.seed,
         max_params=settings.max_params,
+        max_flops=settings.max_flops,
+        max_latency_ms=settings.max_latency_ms,
+        objectives=objectives,
+        artifact_dir=stored.get("artifact_dir") if stored else default_artifact_dir(settings),
         trials_budget=settings.trials,
         ecgsearch_version=versions["ecgsearch"],
         optuna_version=versions["optuna"],
@@ -151,6 +166,52 @@ def _definition(
         selection_window=_given_or_stored(settings, stored, "selection_window", 3),
         fs=fs,
     )
+
+
+def _warm_start_source(settings: StudySettings) -> optuna.Study:
+    from search.optimize.warm_start import best_source_trials, load_source_study
+
+    assert settings.warm_start is not None
+    source = load_source_study(settings.warm_start.storage_url, settings.warm_start.study_name)
+    if not best_source_trials(source, 1):
+        raise UsageError(f"--warm-start-from {source.study_name!r}: that study has no COMPLETE trial to start from")
+    return source
+
+
+def _warm_start(
+    study: optuna.Study, definition: StudyDefinition, settings: StudySettings, source: optuna.Study | None
+) -> list[str]:
+    """Enqueue an earlier study's best configurations into a new study; say which were taken and how."""
+    from search.optimize.warm_start import enqueue_warm_start
+
+    wanted = settings.warm_start
+    if wanted is None:
+        return []
+    if source is None:
+        return [f"--warm-start-from {wanted.study_name}: ignored, the study exists (warm starts seed a new study)"]
+    ctx = spaces.SpaceContext(n_channels=definition.n_channels, seq_len=definition.seq_len, fs=definition.fs)
+    taken = enqueue_warm_start(study, source=source, top=wanted.top, space=spaces.get(definition.space), ctx=ctx)
+    definition.warm_start = {
+        "study": wanted.study_name,
+        "storage": mask_secrets(wanted.storage_url),
+        "top": wanted.top,
+        "taken": [config.to_dict() for config in taken],
+    }
+    return [
+        f"warm start: trial {config.source_number} of {wanted.study_name} (value {config.source_value:.4f}) "
+        f"enqueued"
+        + (f"; adapted {', '.join(config.adapted)}" if config.adapted else "")
+        + (f"; dropped {', '.join(config.dropped)}" if config.dropped else "")
+        for config in taken
+    ]
+
+
+def default_artifact_dir(settings: StudySettings) -> str | None:
+    """Where the trials' Optuna artifacts go: as given, else `optuna-artifacts` beside a SQLite study database;
+    for a server database none unless given (it must be a folder every worker and the dashboard share)."""
+    if settings.artifact_dir:
+        return str(Path(settings.artifact_dir).resolve())
+    return sqlite_artifact_dir(settings.storage_url)
 
 
 def _data_notes(definition: StudyDefinition, dataset: ECGDataset, *, assumed_fs: bool) -> list[str]:

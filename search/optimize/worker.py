@@ -29,6 +29,7 @@ from search.optimize.events import EventHandler
 from search.optimize.objective import TRIAL_FAILURES, TrialObjective
 from search.optimize.settings import WorkerSettings
 from search.optimize.splits import training_splits
+from search.tracking.dashboard_note import annotate_trial
 from search.training.device import resolve_device
 from studies import (
     FINISHED_STATES,
@@ -174,15 +175,18 @@ def _run_trials(
             continue
         frozen = _optimize_one(study, objective)
         objective.notify_mirror(frozen.number)  # finished: its state and value are in the database now
+        annotate_trial(study, frozen, objective.definition)  # its optuna-dashboard note and learning curve
         result.trials_run += 1
         result.by_state[frozen.state.name] = result.by_state.get(frozen.state.name, 0) + 1
         reason = str(frozen.user_attrs.get("fail_reason") or "")
-        if frozen.state == TrialState.FAIL and reason.startswith("invalid architecture"):
+        refused = frozen.state == TrialState.FAIL and reason.startswith("invalid architecture")
+        if refused or frozen.user_attrs.get("infeasible"):
             consecutive_invalid += 1
             if consecutive_invalid >= settings.max_consecutive_invalid:
                 raise SpaceExhausted(
-                    f"space {space!r} produced {consecutive_invalid} invalid architectures in a row "
-                    f"(last: {reason}); widen --max-params or check the data's window length ({seq_len} samples)"
+                    f"space {space!r} produced {consecutive_invalid} invalid or infeasible architectures in a row "
+                    f"(last: {reason or frozen.user_attrs.get('infeasible')}); widen the limits (--max-params, "
+                    f"--max-flops, --max-latency-ms) or check the data's window length ({seq_len} samples)"
                 )
         else:
             consecutive_invalid = 0

@@ -16,7 +16,7 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
-from studies import trial_family
+from studies import COST_OBJECTIVES, quality_value, trial_family
 
 # PED-ANOVA compares the top quantile of trials with all of them: with fewer completed trials
 # than this, the "importances" are noise and would mislead more than inform.
@@ -36,6 +36,11 @@ _STATE_STYLE = {
 FigureOrNote = go.Figure | str
 
 
+def quality_target(study: optuna.Study):
+    """Optuna's plots need a target in a multi-objective study: the quality objective, the first value."""
+    return (lambda trial: trial.values[0]) if len(study.directions) > 1 else None
+
+
 def family_label(trial: FrozenTrial) -> str:
     return trial_family(trial) or "unknown"
 
@@ -48,7 +53,7 @@ def param_importances(study: optuna.Study, completed: list[FrozenTrial]) -> tupl
             f"this study has {len(completed)}. They will appear once more trials finish."
         )
     try:
-        importances = optuna.importance.get_param_importances(study)
+        importances = optuna.importance.get_param_importances(study, target=quality_target(study))
     except (ValueError, RuntimeError, ZeroDivisionError) as error:
         return {}, f"Parameter importances could not be computed: {error}"
     if not importances:
@@ -59,13 +64,29 @@ def param_importances(study: optuna.Study, completed: list[FrozenTrial]) -> tupl
 def history_figure(study: optuna.Study, completed: list[FrozenTrial], objective: str) -> FigureOrNote:
     if not completed:
         return "No trial has completed yet, so there is no objective value to plot."
-    fig = optuna.visualization.plot_optimization_history(study, target_name=objective)
+    fig = optuna.visualization.plot_optimization_history(study, target=quality_target(study), target_name=objective)
     fig.update_layout(title={"text": "Optimisation history"}, xaxis_title="trial", yaxis_title=objective)
     return fig
 
 
+def epoch_values(trial: FrozenTrial, objective: str) -> dict[int, float]:
+    """The validation objective per epoch: the steps reported to Optuna, else (a multi-objective trial, which
+    reports none) the trial's stored `history`."""
+    if trial.intermediate_values:
+        return dict(trial.intermediate_values)
+    history = trial.user_attrs.get("history")
+    if not isinstance(history, list):
+        return {}
+    key = f"val_{objective}"
+    return {
+        int(entry["epoch"]): float(entry[key])
+        for entry in history
+        if isinstance(entry, dict) and "epoch" in entry and isinstance(entry.get(key), int | float)
+    }
+
+
 def curves_figure(trials: list[FrozenTrial], objective: str) -> FigureOrNote:
-    with_steps = [t for t in trials if t.intermediate_values]
+    with_steps = [t for t in trials if epoch_values(t, objective)]
     if not with_steps:
         return "No trial has reported an epoch yet, so there are no learning curves."
     fig = go.Figure()
@@ -84,8 +105,9 @@ def curves_figure(trials: list[FrozenTrial], objective: str) -> FigureOrNote:
 
 def _curve(trial: FrozenTrial, objective: str, *, show_legend: bool) -> go.Scatter:
     style = _STATE_STYLE.get(trial.state, _STATE_STYLE[TrialState.RUNNING])
-    steps = sorted(trial.intermediate_values)
-    values = [trial.intermediate_values[s] for s in steps]
+    curve = epoch_values(trial, objective)
+    steps = sorted(curve)
+    values = [curve[s] for s in steps]
     state = trial.state.name.lower()
     return go.Scatter(
         x=steps,
@@ -107,7 +129,9 @@ def _curve(trial: FrozenTrial, objective: str, *, show_legend: bool) -> go.Scatt
 
 def importance_figure(study: optuna.Study, importances: dict[str, float], objective: str) -> go.Figure:
     """Optuna's importance plot (the same PED-ANOVA evaluator as `param_importances`), most important on top."""
-    fig = optuna.visualization.plot_param_importances(study, params=list(importances), target_name=objective)
+    fig = optuna.visualization.plot_param_importances(
+        study, params=list(importances), target=quality_target(study), target_name=objective
+    )
     fig.update_layout(
         title={"text": "Parameter importances (PED-ANOVA, completed trials)"},
         xaxis_title="importance (normalised)",
@@ -131,7 +155,9 @@ def parallel_figure(
     else:
         counts = Counter(name for t in completed for name in t.params)
         params = [name for name, _ in counts.most_common(PARALLEL_MAX_PARAMS)]
-    fig = optuna.visualization.plot_parallel_coordinate(study, params=sorted(params), target_name=objective)
+    fig = optuna.visualization.plot_parallel_coordinate(
+        study, params=sorted(params), target=quality_target(study), target_name=objective
+    )
     fig.update_layout(title={"text": "Parallel coordinates (completed trials, most important parameters)"})
     return fig
 
@@ -142,7 +168,7 @@ def family_figure(trials: list[FrozenTrial], maximize: bool, objective: str) -> 
         by_family.setdefault(family_label(trial), []).append(trial)
     best: dict[str, float] = {}
     for family, members in by_family.items():
-        values = [t.value for t in members if t.state == TrialState.COMPLETE and t.value is not None]
+        values = [quality_value(t) for t in members if t.state == TrialState.COMPLETE and t.values]
         if values:
             best[family] = max(values) if maximize else min(values)
     if not best:
@@ -168,6 +194,45 @@ def family_figure(trials: list[FrozenTrial], maximize: bool, objective: str) -> 
         xaxis_title="family",
         yaxis_title=f"best {objective}",
     )
+    return fig
+
+
+def tradeoff_figure(
+    completed: list[FrozenTrial], front: list[FrozenTrial], metric_names: list[str], objective: str
+) -> FigureOrNote:
+    """Quality against each cost, one panel per cost, every completed trial a dot, the Pareto front joined
+    and highlighted (a front point is the best quality for its cost in the study as a whole)."""
+    from plotly.subplots import make_subplots
+
+    if not completed:
+        return "No trial has completed yet, so there is no trade-off to plot."
+    costs = [(index, name) for index, name in enumerate(metric_names) if name in COST_OBJECTIVES]
+    fig = make_subplots(rows=1, cols=len(costs), subplot_titles=[f"{objective} vs {name}" for _, name in costs])
+    on_front = {t.number for t in front}
+    for column, (index, name) in enumerate(costs, start=1):
+        for label, members, style in (
+            ("trials", [t for t in completed if t.number not in on_front], {"color": "#9aa5b1", "size": 7}),
+            ("Pareto front", sorted(front, key=lambda t: t.values[index]), {"color": "#d62728", "size": 11}),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=[t.values[index] for t in members],
+                    y=[t.values[0] for t in members],
+                    mode="markers" if label == "trials" else "lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=column == 1,
+                    marker=style,
+                    line={"shape": "hv", "color": style["color"]},
+                    text=[f"trial {t.number} ({html.escape(family_label(t))})" for t in members],
+                    hovertemplate="%{text}<br>" + f"{name} %{{x:.4g}}<br>{objective} %{{y:.4f}}<extra></extra>",
+                ),
+                row=1,
+                col=column,
+            )
+        fig.update_xaxes(title_text=name, type="log" if name != "latency_ms" else "linear", row=1, col=column)
+    fig.update_yaxes(title_text=f"validation {objective}", row=1, col=1)
+    fig.update_layout(title={"text": "Quality against cost (Pareto front highlighted)"})
     return fig
 
 

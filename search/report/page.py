@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from search.errors import NothingToDo
 from search.report import figures
 from search.tracking.uri import mlflow_run_link
-from studies import StudyDefinition, best_trial, count_trials
+from studies import COST_OBJECTIVES, StudyDefinition, best_trial, count_trials, pareto_front, quality_value
 
 TEMPLATE = "report.html.j2"
 KEY_PARAMS_SHOWN = 6
@@ -62,7 +62,7 @@ def _environment() -> jinja2.Environment:
 
 
 def _completed(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.values]
 
 
 def build_report_html(
@@ -75,7 +75,7 @@ def build_report_html(
     """The page and the ids of the figures it holds. `storage_label` must already be masked."""
     trials = study.get_trials(deepcopy=False)
     completed = _completed(trials)
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     objective = definition.objective
     importances, importance_note = figures.param_importances(study, completed)
     renderer = figures.FigureRenderer()
@@ -94,6 +94,10 @@ def build_report_html(
         section("families", "Best value per architecture family", figures.family_figure(trials, maximize, objective)),
         _top_section(completed, maximize, definition, importances, top_n),
     ]
+    if definition.is_multi_objective:
+        front = pareto_front(study, completed)
+        tradeoff = figures.tradeoff_figure(completed, front, definition.metric_names(), objective)
+        sections.insert(0, section("front", f"Pareto front ({len(front)} trials)", tradeoff))
     page = (
         _environment()
         .get_template(TEMPLATE)
@@ -131,7 +135,7 @@ def write_report(
         path=out,
         n_trials=len(trials),
         n_complete=len(_completed(trials)),
-        best_value=best.value if best else None,
+        best_value=quality_value(best) if best else None,
         best_trial=best.number if best else None,
         figures=figure_ids,
     )
@@ -150,12 +154,12 @@ def _facts(
     uri = definition.mlflow_tracking_uri
     return {
         "space": definition.space,
-        "objective": definition.objective,
-        "direction": study.direction.name.lower(),
+        "objective": ", ".join(definition.metric_names()),
+        "direction": ", ".join(definition.directions()),
         "trial_counts": ", ".join(f"{n} {s.lower()}" for s, n in counts.items()),
         "n_trials": len(trials),
         "best": (
-            f"{best.value:.4f} (trial {best.number}, {figures.family_label(best)})"
+            f"{quality_value(best):.4f} (trial {best.number}, {figures.family_label(best)})"
             if best
             else "none yet: no trial has completed"
         ),
@@ -185,7 +189,7 @@ def _top_section(
     if not completed:
         note = "No trial has completed yet: the table of top trials appears once one does."
         return Section("top", "Top trials", note=note)
-    ranked = sorted(completed, key=lambda t: t.value, reverse=maximize)[:top_n]
+    ranked = sorted(completed, key=lambda t: t.values[0], reverse=maximize)[:top_n]
     rows = [_top_row(rank, trial, definition, importances) for rank, trial in enumerate(ranked, start=1)]
     return Section("top", f"Top {len(ranked)} trials", rows=rows)
 
@@ -201,7 +205,8 @@ def _top_row(rank: int, trial: FrozenTrial, definition: StudyDefinition, importa
         "rank": rank,
         "number": trial.number,
         "family": figures.family_label(trial),
-        "value": f"{trial.value:.4f}",
+        "value": f"{quality_value(trial):.4f}",
+        "costs": _costs(trial),
         "state": trial.state.name.lower(),
         "n_params": f"{n_params:,}" if isinstance(n_params, int) else "—",
         "params": shown[:KEY_PARAMS_SHOWN],
@@ -213,6 +218,12 @@ def _top_row(rank: int, trial: FrozenTrial, definition: StudyDefinition, importa
             else None
         ),
     }
+
+
+def _costs(trial: FrozenTrial) -> str:
+    """`flops 6.98e+06 · latency_ms 0.149`: what running the model costs, as measured before it trained."""
+    measured = trial.user_attrs.get("cost") or {}
+    return " · ".join(f"{name} {measured[name]:.3g}" for name in COST_OBJECTIVES[1:] if name in measured) or "—"
 
 
 def _format_value(value: Any) -> str:

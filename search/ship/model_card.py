@@ -36,6 +36,17 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
+def format_cost(value: Any, name: str) -> str:
+    """A count whole with separators, a latency in ms, a metric as `format_number`; '—' where not measured."""
+    if value is None:
+        return "—"
+    if name in ("params", "flops"):
+        return f"{value:,.0f}"
+    if name == "latency_ms":
+        return f"{value:.3f} ms"
+    return format_number(float(value))
+
+
 @functools.cache
 def _environment() -> jinja2.Environment:
     environment = jinja2.Environment(
@@ -48,6 +59,7 @@ def _environment() -> jinja2.Environment:
     )
     environment.filters["fmt"] = format_number
     environment.filters["json"] = json.dumps
+    environment.filters["cost"] = format_cost
     return environment
 
 

@@ -27,6 +27,7 @@ from search.ship.choice import ExportChoice, best_on_validation, seed_ensemble
 from search.ship.publish import MlflowOutcome, log_to_mlflow
 from search.ship.seeds import ProgressCallback, SeedDiverged, SeedResult, summarise_seeds, train_seeds
 from search.training.config import TrainConfig, split_config
+from search.training.cost import COSTS, measure_cost
 from search.training.device import resolve_device
 from studies import (
     DEFAULT_STORAGE_URL,
@@ -35,8 +36,11 @@ from studies import (
     load_study_with_definition,
     mask_secrets,
     open_storage,
+    pick_trial,
+    quality_value,
     select_trial,
     trial_config,
+    trial_objectives,
 )
 
 
@@ -52,6 +56,8 @@ class RetrainSettings:
     study: str
     storage: str | None = None  # None: the default storage
     trial_number: int | None = None  # None: the best COMPLETE trial
+    # A rule on the objectives (`latency_ms<5`): the most accurate trial satisfying it (`studies.pick_trial`).
+    pick: str | None = None
     epochs: int | None = None  # None: the study's epoch budget
     seeds: int = 1
     ensemble: bool = False  # export the mean of the seeds' scores instead of the best seed
@@ -63,6 +69,8 @@ class RetrainSettings:
     device: str = "auto"
 
     def check(self) -> None:
+        if self.pick is not None and self.trial_number is not None:
+            raise UsageError("give --trial N or --pick RULE, not both")
         if self.seeds < 1:
             raise UsageError(f"--seeds {self.seeds}: expected an integer >= 1")
         if self.ensemble and self.seeds < 2:
@@ -82,6 +90,8 @@ class RetrainPlan:
     definition: StudyDefinition
     trial_number: int
     search_value: float
+    # Every objective of the trial as the search measured it (`val_roc_auc`, `params`, `flops`, `latency_ms`).
+    objectives: dict[str, float]
     config: dict[str, Any]  # the trial's flat config
     family: str
     model_params: dict[str, Any]
@@ -145,7 +155,10 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
     settings.check()
     storage_url = settings.storage or DEFAULT_STORAGE_URL
     study, definition = load_study_with_definition(open_storage(storage_url), settings.study)
-    trial = select_trial(study, settings.trial_number)
+    if settings.pick is not None:
+        trial = pick_trial(study, definition.metric_names(), settings.pick)
+    else:
+        trial = select_trial(study, settings.trial_number)
     config = trial_config(trial)
     # Refuses a config this code cannot build, before loading data.
     family, model_params, train_cfg = split_config(config)
@@ -163,7 +176,8 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
         storage_url=storage_url,
         definition=definition,
         trial_number=trial.number,
-        search_value=float(trial.value),
+        search_value=float(quality_value(trial)),
+        objectives=trial_objectives(trial, definition.metric_names()),
         config=config,
         family=family,
         model_params=model_params,
@@ -192,7 +206,7 @@ def _final_fit(
     epochs = settings.epochs or int(trial.user_attrs.get("cv_epoch") or definition.epochs)
     cv = {
         "folds": definition.cv_folds,
-        "value": float(trial.value),
+        "value": float(quality_value(trial)),
         "fold_values": trial.user_attrs.get("cv_fold_values"),
         "epochs": epochs,
         "selection": cfg.selection,
@@ -271,6 +285,20 @@ def retrain(settings: RetrainSettings, *, on_progress: ProgressCallback | None =
     return run_retrain(plan_retrain(settings), on_progress=on_progress)
 
 
+def export_cost(plan: RetrainPlan, choice: ExportChoice) -> dict[str, Any]:
+    """What running the exported model costs, measured as the search measured its trials (one window, batch 1).
+
+    An ensemble runs each member once per window: its parameters and FLOPs are the members' sum, its latency
+    the members' measured one after another.
+    """
+    data = plan.normalised
+    costs = [
+        measure_cost(model, family=plan.family, n_channels=data.n_channels, seq_len=data.seq_len, wanted=set(COSTS))
+        for model in choice.models
+    ]
+    return {name: sum(cost.get(name) for cost in costs) for name in COSTS}
+
+
 def bundle_metrics(
     plan: RetrainPlan,
     results: list[SeedResult],
@@ -283,6 +311,9 @@ def bundle_metrics(
         "study": plan.settings.study,
         "trial_number": plan.trial_number,
         "search_value": plan.search_value,
+        "objectives": plan.definition.metric_names(),
+        "search_objectives": plan.objectives,
+        "cost": export_cost(plan, choice),
         "objective": plan.train_cfg.objective,
         "storage": mask_secrets(plan.storage_url),
         "data_path": plan.data_path,

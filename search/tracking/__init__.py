@@ -49,7 +49,9 @@ def study_tags(
 
 def definition_tags(*, study_name: str, definition: Any, storage_url: str) -> dict[str, str]:
     """`study_tags` for a `studies.StudyDefinition`: what `start` and `mlflow-sync` put on the parent run."""
-    return study_tags(
+    from search.tracking import names
+
+    tags = study_tags(
         study_name=study_name,
         space=definition.space,
         storage_url=storage_url,
@@ -58,3 +60,6 @@ def definition_tags(*, study_name: str, definition: Any, storage_url: str) -> di
         objective=definition.objective,
         direction=definition.direction,
     )
+    if definition.is_multi_objective:
+        tags[names.TAG_OBJECTIVES] = ",".join(definition.metric_names())
+    return tags

@@ -21,6 +21,7 @@ TAG_STATE = "ecgsearch.state"
 TAG_PRUNED_AT_EPOCH = "ecgsearch.pruned_at_epoch"
 TAG_FAIL_REASON = "ecgsearch.fail_reason"
 TAG_CV_EPOCH = "ecgsearch.cv_epoch"
+TAG_INFEASIBLE = "ecgsearch.infeasible"  # which constraint a trial stopped before training violated
 
 # Parent-run tags (one parent run per study).
 TAG_SPACE = "ecgsearch.space"
@@ -31,6 +32,12 @@ TAG_OBJECTIVE = "ecgsearch.objective"
 TAG_DIRECTION = "ecgsearch.direction"
 TAG_BEST_VALUE = "ecgsearch.best_value"
 TAG_BEST_TRIAL_NUMBER = "ecgsearch.best_trial_number"
+TAG_OBJECTIVES = "ecgsearch.objectives"  # a multi-objective study's metric names, in the order of its values
+# A multi-objective study's Pareto front, one `trial N: metric=value …` line per trial, cheapest first.
+TAG_PARETO_FRONT = "ecgsearch.pareto_front"
+# MLflow 3's UI opens an experiment by its kind: without it, on an empty GenAI "Traces" overview.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 # MLflow's own tags.
 TAG_PARENT_RUN_ID = "mlflow.parentRunId"
@@ -43,6 +50,10 @@ CONFIG_PARAM_PREFIX = "config."
 METRIC_OBJECTIVE = "objective"
 METRIC_N_PARAMS = "n_params"
 METRIC_BEST_VALUE = "best_value"  # on the parent run, step = the trial number that just finished
+# A trial's measured costs (user attr `cost`): `cost_params`, `cost_flops`, `cost_latency_ms`.
+METRIC_COST_PREFIX = "cost_"
+# MLflow keeps tags up to 8,000 characters; a longer front is cut with a count of what was left out.
+TAG_VALUE_LIMIT = 8000
 
 # Artifacts of completed trials.
 ARTIFACT_CURVES = "plots/training_curves.html"

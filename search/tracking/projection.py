@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.tracking import names, plots
 from search.tracking.runs import Point, RunUpdate, clean_key, tag_value, trial_params
-from studies import best_trial
+from studies import best_trial, pareto_front, quality_value
 
 # Trial user attrs (written by the worker) -> child-run tags.
 ATTR_TAGS = {
@@ -29,6 +29,7 @@ ATTR_TAGS = {
     "pruned_at_epoch": names.TAG_PRUNED_AT_EPOCH,
     "fail_reason": names.TAG_FAIL_REASON,
     "cv_epoch": names.TAG_CV_EPOCH,
+    "infeasible": names.TAG_INFEASIBLE,
 }
 # A cross-validated trial's value on each fold (user attr `cv_fold_values`) -> metrics `cv_fold<k>_value`.
 FOLD_VALUES_ATTR = "cv_fold_values"
@@ -111,10 +112,14 @@ def trial_run(trial: FrozenTrial, *, objective: str) -> RunUpdate:
     once: dict[str, Point] = {}
     if isinstance(attrs.get("n_params"), int | float):
         once[names.METRIC_N_PARAMS] = Point(names.METRIC_N_PARAMS, 0, float(attrs["n_params"]), start_ms)
+    for cost, value in (attrs.get("cost") or {}).items():
+        key = names.METRIC_COST_PREFIX + cost
+        once[key] = Point(key, 0, float(value), start_ms)
     artifacts: dict[str, Any] = {}
     if trial.state == TrialState.COMPLETE:
-        if trial.value is not None:
-            once[names.METRIC_OBJECTIVE] = Point(names.METRIC_OBJECTIVE, last_step, float(trial.value), end_ms or 0)
+        value = quality_value(trial)
+        if value is not None:
+            once[names.METRIC_OBJECTIVE] = Point(names.METRIC_OBJECTIVE, last_step, value, end_ms or 0)
         for fold, value in enumerate(attrs.get(FOLD_VALUES_ATTR) or [], start=1):
             if isinstance(value, int | float) and math.isfinite(value):
                 key = f"cv_fold{fold}_value"
@@ -151,10 +156,28 @@ def parent_best(study: optuna.Study, trials: list[FrozenTrial]) -> tuple[dict[st
         best_so_far = best_trial(study, [t for t in (best_so_far, trial) if t is not None])
         if best_so_far is not None:
             points.append(
-                Point(names.METRIC_BEST_VALUE, trial.number, float(best_so_far.value), ms(trial.datetime_complete))
+                Point(names.METRIC_BEST_VALUE, trial.number, quality_value(best_so_far), ms(trial.datetime_complete))
             )
     best = best_trial(study, trials)
     tags = {}
     if best is not None:
-        tags = {names.TAG_BEST_VALUE: repr(float(best.value)), names.TAG_BEST_TRIAL_NUMBER: str(best.number)}
+        tags = {names.TAG_BEST_VALUE: repr(quality_value(best)), names.TAG_BEST_TRIAL_NUMBER: str(best.number)}
+    if len(study.directions) > 1:
+        tags[names.TAG_PARETO_FRONT] = front_listing(study, trials)
     return tags, points
+
+
+def front_listing(study: optuna.Study, trials: list[FrozenTrial]) -> str:
+    """The Pareto front as the parent run lists it: `trial 3: val_roc_auc=0.9123 params=13489`, one a line."""
+    metric_names = study.metric_names or [f"value{index}" for index in range(len(study.directions))]
+    lines = [
+        f"trial {trial.number}: "
+        + " ".join(f"{name}={value:.6g}" for name, value in zip(metric_names, trial.values, strict=True))
+        for trial in pareto_front(study, trials)
+    ]
+    listing = "\n".join(lines) or "(no completed trial yet)"
+    for kept in range(len(lines), 0, -1):
+        if len(listing) <= names.TAG_VALUE_LIMIT:
+            break
+        listing = "\n".join([*lines[: kept - 1], f"… and {len(lines) - kept + 1} more trials"])
+    return listing

@@ -229,7 +229,7 @@ def get_or_create_experiment(
             return client.create_experiment(
                 name,
                 artifact_location=artifact_location(tracking_uri, label),
-                tags={names.TAG_STUDY: study_name},
+                tags={names.TAG_STUDY: study_name, names.TAG_EXPERIMENT_KIND: names.EXPERIMENT_KIND_TRAINING},
             )
         except MlflowException:
             # Another process created it between our lookup and our create.
@@ -238,6 +238,8 @@ def get_or_create_experiment(
                 raise
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    if experiment.tags.get(names.TAG_EXPERIMENT_KIND) is None:  # made by an ecgsearch that did not set it
+        client.set_experiment_tag(experiment.experiment_id, names.TAG_EXPERIMENT_KIND, names.EXPERIMENT_KIND_TRAINING)
     return experiment.experiment_id
 
 
