@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -122,20 +119,6 @@ class ConnectionSampler(threading.Thread):
                 self.peak = max(self.peak, db.execute(query, (self.database,)).fetchone()[0])
 
 
-def start_proxy(database_url: str) -> tuple[subprocess.Popen, str]:
-    from studies.storage import open_proxy
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "ECGSEARCH_STORAGE": database_url, "PYTHONPATH": str(_common.REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "search.cli", "storage-proxy", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    url = f"grpc://127.0.0.1:{port}"
-    open_proxy(url, timeout_s=60).close()
-    return process, url
-
-
 def run_fleet(storage_url: str, database: str, workers: int, epoch_s: float) -> dict[str, Any]:
     """Start `workers` processes, release them together, wait; the wall time and the connection peak."""
     context = multiprocessing.get_context("spawn")
@@ -195,13 +178,8 @@ def measure(backend: str, workers: int, *, trials_per_worker: int, epochs: int, 
 
     with postgres_database() as database_url:
         create_or_load_study(open_storage(database_url), STUDY, definition(workers * trials_per_worker, epochs))
-        proxy, storage_url = start_proxy(database_url) if backend == "proxy" else (None, database_url)
-        try:
+        with _common.storage_proxy(database_url) if backend == "proxy" else nullcontext(database_url) as storage_url:
             row = run_fleet(storage_url, database_url.rpartition("/")[2], workers, epoch_s)
-        finally:
-            if proxy is not None:
-                proxy.send_signal(signal.SIGINT)
-                proxy.wait(timeout=30)
         row.update(trial_statistics(database_url, epochs, epoch_s))
     row.update(backend=backend, workers=workers, errors=row["failed_workers"] + row["fail_trials"])
     return row
