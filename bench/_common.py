@@ -79,8 +79,10 @@ def save_subset(dataset: Any, folder: Path) -> Path:
 
 
 @contextlib.contextmanager
-def storage_proxy(database_url: str) -> Iterator[str]:
-    """A real `ecgsearch storage-proxy` on `database_url` (a subprocess, on a free local port): its grpc:// URL."""
+def storage_proxy(database_url: str) -> Iterator[tuple[str, int]]:
+    """A real `ecgsearch storage-proxy` on `database_url` (a subprocess, on a free local port): its grpc:// URL
+    and its pid. Stopped with SIGTERM (as Kubernetes stops a pod): a benchmark started in the background has
+    SIGINT ignored, and so would its proxy."""
     import signal
     import socket
     import subprocess
@@ -96,9 +98,9 @@ def storage_proxy(database_url: str) -> Iterator[str]:
     try:
         url = f"grpc://127.0.0.1:{port}"
         open_proxy(url, timeout_s=120).close()
-        yield url
+        yield url, process.pid
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

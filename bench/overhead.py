@@ -211,7 +211,7 @@ def backend_storage(backend: str, folder: Path | None) -> Iterator[tuple[str, st
         return
     with postgres_database() as database_url:
         if backend == "proxy":
-            with _common.storage_proxy(database_url) as proxy_url:
+            with _common.storage_proxy(database_url) as (proxy_url, _pid):
                 yield proxy_url, database_url
         else:
             yield database_url, database_url
