@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: nothing measured")
         return 0
     # The baseline, 1 worker on PostgreSQL directly, is always measured.
-    plan = [("direct", n) for n in counts] if "direct" in backends else [("direct", 1)]
+    plan = [("direct", n) for n in sorted({1, *counts})] if "direct" in backends else [("direct", 1)]
     plan += [("proxy", n) for n in counts] if "proxy" in backends else []
     rows = []
     for backend, workers in plan:
