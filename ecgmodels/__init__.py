@@ -35,7 +35,7 @@ from ecgmodels.registry import (
     register,
 )
 from ecgmodels.rhythm import FEATURE_NAMES as RHYTHM_FEATURE_NAMES
-from ecgmodels.rhythm import RhythmBranch, RhythmFeatures, rhythm_possible
+from ecgmodels.rhythm import RHYTHM_FUSIONS, RhythmBranch, RhythmFeatures, rhythm_possible
 
 FAMILIES: tuple[str, ...] = tuple(list_models())
 CLASSIFIERS: tuple[str, ...] = tuple(name for name in FAMILIES if not is_autoencoder(name))
@@ -47,6 +47,7 @@ __all__ = [
     "FAMILIES",
     "MIN_REDUCED_LEN",
     "RHYTHM_FEATURE_NAMES",
+    "RHYTHM_FUSIONS",
     "ConditioningParams",
     "InputConditioning",
     "InvalidArchitecture",

@@ -56,4 +56,4 @@ class CNN(nn.Module):
             pooled = features.amax(dim=-1)
         else:
             pooled = features.flatten(1)
-        return self.head(self.rhythm.join(pooled, x)).squeeze(-1)
+        return self.rhythm.head_logits(self.head, pooled, x)

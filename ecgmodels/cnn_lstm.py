@@ -43,4 +43,4 @@ class CNNLSTM(nn.Module):
         steps = self.features(x).transpose(1, 2)  # (batch, steps, channels)
         _, (h_n, _) = self.lstm(steps)
         pooled = last_hidden(h_n, self.config.bidirectional)
-        return self.head(self.rhythm.join(pooled, x)).squeeze(-1)
+        return self.rhythm.head_logits(self.head, pooled, x)

@@ -53,4 +53,4 @@ class CNNTransformer(nn.Module):
         x = self.conditioning(x)
         steps = self.project(self.features(x).transpose(1, 2))  # (batch, steps, d_model)
         encoded = self.encoder(self.position(steps))
-        return self.head(self.rhythm.join(encoded.mean(dim=1), x)).squeeze(-1)
+        return self.rhythm.head_logits(self.head, encoded.mean(dim=1), x)

@@ -14,6 +14,10 @@ builds exactly the model it built before they existed):
     rhythm_branch: bool        cnn, cnn_lstm,    rhythm features (rhythm.py) appended to the pooled
                                cnn_transformer,  representation before the FC head; needs fs
                                lstm
+    rhythm_fusion: str         the same four     how the branch joins: "concat" (appended before the
+                                                 FC head, the default) or "average" (a logistic
+                                                 regression on the features, probabilities averaged
+                                                 with the network's); used only with rhythm_branch
 The `rhythm` family (rhythm features → BatchNorm → FC head) has fc_units, fc_dropout,
 activation and the two conditioning keys, and always needs fs.
 Values arrive from JSON as lists, from code as tuples: list fields are stored as tuples so a
@@ -30,7 +34,7 @@ from typing import Any
 from ecgmodels.blocks import ACTIVATION_NAMES
 from ecgmodels.conditioning import baseline_half_width
 from ecgmodels.errors import InvalidArchitecture
-from ecgmodels.rhythm import min_rhythm_seq_len
+from ecgmodels.rhythm import RHYTHM_FUSIONS, min_rhythm_seq_len
 
 # Pooling below this many time steps leaves a sequence too short to carry any rhythm information.
 MIN_REDUCED_LEN = 4
@@ -279,6 +283,14 @@ class RhythmBranchParams(ModelConfig):
     """A classifier's optional side input: the window's rhythm features beside its pooled features."""
 
     rhythm_branch: bool = False
+    rhythm_fusion: str = "concat"
+
+    def _check(self) -> None:
+        super()._check()
+        if self.rhythm_fusion not in RHYTHM_FUSIONS:
+            raise InvalidArchitecture(
+                f"rhythm_fusion must be one of {', '.join(RHYTHM_FUSIONS)}, got {self.rhythm_fusion!r}"
+            )
 
     def check_input(self, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
         super().check_input(n_channels=n_channels, seq_len=seq_len, fs=fs)

@@ -39,4 +39,4 @@ class LSTMClassifier(nn.Module):
         x = self.conditioning(x)
         _, (h_n, _) = self.lstm(self.downsample(x).transpose(1, 2))
         pooled = last_hidden(h_n, self.config.bidirectional)
-        return self.head(self.rhythm.join(pooled, x)).squeeze(-1)
+        return self.rhythm.head_logits(self.head, pooled, x)

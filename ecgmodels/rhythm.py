@@ -29,13 +29,23 @@ traces, exports to ONNX opset 17 with a dynamic batch axis and runs identically 
    data). Whatever a window lacks (no beat, one beat, one interval) gets a neutral value, and the
    validity feature says whether the variability features mean anything.
 
+6. Beat shape: around each detected beat (±100 ms, a QRS complex) the share of the signal's energy
+   that lies in the QRS band. A narrow supraventricular QRS keeps most of its energy there; a wide
+   ventricular beat moves it to lower frequencies. The window's median share, and the lowest and
+   highest beat's share over that median (one odd beat among normal ones), are the morphology
+   features. Chosen on MIT-BIH DS1 with patient-grouped 5-fold CV (logistic regression on the
+   features, 3 fold seeds): timing alone 0.75 ROC-AUC, with the median beat share 0.82 (0.83 with
+   the lowest and highest beat); template correlations, QRS widths and peak heights were tried and
+   did not help (0.74–0.75).
+
 Features (FEATURE_NAMES, seconds or ratios; log-scaled where they span orders of magnitude):
 beats per second; log median RR (s); log RR standard deviation and log RMSSD (s, with a 1 ms floor
 below the sample resolution of ECG rates so a perfectly regular train stays finite); shortest and
 longest RR over the median; share of premature (RR < 0.85 × median) and late (RR > 1.15 × median)
-intervals; validity (1 when the window has at least two intervals, i.e. three beats). Undefined
-values: median RR 1 s (log 0), ratios 1, spreads 0 (log 1 ms), shares 0. Every feature is finite for
-every finite input, flat and all-zero windows included.
+intervals; validity (1 when the window has at least two intervals, i.e. three beats); log median
+beat QRS-band share, lowest and highest beat share over the median. Undefined values: median RR 1 s
+(log 0), ratios 1, spreads 0 (log 1 ms), shares 0 (log share 0). Every feature is finite for every
+finite input, flat and all-zero windows included.
 
 Models compute the features from their input after input conditioning (ecgmodels/conditioning.py):
 baseline removal leaves the QRS band as it is, and z-scoring gives every lead the same weight in
@@ -68,6 +78,8 @@ PREMATURE_RATIO = 0.85
 LATE_RATIO = 1.15
 SPREAD_FLOOR_SECONDS = 1e-3
 MIN_INTERVALS_FOR_VALIDITY = 2
+BEAT_HALF_WIDTH_SECONDS = 0.1  # a QRS complex lasts 60-120 ms; wide ventricular ones up to ~200 ms
+ENERGY_FLOOR = 1e-12  # keeps the band share of a flat beat finite (0/0)
 
 FEATURE_NAMES: tuple[str, ...] = (
     "beats_per_second",
@@ -79,6 +91,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "premature_share",
     "late_share",
     "rhythm_valid",
+    "log_beat_qrs_share",
+    "min_beat_qrs_share_ratio",
+    "max_beat_qrs_share_ratio",
 )
 N_FEATURES = len(FEATURE_NAMES)
 
@@ -124,6 +139,16 @@ def qrs_bandpass_taps(fs: float) -> np.ndarray:
     return taps / gain if gain > 0 else taps
 
 
+def masked_median(values: torch.Tensor, valid: torch.Tensor, *, neutral: float) -> torch.Tensor:
+    """Median over the last axis of the `valid` entries (mean of the middle two); `neutral` where none is."""
+    count = valid.sum(dim=-1)
+    ascending = torch.sort(torch.where(valid, values, torch.full_like(values, math.inf)), dim=-1).values
+    lower = ((count - 1).clamp(min=0) // 2).unsqueeze(-1)
+    upper = (count // 2).clamp(max=values.shape[-1] - 1).unsqueeze(-1)
+    median = 0.5 * (ascending.gather(-1, lower) + ascending.gather(-1, upper)).squeeze(-1)
+    return torch.where(count > 0, median, torch.full_like(median, neutral))
+
+
 class RhythmFeatures(nn.Module):
     """(batch, leads, samples) → (batch, N_FEATURES) beat-timing features; no parameters."""
 
@@ -139,12 +164,17 @@ class RhythmFeatures(nn.Module):
         self.refractory = refractory_samples(self.fs)
         self.max_beats = max_beats(self.fs, seq_len)
 
-    def envelope(self, x: torch.Tensor) -> torch.Tensor:
-        """QRS energy (batch, samples): band-passed, squared, summed over leads, smoothed."""
-        batch_leads = x.reshape(-1, 1, x.shape[-1])  # every lead through the same one-channel filter
+    def band(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, leads, samples): every lead through the same QRS band-pass."""
+        batch_leads = x.reshape(-1, 1, x.shape[-1])
         half = self.bandpass.shape[-1] // 2
         band = functional.conv1d(functional.pad(batch_leads, (half, half), mode="replicate"), self.bandpass.float())
-        energy = band.pow(2).reshape(x.shape).sum(dim=1, keepdim=True)
+        return band.reshape(x.shape)
+
+    def envelope(self, x: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:
+        """QRS energy (batch, samples): band-passed, squared, summed over leads, smoothed."""
+        band = self.band(x) if band is None else band
+        energy = band.pow(2).sum(dim=1, keepdim=True)
         smoothed = functional.avg_pool1d(
             energy,
             self.envelope_width,
@@ -178,7 +208,43 @@ class RhythmFeatures(nn.Module):
             return self._features(x.detach().float())
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        positions = self.peak_positions(self.peaks(self.envelope(x), x))
+        band = self.band(x)
+        positions = self.peak_positions(self.peaks(self.envelope(x, band), x))
+        return torch.cat((self._timing(positions, x), self._beat_shape(positions, band, x)), dim=-1)
+
+    def _beat_shape(self, positions: torch.Tensor, band: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 3): log median beat QRS-band energy share, lowest and highest beat's over the median."""
+        beat = positions >= 0
+        half_width = max(1, round(BEAT_HALF_WIDTH_SECONDS * self.fs))
+        offsets = torch.arange(-half_width, half_width + 1, device=x.device)
+        around = (positions.clamp(min=0).long().unsqueeze(-1) + offsets).clamp(0, self.seq_len - 1)
+        around = around.flatten(1)  # (batch, max_beats * beat samples)
+
+        def segments(signal: torch.Tensor) -> torch.Tensor:
+            """(batch, leads, max_beats, beat samples): `signal` around each beat."""
+            index = around.unsqueeze(1).expand(-1, signal.shape[1], -1)
+            return signal.gather(-1, index).view(*signal.shape[:2], *positions.shape[1:], -1)
+
+        # Each beat's own mean removed, so baseline wander and offsets do not count as beat energy.
+        raw = segments(x)
+        total = (raw - raw.mean(dim=-1, keepdim=True)).pow(2).sum(dim=(1, -1))
+        share = segments(band).pow(2).sum(dim=(1, -1)) / (total + ENERGY_FLOOR)
+        has_beat = beat.any(dim=-1)
+        median = masked_median(share, beat, neutral=1.0).clamp(min=ENERGY_FLOOR)
+        lowest = torch.where(beat, share, torch.full_like(share, float("inf"))).amin(dim=-1)
+        highest = torch.where(beat, share, torch.zeros_like(share)).amax(dim=-1)
+        ones = torch.ones_like(median)
+        return torch.stack(
+            (
+                median.log(),
+                torch.where(has_beat, lowest / median, ones),
+                torch.where(has_beat, highest / median, ones),
+            ),
+            dim=-1,
+        )
+
+    def _timing(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(batch, 9): the beat-timing features, from the descending peak positions."""
         beat = positions >= 0
         n_beats = beat.sum(dim=-1).to(x.dtype)
         beats_per_second = n_beats * (self.fs / self.seq_len)
@@ -192,12 +258,7 @@ class RhythmFeatures(nn.Module):
         denominator = n.clamp(min=1.0)
         zeros = torch.zeros_like(rr)
 
-        longest_possible = self.seq_len / self.fs + 1.0
-        ascending = torch.sort(torch.where(valid, rr, zeros + longest_possible), dim=-1).values
-        lower = ((count - 1).clamp(min=0) // 2).unsqueeze(-1)
-        upper = (count // 2).unsqueeze(-1)
-        median = 0.5 * (ascending.gather(-1, lower) + ascending.gather(-1, upper)).squeeze(-1)
-        median = torch.where(has_rr, median, torch.ones_like(median))
+        median = masked_median(rr, valid, neutral=1.0)
 
         mean = torch.where(valid, rr, zeros).sum(dim=-1) / denominator
         variance = torch.where(valid, (rr - mean.unsqueeze(-1)).pow(2), zeros).sum(dim=-1) / denominator
@@ -208,7 +269,7 @@ class RhythmFeatures(nn.Module):
         n_successive = successive_valid.sum(dim=-1).to(x.dtype).clamp(min=1.0)
         rmssd = (torch.where(successive_valid, successive.pow(2), zeros[:, 1:]).sum(dim=-1) / n_successive).sqrt()
 
-        shortest = torch.where(has_rr, ascending[:, 0], median)
+        shortest = torch.where(has_rr, torch.where(valid, rr, zeros + math.inf).amin(dim=-1), median)
         longest = torch.where(valid, rr, zeros).amax(dim=-1)
         longest = torch.where(has_rr, longest, median)
         reference = median.unsqueeze(-1)
@@ -245,34 +306,63 @@ class FeatureNorm(nn.BatchNorm1d):
         return super().forward(x)
 
 
-class RhythmBranch(nn.Module):
-    """Rhythm features standardised per feature (learned scale and shift), or nothing when disabled.
+RHYTHM_FUSIONS = ("concat", "average")
 
-    A classifier keeps one (`model.rhythm`) and feeds `join(pooled, x)` to its FC head: the pooled
-    representation with the rhythm features appended when `rhythm_branch` is on, unchanged (and no
-    parameters, so the same state_dict as before the branch existed) when it is off.
+
+class RhythmBranch(nn.Module):
+    """Rhythm features beside a classifier's own representation, joined one of two ways, or nothing.
+
+    - `concat`: the standardised features (learned scale and shift) are appended to the pooled
+      representation, and the classifier's FC head sees both.
+    - `average`: the features feed a logistic regression of their own (standardisation + one linear
+      unit), and the window's probability is the mean of the network's and that regression's
+      probabilities (returned as its logit). Why: on patient-grouped CV of MIT-BIH DS1 the network
+      and the timing regression err on different patients, and the mean of two independently
+      supervised probabilities generalised better than one head over both (0.87–0.89 ROC-AUC
+      against 0.80–0.84), the network no longer able to drown out the few timing features. In
+      training mode the two logits come back side by side, (batch, 2), so the trainer supervises each
+      part alone (search/training/loop.py); evaluation, scoring and ONNX see the one fused logit.
+
+    Disabled, it has no parameters, so the state_dict is the one from before the branch existed.
     """
 
-    def __init__(self, *, fs: float | None, seq_len: int, enabled: bool = True) -> None:
+    def __init__(self, *, fs: float | None, seq_len: int, enabled: bool = True, fusion: str = "concat") -> None:
         super().__init__()
-        self.enabled = enabled
-        self.out_features = N_FEATURES if enabled else 0
+        if fusion not in RHYTHM_FUSIONS:
+            raise ValueError(f"rhythm fusion must be one of {', '.join(RHYTHM_FUSIONS)}, got {fusion!r}")
+        self.enabled, self.fusion = enabled, fusion
+        self.out_features = N_FEATURES if enabled and fusion == "concat" else 0
         if enabled:
             if fs is None:
                 raise ValueError("rhythm features need the sampling rate fs")
             self.features = RhythmFeatures(fs=fs, seq_len=seq_len)
             self.norm = FeatureNorm(N_FEATURES)
+            if fusion == "average":
+                self.regression = nn.Linear(N_FEATURES, 1)
 
     @classmethod
     def from_config(cls, config: Any, *, fs: float | None, seq_len: int) -> RhythmBranch:
-        """The branch a classifier's `rhythm_branch` asks for."""
-        return cls(fs=fs, seq_len=seq_len, enabled=config.rhythm_branch)
+        """The branch a classifier's `rhythm_branch` and `rhythm_fusion` ask for."""
+        return cls(fs=fs, seq_len=seq_len, enabled=config.rhythm_branch, fusion=config.rhythm_fusion)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.features(x))
 
-    def join(self, pooled: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """`pooled` (batch, features) with the window's normalised rhythm features appended."""
+    def head_logits(self, head: nn.Module, pooled: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits: `head` over `pooled` (batch, features), joined with window `x`'s rhythm."""
         if not self.enabled:
-            return pooled
-        return torch.cat((pooled, self(x).to(pooled.dtype)), dim=-1)
+            return head(pooled).squeeze(-1)
+        if self.fusion == "concat":
+            return head(torch.cat((pooled, self(x).to(pooled.dtype)), dim=-1)).squeeze(-1)
+        network = head(pooled).squeeze(-1).float()
+        rhythm = self.regression(self(x)).squeeze(-1)
+        if self.training:
+            return torch.stack((network, rhythm), dim=-1)
+        return mean_probability_logit(network, rhythm)
+
+
+def mean_probability_logit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """logit((sigmoid(a) + sigmoid(b)) / 2), computed in log space so large logits stay finite."""
+    positive = torch.stack((functional.logsigmoid(a), functional.logsigmoid(b)), dim=-1)
+    negative = torch.stack((functional.logsigmoid(-a), functional.logsigmoid(-b)), dim=-1)
+    return torch.logsumexp(positive, dim=-1) - torch.logsumexp(negative, dim=-1)

@@ -16,7 +16,7 @@ from ecgmodels.blocks import fc_head
 from ecgmodels.conditioning import InputConditioning
 from ecgmodels.config import ConditioningParams, HeadParams, require_activation, require_rhythm_input
 from ecgmodels.registry import register
-from ecgmodels.rhythm import RhythmBranch
+from ecgmodels.rhythm import FEATURE_NAMES, RhythmBranch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +39,7 @@ class RhythmClassifier(nn.Module):
         self.config, self.n_channels, self.seq_len, self.fs = config, n_channels, seq_len, fs
         self.conditioning = InputConditioning.from_config(config, fs=fs, seq_len=seq_len)
         self.rhythm = RhythmBranch(fs=fs, seq_len=seq_len)
-        self.head = fc_head(self.rhythm.out_features, config.fc_units, config.fc_dropout, config.activation)
+        self.head = fc_head(len(FEATURE_NAMES), config.fc_units, config.fc_dropout, config.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.rhythm(self.conditioning(x))).squeeze(-1)

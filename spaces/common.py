@@ -10,6 +10,7 @@ Input conditioning and rhythm (flat config key <- Optuna name):
     standardise_windows <- cond_standardise_windows  every family
     remove_baseline     <- cond_remove_baseline      every family, only when ctx.fs is known
     rhythm_branch       <- rhythm_branch             cnn, cnn_lstm, cnn_transformer, lstm; fs known
+    rhythm_fusion       <- rhythm_fusion             the same, when rhythm_branch is on: concat | average
     activation          <- fc_activation             the rhythm family's head
 An option that is not offered is written as false, so every config spells out what it builds.
 The choice sets depend only on the SpaceContext, which is fixed for a study's whole life.
@@ -22,7 +23,7 @@ from typing import Any
 
 import optuna
 
-from ecgmodels import MIN_REDUCED_LEN, rhythm_possible
+from ecgmodels import MIN_REDUCED_LEN, RHYTHM_FUSIONS, rhythm_possible
 
 CONV_MAX_LAYERS = 5
 CONV_MAX_CHANNELS = 128
@@ -200,7 +201,9 @@ def suggest_rhythm_branch(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, A
     """Whether a classifier sees the window's rhythm features beside its own (needs the sampling rate)."""
     if not ctx.rhythm_possible:
         return {"rhythm_branch": False}
-    return {"rhythm_branch": trial.suggest_categorical("rhythm_branch", [False, True])}
+    if not trial.suggest_categorical("rhythm_branch", [False, True]):
+        return {"rhythm_branch": False}
+    return {"rhythm_branch": True, "rhythm_fusion": trial.suggest_categorical("rhythm_fusion", list(RHYTHM_FUSIONS))}
 
 
 def _neighbour(pool: int, direction: int) -> int:

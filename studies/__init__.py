@@ -20,12 +20,14 @@ from studies.definition import (
     write_folds,
 )
 from studies.errors import UnknownComponent
+from studies.liveness import LIVENESS_KEY, LivenessBeat, StaleTrialReaper, has_storage_heartbeat
 from studies.masking import mask_secrets
 from studies.pruners import PRUNERS, make_pruner
 from studies.samplers import SAMPLERS, make_sampler
 from studies.storage import (
     DEFAULT_STORAGE_URL,
     StorageError,
+    is_proxy_url,
     open_existing_storage,
     open_storage,
     sqlite_artifact_dir,
@@ -45,6 +47,7 @@ from studies.trials import (
     TrialNotUsable,
     best_trial,
     budget_of,
+    count_budget,
     count_trials,
     describe_counts,
     is_infeasible,
@@ -65,13 +68,16 @@ __all__ = [
     "COST_OBJECTIVES",
     "DEFAULT_STORAGE_URL",
     "FINISHED_STATES",
+    "LIVENESS_KEY",
     "PRUNERS",
     "SAMPLERS",
     "USER_ATTR_KEY",
     "BestTrial",
+    "LivenessBeat",
     "NoCompletedTrial",
     "NotAnEcgsearchStudy",
     "RunningTrial",
+    "StaleTrialReaper",
     "StorageError",
     "StudyDefinition",
     "StudyListing",
@@ -83,10 +89,13 @@ __all__ = [
     "best_trial",
     "budget_of",
     "check_compatible",
+    "count_budget",
     "count_trials",
     "create_or_load_study",
     "describe_counts",
+    "has_storage_heartbeat",
     "is_infeasible",
+    "is_proxy_url",
     "list_studies",
     "load_study_with_definition",
     "make_pruner",

@@ -3,6 +3,11 @@
 SQLite is the zero-setup default for one machine; PostgreSQL serves many workers on many
 machines. Both go through Optuna's RDBStorage, the only storage with heartbeats (a worker that
 dies mid-trial has its trial failed and retried instead of left RUNNING forever).
+
+`grpc://HOST:PORT` is Optuna's storage proxy (`ecgsearch storage-proxy`) in front of such a database:
+many workers share its few connections. Optuna's heartbeats do not pass through it, so workers behind it
+write ecgsearch's own liveness mark instead and the proxy fails and retries silent trials
+(`studies.liveness`).
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import sqlite3
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import optuna
 import sqlalchemy
@@ -18,6 +24,9 @@ import sqlalchemy.exc
 from sqlalchemy.engine import URL, make_url
 
 from studies.masking import mask_secrets
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
 
 DEFAULT_STORAGE_URL = "sqlite:///ecgsearch.db"
 
@@ -30,8 +39,12 @@ _SUPPORTED_DRIVERS = {
     "postgresql+psycopg": _POSTGRES_DRIVER,
 }
 _EXPECTED_SHAPES = (
-    "sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql+psycopg://user:password@host:5432/database"
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db, postgresql+psycopg://user:password@host:5432/database "
+    "or grpc://host:port (an `ecgsearch storage-proxy`)"
 )
+PROXY_SCHEME = "grpc"
+# How long a worker waits for the storage proxy to answer before giving up (a pod may start before it).
+PROXY_CONNECT_TIMEOUT_S = 30.0
 
 # Each worker process uses one connection for trials and one for its heartbeat thread; a few
 # spare ones cover the sampler's reads without letting many workers exhaust max_connections.
@@ -75,12 +88,15 @@ def open_storage(
     heartbeat_interval: int = 30,
     grace_period: int = 90,
     retries: int = 3,
-) -> optuna.storages.RDBStorage:
+) -> BaseStorage:
     """An RDBStorage with heartbeats: a trial silent for `grace_period` s is failed and re-queued.
 
     `retries` bounds how often one configuration is re-queued after its worker died, with the
-    epochs it had already reported (so the pruner still sees them).
+    epochs it had already reported (so the pruner still sees them). A `grpc://` URL gives a client of
+    the storage proxy instead, whose own reaper applies its grace period and retries.
     """
+    if is_proxy_url(url):
+        return open_proxy(url)
     if heartbeat_interval <= 0 or grace_period <= heartbeat_interval:
         raise ValueError(
             f"heartbeat_interval must be > 0 and grace_period > heartbeat_interval (seconds); "
@@ -122,14 +138,14 @@ def open_storage(
     return storage
 
 
-def open_existing_storage(
-    url: str, *, heartbeat_interval: int = 30, grace_period: int = 90
-) -> optuna.storages.RDBStorage:
+def open_existing_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 90) -> BaseStorage:
     """`open_storage` for a storage that must already exist: a missing SQLite file is an error, not created.
 
     Commands that read or join studies (status, report, dashboard, worker) pointed at a wrong path would
     otherwise create an empty database and show nothing, which looks like lost studies.
     """
+    if is_proxy_url(url):
+        return open_proxy(url)
     parsed = normalise_storage_url(url)
     database = parsed.database
     if parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:"):
@@ -141,6 +157,49 @@ def open_existing_storage(
                 "the folder where `ecgsearch start` created ecgsearch.db."
             )
     return open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+
+
+def is_proxy_url(url: str) -> bool:
+    """Whether `url` names an `ecgsearch storage-proxy` (grpc://host:port) rather than a database."""
+    return url.strip().lower().startswith(f"{PROXY_SCHEME}://")
+
+
+def proxy_address(url: str) -> tuple[str, int]:
+    """(host, port) of a `grpc://host:port` URL; `StorageError` when either is missing or malformed."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None or parts.path not in ("", "/") or parts.username or parts.query:
+        raise StorageError(
+            f"Storage URL {mask_secrets(url)!r} is not a storage proxy address. Expected grpc://host:port, e.g. "
+            "grpc://storage-proxy:13000 (the proxy holds the database URL; workers need only its address)."
+        )
+    return host, port
+
+
+def open_proxy(url: str, *, timeout_s: float = PROXY_CONNECT_TIMEOUT_S) -> BaseStorage:
+    """A client of the storage proxy at `url`, once it answers; `StorageError` when it does not."""
+    host, port = proxy_address(url)
+    try:
+        import grpc  # noqa: F401  (Optuna imports it lazily; a missing one is a setup problem, said here)
+    except ImportError:
+        raise StorageError(
+            f"Storage {url!r} is a gRPC storage proxy, but grpcio is not installed: pip install grpcio protobuf"
+        ) from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        proxy = optuna.storages.GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=timeout_s)
+    except ConnectionError:
+        proxy.close()
+        raise StorageError(
+            f"Storage proxy {url!r} did not answer within {timeout_s:g} s. Is `ecgsearch storage-proxy` running "
+            f"and reachable on {host}:{port} from this machine?"
+        ) from None
+    return proxy
 
 
 def _rdb_storage(

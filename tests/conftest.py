@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import torch
 
+import retrained_study
 import study_fixtures
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -110,6 +111,12 @@ def postgres_url() -> Iterator[str]:
     finally:
         with _admin_connection() as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def session_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one folder per test session where the cached small study and its bundles live."""
+    return retrained_study.shared_root(tmp_path_factory)
 
 
 @pytest.fixture

@@ -100,7 +100,8 @@ def test_worker_on_a_missing_sqlite_file_is_refused_not_created(tmp_path, monkey
 def test_every_command_has_help_with_an_example(capsys):
     paths = all_commands()
     assert {path[0] for path in paths} == {
-        "start", "worker", "status", "dashboard", "report", "retrain", "predict", "mlflow-sync", "data"
+        "start", "worker", "status", "dashboard", "report", "retrain", "predict", "mlflow-sync", "data",
+        "storage-proxy",
     }  # fmt: skip
     for path in [(), *paths]:
         assert main([*path, "--help"]) == 0, path

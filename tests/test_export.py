@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import ecgmodels
+from retrained_study import ensemble_bundle, retrained
 from search.cli import main
 from search.data import load_dataset
 from search.errors import EXIT_DATA
@@ -21,7 +22,6 @@ from search.training.config import TrainConfig, join_config
 from search.training.device import seed_everything
 from search.training.metrics import classification_metrics, scalar_metrics
 from search.training.scoring import ScoringModel, score_windows
-from test_retrain import ensemble_bundle, retrained, shared_root
 
 # Small enough that an LSTM over 2000 raw samples exports and runs in well under a second.
 TINY_OVERRIDES = {
@@ -43,11 +43,6 @@ TINY_OVERRIDES = {
 def tiny_params(family: str) -> dict:
     names = ecgmodels.model_param_names(family)
     return {**ecgmodels.default_params(family), **{k: v for k, v in TINY_OVERRIDES.items() if k in names}}
-
-
-@pytest.fixture
-def session_root(tmp_path_factory: pytest.TempPathFactory):
-    return shared_root(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -94,14 +89,25 @@ def test_onnx_gives_the_pytorch_scores_on_real_windows_for_any_batch(small_real_
     assert np.max(np.abs(bundle.score(dataset.X_test) - expected)) < 1e-6
 
 
-@pytest.mark.parametrize("family", ecgmodels.FAMILIES)
-def test_every_family_exports_to_onnx_with_the_same_scores(family, real, tmp_path):
+WITH_RHYTHM = [
+    ("cnn", {"rhythm_branch": True, "rhythm_fusion": "average"}),
+    ("cnn_lstm", {"rhythm_branch": True, "rhythm_fusion": "concat"}),
+]
+
+
+@pytest.mark.parametrize(
+    ("family", "extra"),
+    [(family, {}) for family in ecgmodels.FAMILIES] + WITH_RHYTHM,
+    ids=[*ecgmodels.FAMILIES, "cnn-rhythm-average", "cnn_lstm-rhythm-concat"],
+)
+def test_every_family_exports_to_onnx_with_the_same_scores(family, extra, real, tmp_path):
     dataset, normalised, norm = real
     seed_everything(0)
+    params = {**tiny_params(family), **extra}
     model = ecgmodels.build(
-        family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.meta["fs"], **tiny_params(family)
+        family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.meta["fs"], **params
     )
-    config = join_config(family, tiny_params(family), TrainConfig())
+    config = join_config(family, params, TrainConfig())
     out = tmp_path / family
     cfg = write_bundle(
         out,

@@ -10,18 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from retrained_study import ensemble_bundle, member_scores, retrained
 from search.cli import main
 from search.data import DataError, load_dataset
 from search.errors import EXIT_DATA
 from search.ship.bundle import load_bundle
 from search.ship.predict import load_windows
 from search.training.scoring import score_windows
-from test_retrain import ensemble_bundle, retrained, shared_root
-
-
-@pytest.fixture
-def session_root(tmp_path_factory: pytest.TempPathFactory):
-    return shared_root(tmp_path_factory)
 
 
 @pytest.fixture
@@ -162,15 +157,13 @@ def _predict_csv(bundle_dir, windows_file, out, runtime: str) -> np.ndarray:
 def test_ensemble_bundle_predicts_the_mean_of_its_seeds_scores(small_real_dir, session_root, real_windows, tmp_path):
     """`retrain --seeds 2 --ensemble` round-trips through predict: both runtimes agree, and give the
     mean of the two seeds' own scores (each seed built from model.pt and ecgmodels alone)."""
-    from test_retrain import _member_scores
-
     bundle_dir, _ = ensemble_bundle(small_real_dir, session_root)
     raw, normalised = real_windows
     np.save(tmp_path / "windows.npy", raw)
     from_torch = _predict_csv(bundle_dir, tmp_path / "windows.npy", tmp_path / "torch.csv", "torch")
     from_onnx = _predict_csv(bundle_dir, tmp_path / "windows.npy", tmp_path / "onnx.csv", "onnx")
     assert np.max(np.abs(from_torch - from_onnx)) < 1e-4
-    seeds = _member_scores(bundle_dir, normalised)
+    seeds = member_scores(bundle_dir, normalised)
     assert len(seeds) == 2 and np.max(np.abs(seeds[0] - seeds[1])) > 1e-4  # two different models
     assert np.max(np.abs(from_torch - np.mean(seeds, axis=0))) < 1e-6
     assert np.max(np.abs(from_onnx - np.mean(seeds, axis=0))) < 1e-4

@@ -236,3 +236,75 @@ def test_a_classifier_with_a_rhythm_branch_traces_with_a_dynamic_batch() -> None
     x = torch.cat([beat_train(fs), torch.randn(3, 3, seq_len)])
     with torch.no_grad():
         torch.testing.assert_close(traced(x), model(x))
+
+
+def test_a_wide_beat_among_narrow_ones_lowers_the_lowest_beat_share() -> None:
+    """A ventricular-like beat (wide QRS) keeps less of its energy in the QRS band than narrow ones."""
+    fs = 360.0
+    narrow = beat_train(fs)
+    seq_len = narrow.shape[-1]
+    t = torch.arange(seq_len, dtype=torch.float32) / fs
+    widened = narrow.clone()
+    centre = round(BEAT_TIMES[3] * fs) / fs
+    bump = torch.exp(-0.5 * ((t - centre) / 0.01) ** 2)
+    wide = 1.5 * torch.exp(-0.5 * ((t - centre) / 0.04) ** 2)
+    widened[0, 0] += wide - bump
+    widened[0, 1] += -0.4 * (wide - bump)
+    features = RhythmFeatures(fs=fs, seq_len=seq_len)(torch.cat([narrow, widened]))
+    lowest = feature(features, "min_beat_qrs_share_ratio")
+    highest = feature(features, "max_beat_qrs_share_ratio")
+    assert lowest[0] > 0.9 and highest[0] < 1.1  # alike beats: every share near the median
+    assert lowest[1] < 0.6 * lowest[0]
+    assert feature(features, "log_beat_qrs_share")[0] < 0  # a share, so at most 1 (log ≤ 0)
+
+
+def _fusion_cnn(fusion: str, fs: float, seq_len: int) -> torch.nn.Module:
+    return ecgmodels.build(
+        "cnn",
+        n_channels=3,
+        seq_len=seq_len,
+        fs=fs,
+        out_channels=[4],
+        kernel_sizes=[5],
+        pool_sizes=[4],
+        fc_units=[],
+        rhythm_branch=True,
+        rhythm_fusion=fusion,
+    )
+
+
+def test_average_fusion_returns_both_parts_in_training_and_their_mean_probability_in_eval() -> None:
+    fs = 250.0
+    seq_len = round(SECONDS * fs)
+    model = _fusion_cnn("average", fs, seq_len)
+    x = torch.cat([beat_train(fs), torch.randn(3, 3, seq_len)])
+    parts = model.train()(x)
+    assert parts.shape == (4, 2)
+    model.eval()
+    with torch.no_grad():
+        network = model.head(model.features(x).mean(dim=-1)).squeeze(-1)
+        rhythm = model.rhythm.regression(model.rhythm(x)).squeeze(-1)
+        fused = model(x)
+    assert fused.shape == (4,)
+    expected = (torch.sigmoid(network) + torch.sigmoid(rhythm)) / 2
+    torch.testing.assert_close(torch.sigmoid(fused), expected)
+    # The network's head sees only its own pooled features; concat widens it by the rhythm features instead.
+    concat = _fusion_cnn("concat", fs, seq_len)
+    assert concat.head[0].in_features == model.head[0].in_features + len(FEATURE_NAMES)
+
+
+def test_mean_probability_logit_stays_finite_for_large_logits() -> None:
+    from ecgmodels.rhythm import mean_probability_logit
+
+    a = torch.tensor([60.0, -60.0, 60.0, 2.0])
+    b = torch.tensor([60.0, -60.0, -60.0, -1.0])
+    fused = mean_probability_logit(a, b)
+    assert torch.isfinite(fused).all()
+    assert fused[0] > 50 and fused[1] < -50 and abs(float(fused[2])) < 1e-5
+    p = (torch.sigmoid(a[3]) + torch.sigmoid(b[3])) / 2
+    torch.testing.assert_close(fused[3], torch.log(p / (1 - p)))
+
+
+def test_an_unknown_rhythm_fusion_is_refused_by_the_config() -> None:
+    with pytest.raises(ecgmodels.InvalidArchitecture, match="rhythm_fusion must be one of concat, average"):
+        _fusion_cnn("sum", 250.0, 1000)

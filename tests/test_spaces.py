@@ -185,7 +185,12 @@ def test_new_options_are_sampled_for_every_family_when_fs_is_known() -> None:
         has_branch = family in ecgmodels.CLASSIFIERS and family != "rhythm"
         assert ("rhythm_branch" in trial.params) is has_branch
         assert ("rhythm_branch" in config) is has_branch
+        # How the branch joins is a choice only when there is a branch.
+        assert ("rhythm_fusion" in trial.params) is bool(config.get("rhythm_branch"))
+        if "rhythm_fusion" in config:
+            seen["rhythm_fusion"].add(config["rhythm_fusion"])
     assert seen["family"] == set(ecgmodels.FAMILIES)
+    assert seen["rhythm_fusion"] == set(ecgmodels.RHYTHM_FUSIONS)
     assert seen["standardise_windows"] == seen["remove_baseline"] == seen["rhythm_branch"] == {False, True}
 
 

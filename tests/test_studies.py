@@ -352,3 +352,38 @@ def test_summary_without_completed_trials(sqlite_url: str) -> None:
     study, stored, _ = create_or_load_study(open_storage(sqlite_url), "empty", definition(trials_budget=None))
     summary = summarise(study, stored)
     assert summary.best is None and summary.running == [] and summary.trials_remaining is None
+
+
+def test_tpe_reads_the_trials_once_per_trial_and_samples_what_plain_tpe_samples(tmp_path) -> None:
+    """With Hyperband, plain TPE re-reads every trial for every independently sampled parameter."""
+    from studies.samplers import OncePerTrialTPESampler
+
+    def objective(trial: optuna.Trial) -> float:
+        layers = trial.suggest_int("layers", 1, 3)
+        widths = [trial.suggest_int(f"width_{i}", 8, 64, log=True) for i in range(layers)]
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        for epoch in range(1, 4):
+            trial.report(sum(widths) * lr / epoch, epoch)
+        return sum(widths) * lr
+
+    def run(sampler: optuna.samplers.BaseSampler, name: str) -> tuple[list[dict], int]:
+        storage = open_storage(f"sqlite:///{tmp_path / name}.db")
+        study = optuna.create_study(storage=storage, sampler=sampler, pruner=make_pruner("hyperband", max_epochs=3))
+        reads = 0
+        read = study._storage.get_all_trials
+
+        def counted(*args, **kwargs):
+            nonlocal reads
+            reads += 1
+            return read(*args, **kwargs)
+
+        study._storage.get_all_trials = counted
+        study.optimize(objective, n_trials=14)
+        return [t.params for t in study.trials], reads
+
+    settings = {"multivariate": True, "group": True, "constant_liar": True, "seed": 3, "n_startup_trials": 4}
+    plain, plain_reads = run(optuna.samplers.TPESampler(**settings), "plain")
+    once, once_reads = run(OncePerTrialTPESampler(**settings), "once")
+    assert once == plain
+    assert plain_reads - once_reads >= 4  # at least one read saved in each startup trial (2+ independent params)
+    assert isinstance(make_sampler("tpe", seed=0), OncePerTrialTPESampler)

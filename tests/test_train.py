@@ -405,3 +405,37 @@ def test_short_run_on_real_mitdb_slice_lowers_loss_with_finite_metrics(family, a
         data.y_test, score_windows(model, data.X_test, autoencoder=autoencoder), result.threshold
     )
     assert all(math.isfinite(v) for k, v in test_metrics.items() if k != "confusion_matrix")
+
+
+class TwoPartClassifier(nn.Module):
+    """Two independent parts: the second sees only lead 1, which carries nothing. Training mode returns
+    both logits (each to be supervised alone); eval mode returns the first, so the test can tell
+    whether each part learned from its own loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.learner, self.blind = TinyClassifier(), nn.Linear(1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        blind = self.blind(x[:, 1:2, :].mean(dim=-1)).squeeze(-1)
+        learner = self.learner(x)
+        return torch.stack((learner, blind), dim=-1) if self.training else learner
+
+
+def test_a_model_with_several_parts_has_each_part_supervised_on_its_own() -> None:
+    seed_everything(0)
+    model = TwoPartClassifier()
+    blind_before = model.blind.weight.detach().clone()
+    result = fit(model, make_toy_data(), quick(epochs=4), autoencoder=False)
+    # Eval mode scores the learner alone: it learned the bump although its partner could not.
+    assert result.best_value > 0.9
+    assert not torch.equal(model.blind.weight.detach(), blind_before)  # the blind part got its own gradient
+    # The reported training loss sums both parts' losses: the blind part alone keeps it above one BCE's floor.
+    assert result.history[-1]["train_loss"] > 0.5
+    with pytest.raises(ValueError, match=r"logits of shape \(batch,\)"):
+        fit(_ThreeDimensional(), make_toy_data(), quick(epochs=1), autoencoder=False)
+
+
+class _ThreeDimensional(TinyClassifier):
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x)[:, None, None]

@@ -52,6 +52,8 @@ def shrink(argv: list[str], *, raw: Path, slice_dir: Path) -> list[str]:
         argv[argv.index("--data") + 1] = str(slice_dir)
         argv[argv.index("--trials") + 1] = "2"
         argv[argv.index("--epochs") + 1] = "2"
+        if "--cv" in argv:
+            argv[argv.index("--cv") + 1] = "2"  # the tiny slice holds few patients
         argv += ["--no-progress", "--max-params", "150000"]
     if argv[0] == "retrain":
         argv[argv.index("--seeds") + 1] = "2"
@@ -63,14 +65,14 @@ def test_readme_walkthrough_runs_in_order(mitdb_raw_dir, tiny_real_dir, tmp_path
     monkeypatch.delenv("ECGSEARCH_STORAGE", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     steps = walkthrough(README.read_text())
-    assert [argv[0] for argv in steps] == ["data", "start", "status", "report", "retrain", "predict"]
+    assert [argv[0] for argv in steps] == ["data", "data", "start", "status", "report", "retrain", "predict"]
     for argv in steps:
         assert main(shrink(argv, raw=mitdb_raw_dir, slice_dir=tiny_real_dir)) == 0, argv
 
     assert (tmp_path / "data" / "mitdb" / "meta.json").exists()
     assert (tmp_path / "ecgsearch.db").exists() and (tmp_path / "mlflow.db").exists()
     assert "plotly" in (tmp_path / "report.html").read_text()
-    bundle = tmp_path / "exports" / "cnn_lstm"
+    bundle = tmp_path / "exports" / "cnn"
     for name in ("model.pt", "model.onnx", "config.json", "metrics.json", "README.md"):
         assert (bundle / name).exists(), name
     with open(tmp_path / "predictions.csv") as handle:

@@ -11,7 +11,18 @@ from __future__ import annotations
 import click
 
 from search import __version__
-from search.cli import dashboard, data, mlflow_sync, predict, report, retrain, start, status, worker
+from search.cli import (
+    dashboard,
+    data,
+    mlflow_sync,
+    predict,
+    report,
+    retrain,
+    start,
+    status,
+    storage_proxy,
+    worker,
+)
 from search.cli.console import err, print_error
 from search.cli.options import example
 from search.optimize.process import quiet_library_logs
@@ -27,6 +38,7 @@ COMMANDS: tuple[click.Command, ...] = (
     predict.command,
     mlflow_sync.command,
     data.command,
+    storage_proxy.command,
 )
 
 

@@ -37,6 +37,7 @@ def worker_settings(
         timeout_s=params["timeout"],
         heartbeat_interval_s=params["heartbeat_interval"],
         grace_period_s=params["grace_period"],
+        worker_label=params.get("worker_label") or None,
     )
 
 

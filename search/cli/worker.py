@@ -25,6 +25,15 @@ from studies import budget_of
     help="dataset folder on this machine (default: the path stored in the study); its fingerprint must match "
     "the study's",
 )
+@click.option(
+    "--worker-label",
+    envvar="ECGSEARCH_WORKER_LABEL",
+    show_envvar=True,
+    default=None,
+    metavar="TEXT",
+    help="this worker's name in a fleet (e.g. a Kubernetes Indexed Job's completion index): stored on its trials "
+    "as user attr worker_label and mixed into its sampler seed",
+)
 @storage_option
 @mlflow_option
 @worker_options

@@ -9,6 +9,7 @@ before any CUDA call, and reports its result back.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -113,6 +114,13 @@ def _gpu_ids(gpus: str, available: int) -> list[str]:
 def slot_environment(slot: Slot) -> dict[str, str]:
     """What a spawned slot sets before torch touches CUDA: exactly its GPU, or none for a CPU slot."""
     return {"CUDA_VISIBLE_DEVICES": slot.gpu if slot.gpu is not None else ""}
+
+
+def slot_settings(settings: WorkerSettings, slot: Slot) -> WorkerSettings:
+    """A spawned slot's settings: a fleet label gets the slot's own (`3-gpu0`), so each process is named apart."""
+    if not settings.worker_label:
+        return settings
+    return dataclasses.replace(settings, worker_label=f"{settings.worker_label}-{slot.label}")
 
 
 def runs_in_process(slots: list[Slot]) -> bool:
@@ -252,7 +260,7 @@ def _spawn(settings: WorkerSettings, slots: list[Slot], *, threads: int, on_even
         receiver, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=slot_main,
-            args=(settings, slot.device, slot_environment(slot), threads, on_event, sender),
+            args=(slot_settings(settings, slot), slot.device, slot_environment(slot), threads, on_event, sender),
             name=f"ecgsearch-worker-{slot.label}",
         )
         process.start()

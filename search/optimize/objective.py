@@ -6,6 +6,7 @@ reproduced from its stored config; which configs a worker proposes is not reprod
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -27,7 +28,8 @@ from search.training.cost import ModelCost, measure_cost
 from search.training.curve import curve_value
 from search.training.device import seed_everything
 from search.training.loop import TrainingDiverged, TrainingRun, fit, fit_lockstep
-from studies import BUDGET_STATES, StudyDefinition, budget_of, is_infeasible
+from studies import BUDGET_STATES, LivenessBeat, StudyDefinition, budget_of, is_infeasible
+from studies.attrs import set_user_attrs
 
 
 class BudgetReached(Exception):
@@ -54,6 +56,7 @@ _PER_RUN_ATTRS = (
     "mlflow_run_url",
     "val_metrics",
     "val_confusion_matrix",
+    "worker_label",
     "infeasible",
 )
 
@@ -88,6 +91,8 @@ class TrialObjective:
         mirror: Any | None = None,
         on_event: EventHandler | None = None,
         folds_digest: str | None = None,
+        liveness_interval_s: float | None = None,
+        worker_label: str | None = None,
     ) -> None:
         if not splits:
             raise ValueError("a trial needs at least one split to train on")
@@ -103,8 +108,22 @@ class TrialObjective:
         self.mirror = mirror
         self.on_event = on_event or (lambda event: None)
         self.host = socket.gethostname()
+        # Behind the storage proxy (no Optuna heartbeat): write ecgsearch's liveness mark this often.
+        self.liveness_interval_s = liveness_interval_s
+        self.worker_label = worker_label  # e.g. the pod's completion index in a Kubernetes Indexed Job
+        self.current_trial_id: int | None = None  # the trial this objective runs (or ran last)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        self.current_trial_id = trial._trial_id
+        keep_alive = (
+            contextlib.nullcontext()
+            if self.liveness_interval_s is None
+            else LivenessBeat(trial.study._storage, trial._trial_id, self.liveness_interval_s)
+        )
+        with keep_alive:
+            return self._run(trial)
+
+    def _run(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         retried_from = self._prepare(trial)
         config = self._sample(trial)
         family, _model_params, train_config = split_config(config)  # refuses a key no part of the config knows
@@ -157,18 +176,17 @@ class TrialObjective:
         )
         if system_retry is not None:
             retried_from = system_retry
-        for key in _PER_RUN_ATTRS:
-            if key in trial.user_attrs:
-                trial.set_user_attr(key, None)
-        trial.set_user_attr("worker_host", self.host)
-        trial.set_user_attr("worker_pid", os.getpid())
-        trial.set_user_attr("device", self.device_label)
-        trial.set_user_attr("epoch", 0)
-        trial.set_user_attr("heartbeat_at", time.time())
+        # A retried trial's inherited per-run attrs are cleared; all of it in one transaction.
+        attrs: dict[str, Any] = {key: None for key in _PER_RUN_ATTRS if key in trial.user_attrs}
+        attrs.update(worker_host=self.host, worker_pid=os.getpid(), device=self.device_label, epoch=0)
+        attrs["heartbeat_at"] = time.time()
+        if self.worker_label:
+            attrs["worker_label"] = self.worker_label
         if self.folds_digest is not None:
-            trial.set_user_attr("cv_folds_digest", self.folds_digest)
+            attrs["cv_folds_digest"] = self.folds_digest
         if retried_from is not None:
-            trial.set_user_attr("retried_from", int(retried_from))
+            attrs["retried_from"] = int(retried_from)
+        set_user_attrs(trial, attrs)
         self._check_budget(trial)
         return None if retried_from is None else int(retried_from)
 
@@ -196,8 +214,7 @@ class TrialObjective:
             selection=definition.selection,
             selection_window=definition.selection_window,
         )
-        trial.set_user_attr("config", config)
-        trial.set_user_attr("family", config["family"])
+        set_user_attrs(trial, {"config": config, "family": config["family"]})
         return config
 
     def _validate(self, trial: optuna.Trial, config: dict[str, Any]) -> tuple[torch.nn.Module, int]:
@@ -319,10 +336,8 @@ class TrialObjective:
             # Optuna neither records steps nor prunes in a multi-objective study: its trials train every epoch.
             if not multi_objective:
                 trial.report(value, epoch)
-            trial.set_user_attr("epoch", epoch)
-            trial.set_user_attr("heartbeat_at", time.time())
             # The curves so far, in the database: what the live mirror (and `mlflow-sync`) project per epoch.
-            trial.set_user_attr("history", outcome.history)
+            set_user_attrs(trial, {"epoch": epoch, "heartbeat_at": time.time(), "history": outcome.history})
             self.notify_mirror(trial.number)
             self.on_event(
                 TrialEvent(

@@ -68,3 +68,6 @@ class WorkerSettings:
     poll_interval_s: float = 2.0
     max_consecutive_invalid: int = 100
     mirror_close_timeout_s: float = 60.0  # at exit, how long the MLflow mirror may take to catch up
+    # Who this worker is in a fleet (a Kubernetes Indexed Job's completion index): part of its sampler
+    # seed's identity and stored on its trials; each process of a multi-slot worker appends its slot.
+    worker_label: str | None = None

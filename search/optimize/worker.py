@@ -36,12 +36,12 @@ from studies import (
     StudyMismatch,
     budget_of,
     check_compatible,
-    count_trials,
+    count_budget,
+    has_storage_heartbeat,
     load_study_with_definition,
     make_sampler,
     mask_secrets,
     open_existing_storage,
-    trials_used,
 )
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,10 @@ class LoadedStudy:
     dataset: ECGDataset | None = None  # already checked against the study; None: the worker loads it
 
 
-def worker_identity() -> str:
-    """Unique to this worker: host, process and the moment it started (a resume in one process differs too)."""
-    return f"{socket.gethostname()}/{os.getpid()}/{time.time_ns()}"
+def worker_identity(label: str | None = None) -> str:
+    """Unique to this worker: its fleet label, host, process and the moment it started (a resume in one process
+    differs too). Pods of one Job may share a host name pattern and pid 1; the label tells them apart."""
+    return f"{label or ''}/{socket.gethostname()}/{os.getpid()}/{time.time_ns()}"
 
 
 def sampler_seed(study_seed: int | None, identity: str) -> int | None:
@@ -127,7 +128,9 @@ def run_worker(
     dataset = dataset or load_study_data(definition, settings.data_dir)
     torch_device = resolve_device(device)
     trained_on = training_splits(dataset, definition, study, torch_device)
-    study.sampler = make_sampler(definition.sampler, seed=sampler_seed(definition.seed, worker_identity()))
+    study.sampler = make_sampler(
+        definition.sampler, seed=sampler_seed(definition.seed, worker_identity(settings.worker_label))
+    )
     mirror = build_mirror(settings, definition, study)
     objective = TrialObjective(
         definition=definition,
@@ -136,6 +139,9 @@ def run_worker(
         mirror=mirror,
         on_event=on_event,
         folds_digest=trained_on.folds_digest,
+        # Optuna's heartbeat covers a database storage; behind the proxy, ecgsearch's liveness mark does.
+        liveness_interval_s=None if has_storage_heartbeat(study._storage) else settings.heartbeat_interval_s,
+        worker_label=settings.worker_label,
     )
     try:
         return _run_trials(study, objective, settings, space=definition.space, seq_len=dataset.seq_len)
@@ -152,8 +158,8 @@ def _run_trials(
     consecutive_invalid = 0
     while True:
         optuna.storages.fail_stale_trials(study)
-        counts = count_trials(study)
-        finished = trials_used(study)
+        # One read for both: the budget used is COMPLETE + PRUNED, less infeasible trials (never trained).
+        counts, finished = count_budget(study)
         budget = budget_of(study)
         if budget is not None and finished >= budget:
             result.stopped_because = f"budget of {budget} trials reached"
@@ -168,7 +174,7 @@ def _run_trials(
             continue
         frozen = _optimize_one(study, objective)
         objective.notify_mirror(frozen.number)  # finished: its state and value are in the database now
-        annotate_trial(study, frozen, objective.definition)  # its optuna-dashboard note and learning curve
+        annotate_trial(study, frozen, objective.definition)  # its optuna-dashboard note
         result.trials_run += 1
         result.by_state[frozen.state.name] = result.by_state.get(frozen.state.name, 0) + 1
         reason = str(frozen.user_attrs.get("fail_reason") or "")
@@ -192,7 +198,20 @@ def _optimize_one(study: optuna.Study, objective: TrialObjective) -> optuna.tria
     def remember(_study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         trial_ids.append(frozen._trial_id)
 
-    study.optimize(objective, n_trials=1, catch=TRIAL_FAILURES, callbacks=[remember], gc_after_trial=False)
+    try:
+        study.optimize(objective, n_trials=1, catch=TRIAL_FAILURES, callbacks=[remember], gc_after_trial=False)
+    except ValueError:
+        # Optuna refuses to tell a trial that is already FAIL: the storage's stale-trial check (heartbeat or
+        # the proxy's reaper) failed it while it ran here, and queued its copy. Not this worker's end.
+        stolen = study._storage.get_trial(objective.current_trial_id) if objective.current_trial_id else None
+        if stolen is None or stolen.state != TrialState.FAIL:
+            raise
+        log.warning(
+            "trial %d was failed by the stale-trial check while it ran here: its liveness came later than the "
+            "grace period (keep --heartbeat-interval well below the storage proxy's --grace-period)",
+            stolen.number,
+        )
+        return stolen
     if objective.device.type == "cuda":
         # The trial's model is gone now; hand its memory back to the processes sharing this GPU.
         torch.cuda.empty_cache()

@@ -28,7 +28,14 @@ from search.training.curve import curve_value
 from search.training.device import seed_everything
 from search.training.losses import make_loss
 from search.training.metrics import choose_threshold, classification_metrics, scalar_metrics
-from search.training.scoring import ScoringModel, autocast, check_logits, check_reconstruction, eval_batch_size, score
+from search.training.scoring import (
+    ScoringModel,
+    autocast,
+    check_reconstruction,
+    check_training_logits,
+    eval_batch_size,
+    score,
+)
 from search.training.threshold import threshold_metric, threshold_sample, threshold_sample_size
 
 # How often (in batches) the device-side NaN/inf flag is read back: one host sync per this many steps.
@@ -230,6 +237,13 @@ class TrainingRun:
         self._step_scheduler(entry.get(f"val_{self.cfg.objective}", -train_loss))
         return entry
 
+    def _classifier_loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss on the logits, summed over the parts of a model that returns several while training."""
+        logits = check_training_logits(out, y.shape[0])
+        if logits.dim() == 1:
+            return self.loss_fn(logits, y)
+        return sum((self.loss_fn(part, y) for part in logits.unbind(dim=-1)), torch.zeros((), device=y.device))
+
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
         """One pass over the shuffled training windows: (mean training loss, seconds)."""
         cfg, model, device = self.cfg, self.model, self.device
@@ -247,7 +261,7 @@ class TrainingRun:
                 if self.autoencoder:
                     loss = self.loss_fn(check_reconstruction(out, xb), xb)
                 else:
-                    loss = self.loss_fn(check_logits(out, xb.shape[0]), self.y_train[idx])
+                    loss = self._classifier_loss(out, self.y_train[idx])
             loss.backward()
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

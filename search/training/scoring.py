@@ -42,6 +42,18 @@ def check_logits(out: Tensor, n: int) -> Tensor:
     return out
 
 
+def check_training_logits(out: Tensor, n: int) -> Tensor:
+    """Training-mode logits: (batch,), or (batch, parts) from a model whose parts are each supervised.
+
+    A model that fuses independently trained parts (ecgmodels' rhythm branch with `average` fusion)
+    returns every part's logit while training, so that each learns the labels on its own; in eval
+    mode it returns the one fused logit like any classifier.
+    """
+    if out.dim() == 2 and out.shape[0] == n and out.shape[1] >= 1:
+        return out
+    return check_logits(out, n)
+
+
 def check_reconstruction(out: Tensor, x: Tensor) -> Tensor:
     if out.shape != x.shape:
         raise ValueError(
