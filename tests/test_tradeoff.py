@@ -41,6 +41,20 @@ def test_costs_are_measured_exactly_and_recurrent_layers_are_counted() -> None:
     assert count_flops(ScoringModel(model, False), torch.zeros(1, 2, 400)) == cost.flops
 
 
+def test_a_cost_that_cannot_be_measured_fails_the_trial_not_the_worker(monkeypatch) -> None:
+    from search.optimize.objective import TRIAL_FAILURES
+    from search.training import cost as cost_module
+
+    def no_onnx(*_args, **_kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(cost_module, "onnx_latency_ms", no_onnx)
+    model = ecgmodels.build("cnn", n_channels=2, seq_len=400)
+    with pytest.raises(cost_module.CostUnmeasurable, match="cnn: RuntimeError: unsupported operator") as raised:
+        measure_cost(model, family="cnn", n_channels=2, seq_len=400, wanted={"latency_ms"})
+    assert isinstance(raised.value, TRIAL_FAILURES) and model.training
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("roc_auc,params", ("roc_auc", "params")), ("latency_ms, f1_macro ,flops", ("f1_macro", "latency_ms", "flops"))],
