@@ -384,3 +384,36 @@ def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path,
     study = load(storage, "ctrlc")
     assert_clean_budget(study, 2)
     assert any(t.user_attrs.get("retried_from") == running.number for t in finished(study))
+
+
+class _AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_a_trial_is_never_pruned_at_its_last_epoch(tiny_real_dir, make_definition, epochs):
+    """Pruning after the last epoch would save no training and discard a finished value."""
+    import torch
+
+    from search.data import load_dataset
+    from search.optimize.objective import TrialObjective
+    from studies import write_definition
+
+    dataset = load_dataset(tiny_real_dir)
+    definition = make_definition(
+        data_fingerprint=dataset.fingerprint(),
+        n_channels=dataset.n_channels,
+        seq_len=dataset.seq_len,
+        fs=dataset.fs,
+        epochs=epochs,
+    )
+    study = optuna.create_study(direction="maximize", pruner=_AlwaysPrune())
+    write_definition(study, definition)
+    objective = TrialObjective(definition=definition, splits=[dataset], device=torch.device("cpu"))
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    if epochs == 1:
+        assert trial.state == TrialState.COMPLETE and "pruned_at_epoch" not in trial.user_attrs
+    else:
+        assert trial.state == TrialState.PRUNED and trial.user_attrs["pruned_at_epoch"] == 1

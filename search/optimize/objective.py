@@ -356,7 +356,8 @@ class TrialObjective:
                     family=outcome.family,
                 )
             )
-            if not multi_objective and trial.should_prune():
+            # Pruning at the last epoch saves no training and throws a finished value away.
+            if not multi_objective and epoch < self.definition.epochs and trial.should_prune():
                 trial.set_user_attr("pruned_at_epoch", epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} ({objective_key}={value:.4f})")
 
