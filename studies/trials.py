@@ -40,6 +40,17 @@ def count_trials(study: optuna.Study) -> dict[str, int]:
     return counts
 
 
+def count_budget(study: optuna.Study) -> tuple[dict[str, int], int]:
+    """One read of the trials: the number in each state (as `count_trials`) and the trials in the budget
+    (as `trials_used`: COMPLETE + PRUNED, less the infeasible ones stopped before training)."""
+    counts = {state.name: 0 for state in TrialState}
+    used = 0
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] += 1
+        used += trial.state in FINISHED_STATES and not is_infeasible(trial)
+    return counts, used
+
+
 def describe_counts(counts: dict[str, int]) -> str:
     """`3 complete, 1 pruned` for the states present, or `no trials`."""
     return ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n) or "no trials"

@@ -43,6 +43,8 @@ def test_dashboard_api_names_the_metrics_and_notes_every_trial(tiny_real_dir, tm
             note = served["note"]["body"]
             assert note.startswith(f"### Trial {stored.number}: cnn"), note
             assert "**ended**" in note and "**MLflow**" in note and f"{stored.user_attrs['n_params']:,}" in note
+            assert "**constraints** (cost / limit - 1, feasible at <= 0): params " in note
+            assert "| config | value |" in note and '| family | `"cnn"` |' in note  # not one long JSON line
             if stored.state == TrialState.COMPLETE:
                 assert f"params = {stored.values[1]:.4g}" in note
             if stored.user_attrs.get("history"):

@@ -41,6 +41,20 @@ def test_costs_are_measured_exactly_and_recurrent_layers_are_counted() -> None:
     assert count_flops(ScoringModel(model, False), torch.zeros(1, 2, 400)) == cost.flops
 
 
+def test_a_cost_that_cannot_be_measured_fails_the_trial_not_the_worker(monkeypatch) -> None:
+    from search.optimize.objective import TRIAL_FAILURES
+    from search.training import cost as cost_module
+
+    def no_onnx(*_args, **_kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(cost_module, "onnx_latency_ms", no_onnx)
+    model = ecgmodels.build("cnn", n_channels=2, seq_len=400)
+    with pytest.raises(cost_module.CostUnmeasurable, match="cnn: RuntimeError: unsupported operator") as raised:
+        measure_cost(model, family="cnn", n_channels=2, seq_len=400, wanted={"latency_ms"})
+    assert isinstance(raised.value, TRIAL_FAILURES) and model.training
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("roc_auc,params", ("roc_auc", "params")), ("latency_ms, f1_macro ,flops", ("f1_macro", "latency_ms", "flops"))],
@@ -198,3 +212,25 @@ def test_a_study_created_before_multi_objective_search_loads_as_single_objective
     assert definition.metric_names() == ["val_roc_auc"]
     assert definition.constraint_limits() == {"params": 150_000.0}
     assert definition.costs_to_measure() == {"params"}
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsgaii"])
+def test_multi_objective_samplers_take_pruned_infeasible_trials(sampler: str) -> None:
+    """What a worker does, on a toy: constraints on every trial, infeasible ones PRUNED before any value."""
+    from studies import make_sampler
+
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(sampler, seed=0))
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        size = trial.suggest_float("size", 1, 100)
+        trial.set_constraint("params", size / 50 - 1)
+        if size > 50:
+            raise optuna.TrialPruned("infeasible before training")
+        return math.log(size), size
+
+    study.optimize(objective, n_trials=30)
+    infeasible = [t for t in study.trials if is_infeasible(t)]
+    assert infeasible and all(t.state == TrialState.PRUNED for t in infeasible)
+    front = pareto_front(study)
+    assert front and all(t.values[1] <= 50 for t in front)
+    assert {t.number for t in front} == {t.number for t in study.best_trials}

@@ -24,7 +24,7 @@ from search.data import ECGDataset
 from search.optimize.events import EventHandler, TrialEvent
 from search.tracking.dashboard_note import store_learning_curve
 from search.training.config import TrainConfig, split_config
-from search.training.cost import ModelCost, measure_cost
+from search.training.cost import CostUnmeasurable, ModelCost, measure_cost
 from search.training.curve import curve_value
 from search.training.device import seed_everything
 from search.training.loop import TrainingDiverged, TrainingRun, fit, fit_lockstep
@@ -46,6 +46,7 @@ TRIAL_FAILURES: tuple[type[Exception], ...] = (
     TrainingDiverged,
     TrialOutOfMemory,
     BudgetReached,
+    CostUnmeasurable,
 )
 # User attrs a re-queued trial inherits from its original and must not keep.
 _PER_RUN_ATTRS = (
@@ -147,7 +148,13 @@ class TrialObjective:
         """
         data = self.splits[0]
         wanted = self.definition.costs_to_measure()
-        cost = measure_cost(model, family=family, n_channels=data.n_channels, seq_len=data.seq_len, wanted=wanted)
+        try:
+            cost = measure_cost(model, family=family, n_channels=data.n_channels, seq_len=data.seq_len, wanted=wanted)
+        except CostUnmeasurable as error:
+            reason = f"cost not measurable: {error}"
+            trial.set_user_attr("fail_reason", reason)
+            self.on_event(TrialEvent("finished", trial.number, state="FAIL", family=family, reason=reason))
+            raise
         trial.set_user_attr("cost", cost.to_dict())
         for name, limit in self.definition.constraint_limits().items():
             trial.set_constraint(name, cost.get(name) / limit - 1.0)

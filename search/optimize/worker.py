@@ -32,12 +32,11 @@ from search.optimize.splits import training_splits
 from search.tracking.dashboard_note import annotate_trial
 from search.training.device import resolve_device
 from studies import (
-    FINISHED_STATES,
     StudyDefinition,
     StudyMismatch,
     budget_of,
     check_compatible,
-    count_trials,
+    count_budget,
     has_storage_heartbeat,
     load_study_with_definition,
     make_sampler,
@@ -159,8 +158,8 @@ def _run_trials(
     consecutive_invalid = 0
     while True:
         optuna.storages.fail_stale_trials(study)
-        counts = count_trials(study)  # one read for both: the budget used is COMPLETE + PRUNED
-        finished = sum(counts[state.name] for state in FINISHED_STATES)
+        # One read for both: the budget used is COMPLETE + PRUNED, less infeasible trials (never trained).
+        counts, finished = count_budget(study)
         budget = budget_of(study)
         if budget is not None and finished >= budget:
             result.stopped_because = f"budget of {budget} trials reached"
@@ -175,7 +174,7 @@ def _run_trials(
             continue
         frozen = _optimize_one(study, objective)
         objective.notify_mirror(frozen.number)  # finished: its state and value are in the database now
-        annotate_trial(study, frozen, objective.definition)  # its optuna-dashboard note and learning curve
+        annotate_trial(study, frozen, objective.definition)  # its optuna-dashboard note
         result.trials_run += 1
         result.by_state[frozen.state.name] = result.by_state.get(frozen.state.name, 0) + 1
         reason = str(frozen.user_attrs.get("fail_reason") or "")

@@ -11,6 +11,7 @@ to write them is logged and the search goes on.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import math
 import tempfile
@@ -49,6 +50,10 @@ def trial_note(trial: FrozenTrial, definition: StudyDefinition, study_name: str)
     if attrs.get(WARM_START_KEY):
         lines.append(f"- **warm start**: replays trial `{attrs[WARM_START_KEY]}`")
     lines.append(f"- **MLflow**: {_mlflow_pointer(trial, definition, study_name)}")
+    config = attrs.get("config")
+    if isinstance(config, dict):  # the dashboard shows the user attr as one long JSON line
+        lines += ["", "| config | value |", "| --- | --- |"]
+        lines += [f"| {key} | `{json.dumps(value)}` |" for key, value in config.items()]
     return "\n".join(lines) + "\n"
 
 

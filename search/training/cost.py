@@ -38,6 +38,10 @@ LATENCY_REPEATS = 30
 _ONNX_OPSET = 17
 
 
+class CostUnmeasurable(RuntimeError):
+    """A cost could not be measured for this model (e.g. its graph does not export to ONNX)."""
+
+
 @dataclass(frozen=True)
 class ModelCost:
     """The costs measured for one model; None where a cost was not asked for (it takes time to measure)."""
@@ -72,6 +76,8 @@ def measure_cost(model: nn.Module, *, family: str, n_channels: int, seq_len: int
     try:
         flops = count_flops(scorer, window) if "flops" in wanted else None
         latency = onnx_latency_ms(scorer, window) if "latency_ms" in wanted else None
+    except Exception as error:  # one architecture's problem: the trial fails with the reason, not the worker
+        raise CostUnmeasurable(f"{family}: {type(error).__name__}: {error}") from error
     finally:
         model.to(device).train(was_training)
     return ModelCost(params=ecgmodels.count_params(model), flops=flops, latency_ms=latency)
