@@ -175,6 +175,26 @@ def test_a_killed_worker_is_named_and_exits_7(tiny_real_dir, tmp_path):
     assert "Traceback" not in err
 
 
+def test_sigterm_to_start_stops_every_worker_cleanly(tiny_real_dir, tmp_path):
+    """SIGTERM to `start --workers 2` (what `docker compose stop` or Kubernetes sends the launcher): each worker
+    gets one SIGINT, fails its running trial cleanly and re-queues it; the launcher exits 130, no worker dies."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--mlflow-uri", "off"]
+    args += ["--no-progress", "--trials", "20", "--epochs", "20", "--pruner", "none", "--max-params", "60000"]
+    process = run_start([*args, "--workers", "2"], cwd=tmp_path)
+    running = wait_for_running_trial(storage, "cnn", process)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, out + err
+    assert "killed" not in err and "Traceback" not in err, err
+    study = optuna.load_study(study_name="cnn", storage=open_storage(storage))
+    interrupted = study.trials[running.number]
+    assert interrupted.state == TrialState.FAIL and "interrupted" in interrupted.user_attrs["fail_reason"]
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+    requeued = [t.system_attrs["fixed_params"] for t in study.get_trials(states=(TrialState.WAITING,))]
+    assert interrupted.params in requeued
+
+
 def test_a_dead_worker_fails_the_run_only_when_the_budget_is_unfinished():
     death = describe_exit("worker cpu1 (pid 4321)", -signal.SIGKILL)
     assert death == "worker cpu1 (pid 4321) was killed by SIGKILL"

@@ -342,7 +342,9 @@ def test_out_of_memory_and_divergence_fail_the_trial_not_the_worker(tiny_real_di
     assert len(finished(study)) == 2
 
 
-def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path, monkeypatch, start_args):
+@pytest.mark.parametrize("interrupt", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path, monkeypatch, start_args, interrupt):
+    """Ctrl-C, and SIGTERM (how docker compose and Kubernetes stop a worker), alike."""
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     assert (
@@ -370,7 +372,7 @@ def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path,
     worker = spawn_worker("ctrlc", storage, log=tmp_path / "worker.log")
     study = load(storage, "ctrlc")
     running = wait_for_trial_mid_training(study, tmp_path / "worker.log")
-    worker.send_signal(signal.SIGINT)
+    worker.send_signal(interrupt)
     assert worker.wait(timeout=60) == 130, (tmp_path / "worker.log").read_text()
 
     study = load(storage, "ctrlc")

@@ -19,7 +19,13 @@ from multiprocessing.connection import Connection, wait
 
 from search.errors import UsageError, WorkerDied
 from search.optimize.events import EventHandler
-from search.optimize.process import install_second_interrupt_exit, rebuild_error, set_thread_count, slot_main
+from search.optimize.process import (
+    install_second_interrupt_exit,
+    rebuild_error,
+    set_thread_count,
+    sigterm_as_interrupt,
+    slot_main,
+)
 from search.optimize.settings import WorkerSettings
 from search.optimize.worker import LoadedStudy, WorkerResult, run_worker
 
@@ -151,14 +157,15 @@ def run_fleet(
     per_process = threads_per_process(len(slots), threads)
     if runs_in_process(slots):
         set_thread_count(per_process)
-        previous = install_second_interrupt_exit()
+        restore_handlers = install_second_interrupt_exit()
         try:
             result = run_worker(settings, device=slots[0].device, on_event=on_event, loaded=loaded)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            restore_handlers()
         return FleetResult({slots[0].label: result})
     fleet = _spawn(settings, slots, threads=per_process, on_event=on_event)
-    fleet.wait(on_tick)
+    with sigterm_as_interrupt():
+        fleet.wait(on_tick)
     return fleet.outcome(loaded)
 
 

@@ -1,4 +1,5 @@
-"""Inside one worker process: its device and threads, quiet library logs, Ctrl-C, and the spawned child's entry.
+"""Inside one worker process: its device and threads, quiet library logs, Ctrl-C and SIGTERM, and the spawned
+child's entry.
 
 A spawned child reports back over a pipe exactly once: ("done", WorkerResult), ("interrupted",) or
 ("error", module, class name, message) for an error a user can fix. Error classes differ in their
@@ -8,9 +9,11 @@ class with the same message (and so the same exit code). A child that reports no
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -29,17 +32,46 @@ def quiet_library_logs() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def install_second_interrupt_exit() -> Any:
-    """First Ctrl-C: KeyboardInterrupt, the running trial fails cleanly and is re-queued. Second: exit at once.
+# SIGTERM is how `docker compose stop` and Kubernetes stop a worker: treated like a first Ctrl-C, so the
+# running trial fails cleanly and is re-queued at once instead of waiting out its heartbeat.
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
 
-    Returns the previous handler, for the caller to restore.
-    """
+
+def install_second_interrupt_exit() -> Callable[[], None]:
+    """First Ctrl-C or SIGTERM: KeyboardInterrupt, the running trial fails cleanly and is re-queued.
+    The second: exit at once. Returns a function that puts the previous handlers back."""
 
     def on_interrupt(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+        for interrupt in INTERRUPTS:
+            signal.signal(interrupt, lambda *_: os._exit(130))
         raise KeyboardInterrupt
 
-    return signal.signal(signal.SIGINT, on_interrupt)
+    return _install(on_interrupt)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While waiting on spawned workers: SIGTERM raises KeyboardInterrupt like Ctrl-C, so the launcher
+    forwards one SIGINT to each worker (a second signal still kills them, see `_Fleet._stop`)."""
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _install(handler: Callable[[int, object], None]) -> Callable[[], None]:
+    previous = {interrupt: signal.signal(interrupt, handler) for interrupt in INTERRUPTS}
+
+    def restore() -> None:
+        for interrupt, old in previous.items():
+            signal.signal(interrupt, old)
+
+    return restore
 
 
 def set_thread_count(threads: int) -> None:
