@@ -7,6 +7,7 @@ ratio; absolute times on a shared machine are noise.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -14,7 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +76,35 @@ def load_split(
 def save_subset(dataset: Any, folder: Path) -> Path:
     dataset.save(folder)
     return folder
+
+
+@contextlib.contextmanager
+def storage_proxy(database_url: str) -> Iterator[tuple[str, int]]:
+    """A real `ecgsearch storage-proxy` on `database_url` (a subprocess, on a free local port): its grpc:// URL
+    and its pid. Stopped with SIGTERM (as Kubernetes stops a pod): a benchmark started in the background has
+    SIGINT ignored, and so would its proxy."""
+    import signal
+    import socket
+    import subprocess
+
+    from studies.storage import open_proxy
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "ECGSEARCH_STORAGE": database_url, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "search.cli", "storage-proxy", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"grpc://127.0.0.1:{port}"
+        open_proxy(url, timeout_s=120).close()
+        yield url, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

@@ -19,13 +19,11 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -106,38 +104,51 @@ def worker_main(storage_url: str, epoch_s: float, ready: Any, go: Any, index: in
     _run_trials(study, objective, WorkerSettings(STUDY, storage_url, poll_interval_s=0.1), space=SPACE, seq_len=2000)
 
 
-class ConnectionSampler(threading.Thread):
-    """The most connections to `database` in pg_stat_activity, sampled every 0.2 s while running."""
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a local process so far (None when it is gone or not readable here)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class DatabaseSampler(threading.Thread):
+    """Every 0.2 s while the fleet runs: the connections to `database` (pg_stat_activity) and the CPU time of
+    the server processes serving them (/proc, when PostgreSQL runs on this machine); commits from
+    pg_stat_database before and after."""
 
     def __init__(self, database: str) -> None:
         super().__init__(daemon=True)
         self.database, self.peak, self.stop = database, 0, threading.Event()
+        self.backend_cpu: dict[int, float] = {}
+        self.commits = 0
 
-    def run(self) -> None:
+    def _connect(self) -> Any:
         import psycopg
 
-        query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-        with psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True) as db:
+        return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", autocommit=True)
+
+    def _committed(self, db: Any) -> int:
+        query = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s"
+        return db.execute(query, (self.database,)).fetchone()[0]
+
+    def run(self) -> None:
+        with self._connect() as db:
+            before = self._committed(db)
             while not self.stop.wait(0.2):
-                self.peak = max(self.peak, db.execute(query, (self.database,)).fetchone()[0])
+                pids = [row[0] for row in db.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                                     (self.database,))]  # fmt: skip
+                self.peak = max(self.peak, len(pids))
+                for pid in pids:
+                    if (seconds := cpu_seconds(pid)) is not None:
+                        self.backend_cpu[pid] = seconds
+            time.sleep(1.5)  # exited backends flush their statistics
+            self.commits = self._committed(db) - before
 
 
-def start_proxy(database_url: str) -> tuple[subprocess.Popen, str]:
-    from studies.storage import open_proxy
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "ECGSEARCH_STORAGE": database_url, "PYTHONPATH": str(_common.REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "search.cli", "storage-proxy", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    url = f"grpc://127.0.0.1:{port}"
-    open_proxy(url, timeout_s=60).close()
-    return process, url
-
-
-def run_fleet(storage_url: str, database: str, workers: int, epoch_s: float) -> dict[str, Any]:
-    """Start `workers` processes, release them together, wait; the wall time and the connection peak."""
+def run_fleet(storage_url: str, database: str, workers: int, epoch_s: float, proxy_pid: int | None) -> dict[str, Any]:
+    """Start `workers` processes, release them together, wait; wall time, connections, database and proxy CPU."""
     context = multiprocessing.get_context("spawn")
     ready, go = context.Semaphore(0), context.Event()
     processes = [context.Process(target=worker_main, args=(storage_url, epoch_s, ready, go, index))
@@ -146,17 +157,21 @@ def run_fleet(storage_url: str, database: str, workers: int, epoch_s: float) -> 
         process.start()
     for _ in processes:
         ready.acquire(timeout=600)
-    sampler = ConnectionSampler(database)
+    sampler = DatabaseSampler(database)
     sampler.start()
+    proxy_before = cpu_seconds(proxy_pid) if proxy_pid else None
     started = time.perf_counter()
     go.set()
     for process in processes:
         process.join(timeout=900)
     wall = time.perf_counter() - started
+    proxy_cpu = cpu_seconds(proxy_pid) - proxy_before if proxy_before is not None else None
     sampler.stop.set()
     sampler.join()
     failed = sum(1 for process in processes if process.exitcode != 0)
-    return {"wall_s": wall, "connections": sampler.peak, "failed_workers": failed}
+    return {"wall_s": wall, "connections": sampler.peak, "failed_workers": failed, "commits": sampler.commits,
+            "db_cpu_s": sum(sampler.backend_cpu.values()) if sampler.backend_cpu else None,
+            "proxy_cpu_s": proxy_cpu}  # fmt: skip
 
 
 def trial_statistics(database_url: str, epochs: int, epoch_s: float) -> dict[str, Any]:
@@ -195,15 +210,16 @@ def measure(backend: str, workers: int, *, trials_per_worker: int, epochs: int, 
 
     with postgres_database() as database_url:
         create_or_load_study(open_storage(database_url), STUDY, definition(workers * trials_per_worker, epochs))
-        proxy, storage_url = start_proxy(database_url) if backend == "proxy" else (None, database_url)
-        try:
-            row = run_fleet(storage_url, database_url.rpartition("/")[2], workers, epoch_s)
-        finally:
-            if proxy is not None:
-                proxy.send_signal(signal.SIGINT)
-                proxy.wait(timeout=30)
+        direct = nullcontext((database_url, None))
+        with _common.storage_proxy(database_url) if backend == "proxy" else direct as (storage_url, proxy_pid):
+            row = run_fleet(storage_url, database_url.rpartition("/")[2], workers, epoch_s, proxy_pid)
         row.update(trial_statistics(database_url, epochs, epoch_s))
     row.update(backend=backend, workers=workers, errors=row["failed_workers"] + row["fail_trials"])
+    # Backends' CPU is counted from connections alive at a sample: a lower bound (pre-ping, short-lived ones).
+    finished = max(row["finished"], 1)
+    row["commits_per_trial"] = row["commits"] / finished
+    row["db_cpu_ms_per_trial"] = 1000 * row["db_cpu_s"] / finished if row["db_cpu_s"] is not None else None
+    row["proxy_cpu_ms_per_trial"] = 1000 * row["proxy_cpu_s"] / finished if row["proxy_cpu_s"] is not None else None
     return row
 
 
@@ -232,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}: nothing measured")
         return 0
     # The baseline, 1 worker on PostgreSQL directly, is always measured.
-    plan = [("direct", n) for n in counts] if "direct" in backends else [("direct", 1)]
+    plan = [("direct", n) for n in sorted({1, *counts})] if "direct" in backends else [("direct", 1)]
     plan += [("proxy", n) for n in counts] if "proxy" in backends else []
     rows = []
     for backend, workers in plan:
@@ -245,7 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         row["vs_1_direct"] = row["trials_per_s"] / baseline if baseline else float("nan")
     print()
     _common.print_table(rows, ["backend", "workers", "finished", "trials_per_s", "vs_1_direct", "overhead_p50_s",
-                               "overhead_p95_s", "connections", "errors", "wall_s"])  # fmt: skip
+                               "overhead_p95_s", "connections", "commits_per_trial", "db_cpu_ms_per_trial",
+                               "proxy_cpu_ms_per_trial", "errors", "wall_s"])  # fmt: skip
+    print(
+        "\ntrials_per_s: finished trials over the span from the first start to the last end; vs_1_direct: over 1 "
+        "worker on PostgreSQL directly in this run; overhead: next start - start - sleep, per worker; connections: "
+        "the peak in pg_stat_activity; db_cpu: CPU of the PostgreSQL backends serving the study (a lower bound); "
+        "proxy_cpu: CPU of the storage-proxy process. On a 2-core machine the workers, the proxy and PostgreSQL "
+        "share the cores: trials/s here is the whole system's, the CPU per trial is what scales."
+    )
     _common.write_json(args.json, "storage_scale", [{**row, "quick": args.quick} for row in rows], info)
     return 1 if any(row["errors"] for row in rows) else 0
 

@@ -11,8 +11,11 @@ number of epochs; a full epoch (training + validation pass + metrics) counts for
 once, then contender and baseline alternate and the median of the repeats is compared.
 Targets: >= 1.5x on CPU, >= 5x on an H100/H200.
 
-Then the cost of training-time augmentation: the default cnn's `fit` with every augmentation on
-(AUGMENTATIONS) against the same `fit` with none, alternating in the same run, as a ratio of samples/s.
+Then, each as a ratio measured in the same run (alternating): the cost of training-time augmentation
+(the default cnn's `fit` with every augmentation on, AUGMENTATIONS, against none); the cost of the
+rhythm branch (the default cnn with `rhythm_branch` and `average` fusion against without); and the
+evaluation batch size (`score` of the default cnn over the validation windows with the training batch
+size against four times it: why `eval_batch_size` keeps the training batch on a CPU).
 """
 
 from __future__ import annotations
@@ -34,13 +37,17 @@ CPU_TARGET = 1.5
 GPU_TARGET = 5.0
 
 
-def build_model(family: str, dataset: Any) -> Any:
+RHYTHM = {"rhythm_branch": True, "rhythm_fusion": "average"}
+
+
+def build_model(family: str, dataset: Any, **params: Any) -> Any:
     import torch
 
     import ecgmodels
 
     torch.manual_seed(0)  # the same initial weights for contender and baseline
-    return ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len)
+    fs = dataset.meta.get("fs")
+    return ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=fs, **params)
 
 
 def train_config(epochs: int, **augmentation: float) -> Any:
@@ -51,10 +58,12 @@ def train_config(epochs: int, **augmentation: float) -> Any:
     )
 
 
-def run_contender(family: str, dataset_on_device: Any, epochs: int, device: Any, augmented: bool = False) -> None:
+def run_contender(
+    family: str, dataset_on_device: Any, epochs: int, device: Any, augmented: bool = False, **params: Any
+) -> None:
     from search.training.loop import fit
 
-    model = build_model(family, dataset_on_device)
+    model = build_model(family, dataset_on_device, **params)
     cfg = train_config(epochs, **(AUGMENTATIONS if augmented else {}))
     fit(model, dataset_on_device, cfg, autoencoder=False, device=device, fs=dataset_on_device.meta.get("fs"))
 
@@ -188,6 +197,54 @@ def measure_augmentation(dataset: Any, *, epochs: int, repeats: int, device: Any
     }
 
 
+def measure_rhythm(dataset: Any, *, epochs: int, repeats: int, device: Any, warmup: Any) -> dict[str, Any]:
+    """samples/s of the default cnn's `fit` with the rhythm branch (average fusion) and without, and their ratio."""
+    import statistics
+
+    on_device, warm_device = dataset.to(device), warmup.to(device)
+    run_contender("cnn", warm_device, 1, device, **RHYTHM)
+    runners = {
+        "without": lambda: run_contender("cnn", on_device, epochs, device),
+        "with": lambda: run_contender("cnn", on_device, epochs, device, **RHYTHM),
+    }
+    times = time_alternating(runners, repeats=repeats, device=device)
+    samples = dataset.X_train.shape[0] * epochs
+    without_s, with_s = statistics.median(times["without"]), statistics.median(times["with"])
+    return {
+        "family": "cnn",
+        "variant": "rhythm_branch average",
+        "without_samples_per_s": samples / without_s,
+        "with_samples_per_s": samples / with_s,
+        "with_over_without": without_s / with_s,
+    }
+
+
+def measure_eval_batch(dataset: Any, *, repeats: int, device: Any) -> dict[str, Any]:
+    """windows/s of scoring the validation windows with the eval batch ecgsearch uses and with 4x it."""
+    import statistics
+
+    from search.training.scoring import ScoringModel, eval_batch_size, score
+
+    on_device = dataset.to(device)
+    scorer = ScoringModel(build_model("cnn", on_device).to(device), autoencoder=False)
+    chosen = eval_batch_size(device)
+    batches = {"chosen": chosen, "four_times": 4 * chosen}
+    score(scorer, on_device.X_val, batch_size=chosen)  # warm-up
+    runners = {
+        name: (lambda size=size: score(scorer, on_device.X_val, batch_size=size)) for name, size in batches.items()
+    }
+    times = time_alternating(runners, repeats=max(3, repeats), device=device)
+    windows = on_device.X_val.shape[0]
+    return {
+        "family": "cnn",
+        "eval_batch": chosen,
+        "windows_per_s": windows / statistics.median(times["chosen"]),
+        "four_times_batch": 4 * chosen,
+        "four_times_windows_per_s": windows / statistics.median(times["four_times"]),
+        "chosen_over_four_times": statistics.median(times["four_times"]) / statistics.median(times["chosen"]),
+    }
+
+
 def _synchronize(device: Any) -> None:
     import torch
 
@@ -268,7 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     augmentation["device"] = str(device)
     print(f"\naugmentation (cnn, all on: {AUGMENTATIONS}): off {augmentation['off_s']} s, on {augmentation['on_s']} s")
     _common.print_table([augmentation], ["family", "off_samples_per_s", "on_samples_per_s", "on_over_off"])
-    rows_out = [{**row, "quick": args.quick} for row in rows] + [{**augmentation, "quick": args.quick}]
+    rhythm = measure_rhythm(dataset, epochs=args.epochs, repeats=args.repeats, device=device, warmup=warmup)
+    print(f"\nrhythm branch (cnn, {RHYTHM}):")
+    _common.print_table([rhythm], ["family", "without_samples_per_s", "with_samples_per_s", "with_over_without"])
+    eval_batch = measure_eval_batch(dataset, repeats=args.repeats, device=device)
+    print("\nevaluation batch size (cnn, scoring the validation windows):")
+    _common.print_table(
+        [eval_batch],
+        ["eval_batch", "windows_per_s", "four_times_batch", "four_times_windows_per_s", "chosen_over_four_times"],
+    )
+    extra_rows = [augmentation, rhythm, eval_batch]
+    rows_out = [{**row, "quick": args.quick} for row in rows + extra_rows]
     _common.write_json(args.json, "throughput", rows_out, info)
     return 0
 

@@ -190,7 +190,7 @@ def test_two_workers_behind_the_proxy_and_a_killed_ones_trial_is_retried(
         workers[0].wait(timeout=10)
         assert workers[1].wait(timeout=300) == 0, (tmp_path / "worker1.log").read_text()
     finally:
-        proxy.send_signal(signal.SIGINT)
+        proxy.send_signal(signal.SIGTERM)  # as Kubernetes stops a pod
         proxy.wait(timeout=20)
     trials = study.get_trials(deepcopy=False)
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 # Evaluation needs no activations for backward, so on a GPU it runs in larger batches. On a CPU the
 # larger activations fall out of cache: a 512-window batch ran 2.7x slower than 128 for the default
-# cnn here (1,300 vs 3,500 windows/s), so CPU evaluation keeps the training batch size.
+# cnn here (bench/throughput.py, evaluation batch section), so CPU evaluation keeps the training batch size.
 EVAL_BATCH_FACTOR = 4
 CPU_EVAL_BATCH = 128
 
