@@ -160,7 +160,8 @@ def assert_mirrors_study(client: MlflowClient, study: optuna.Study, experiment_i
         assert run.data.params == expected_params
         history = attrs["history"]
         keys = {key for row in history for key in row if key != "epoch"}
-        assert set(run.data.metrics) == keys | {"n_params"} | (
+        costs = {f"{names.METRIC_COST_PREFIX}{cost}" for cost in attrs.get("cost") or {}}
+        assert set(run.data.metrics) == keys | {"n_params"} | costs | (
             {"objective"} if trial.state == TrialState.COMPLETE else set()
         )
         for key in keys:

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from search.tracking import names
-from studies import load_study_with_definition, open_storage, pareto_front
+from studies import is_infeasible, load_study_with_definition, open_storage, pareto_front
 from test_dashboard import free_port, start_dashboard, stop, wait_for
 
 
@@ -47,6 +47,10 @@ def test_dashboard_api_names_the_metrics_and_notes_every_trial(tiny_real_dir, tm
             assert "| config | value |" in note and '| family | `"cnn"` |' in note  # not one long JSON line
             if stored.state == TrialState.COMPLETE:
                 assert f"params = {stored.values[1]:.4g}" in note
+                assert f"run {stored.user_attrs['mlflow_run_id']}" in note or "run `" in note
+            if is_infeasible(stored):
+                assert "PRUNED before training, infeasible before training: params" in note
+                assert "no run (stopped before training" in note
             if stored.user_attrs.get("history"):
                 trained += 1
                 (curve,) = served["artifacts"]

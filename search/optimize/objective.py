@@ -130,11 +130,11 @@ class TrialObjective:
         family, _model_params, train_config = split_config(config)  # refuses a key no part of the config knows
         model, _n_params = self._validate(trial, config)
         cost = self._measure(trial, family, model)
+        if retried_from is not None:  # the original failed (its worker died or was interrupted): end its run
+            self.notify_mirror(retried_from)
+        self._refuse_infeasible(trial, family, cost)  # before the mirror hears of it: an infeasible trial has no run
         # The mirror writes `mlflow_run_id` / `mlflow_run_url` onto the trial once its run exists.
         self.notify_mirror(trial.number)
-        if retried_from is not None:  # the original failed (its worker died or was interrupted): end its run too
-            self.notify_mirror(retried_from)
-        self._refuse_infeasible(trial, family, cost)
         quality = self._train(trial, family, train_config, model)
         if not self.definition.is_multi_objective:
             return quality

@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from search.tracking import names
+from search.tracking.projection import was_trained
 from search.tracking.uri import mlflow_run_link
 from studies import StudyDefinition, is_infeasible, trial_family
 
@@ -73,6 +74,8 @@ def _how_it_ended(trial: FrozenTrial, definition: StudyDefinition) -> str:
 
 
 def _mlflow_pointer(trial: FrozenTrial, definition: StudyDefinition, study_name: str) -> str:
+    if not was_trained(trial):
+        return "no run (stopped before training: only trained trials are mirrored)"
     run_id = trial.user_attrs.get("mlflow_run_id")
     link = trial.user_attrs.get("mlflow_run_url") or (
         mlflow_run_link(definition.mlflow_tracking_uri, definition.mlflow_experiment_id, str(run_id))

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.tracking import names, plots
 from search.tracking.runs import Point, RunUpdate, clean_key, tag_value, trial_params
-from studies import best_trial, pareto_front, quality_value
+from studies import best_trial, is_infeasible, pareto_front, quality_value
 
 # Trial user attrs (written by the worker) -> child-run tags.
 ATTR_TAGS = {
@@ -55,10 +55,13 @@ def child_tags(study_name: str, trial_number: int, parent_run_id: str) -> dict[s
 def was_trained(trial: FrozenTrial) -> bool:
     """Whether a trial got as far as training, and so has a run.
 
-    A trial rejected before training (an invalid architecture, or one surplus to the budget) has no
-    model and no curve: it is recorded on the Optuna trial with its reason, not as an MLflow run.
+    A trial rejected before training (an invalid architecture, one surplus to the budget, or one over a
+    constraint, PRUNED as infeasible) has no curve: it is recorded on the Optuna trial with its reason,
+    not as an MLflow run.
     """
-    return trial.state in MIRRORED_STATES and (trial.state != TrialState.FAIL or "n_params" in trial.user_attrs)
+    if trial.state not in MIRRORED_STATES or is_infeasible(trial):
+        return False
+    return trial.state != TrialState.FAIL or "n_params" in trial.user_attrs
 
 
 def metric_points(step: int, metrics: dict[str, Any], timestamp_ms: int) -> list[Point]:
