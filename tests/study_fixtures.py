@@ -1,13 +1,17 @@
-"""A study definition for tests that need one without real data: override only what a test is about."""
+"""Study helpers for tests: a definition without real data (override only what a test is about), `start`
+arguments, and waiting for a trial in the middle of its training."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import time
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
-from studies import StudyDefinition
+from studies import StudyDefinition, open_storage
 
 BASE = StudyDefinition(
     space="cnn",
@@ -39,3 +43,37 @@ def start_args(data: Path, storage: str, *extra: str, mlflow_uri: str | None = "
     default (`mlflow_uri=None` leaves the flag out, so the default tracking store is used)."""
     mirror = [] if mlflow_uri is None else ["--mlflow-uri", mlflow_uri]
     return ["start", "--data", str(data), "--storage", storage, *mirror, "--no-progress", *extra]
+
+
+def wait_for_training_trial(
+    storage_url: str,
+    study_name: str,
+    *,
+    pid: int | None = None,
+    process: subprocess.Popen | None = None,
+    log: Path | None = None,
+    timeout_s: float = 180,
+) -> optuna.trial.FrozenTrial:
+    """A RUNNING trial (of worker `pid`, if given) that has finished an epoch, so a signal lands inside training.
+
+    The study may not exist yet when the wait starts. `process` (the command running the workers) must
+    not exit meanwhile; `log` is shown when the wait fails.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(
+                f"the workers' command exited early with {process.returncode}: {process.communicate()}"
+            )
+        try:
+            study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+        except KeyError:
+            study = None
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else []:
+            if trial.user_attrs.get("epoch", 0) >= 1 and pid in (None, trial.user_attrs.get("worker_pid")):
+                return trial
+        time.sleep(0.3)
+    if process is not None:
+        process.kill()
+    shown = log.read_text() if log is not None else process.communicate() if process is not None else ""
+    raise AssertionError(f"no trial reached epoch 1 within {timeout_s} s:\n{shown}")

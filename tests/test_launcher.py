@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -27,6 +26,7 @@ from search.optimize.launcher import (
 )
 from search.optimize.worker import sampler_seed, worker_identity
 from studies import open_storage
+from study_fixtures import wait_for_training_trial
 
 
 def fake_gpus(monkeypatch: pytest.MonkeyPatch, count: int) -> None:
@@ -131,23 +131,6 @@ def run_start(args: list[str], *, cwd: Path, env: dict[str, str] | None = None) 
     )
 
 
-def wait_for_running_trial(storage_url: str, study: str, process: subprocess.Popen, timeout_s: float = 180):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"start exited early with {process.returncode}: {process.communicate()}")
-        try:
-            loaded = optuna.load_study(study_name=study, storage=open_storage(storage_url))
-        except KeyError:
-            loaded = None
-        for trial in loaded.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if loaded else []:
-            if trial.user_attrs.get("epoch", 0) >= 1:
-                return trial
-        time.sleep(0.3)
-    process.kill()
-    raise AssertionError(f"no trial reached epoch 1 within {timeout_s} s: {process.communicate()}")
-
-
 def test_a_killed_worker_is_named_and_exits_7(tiny_real_dir, tmp_path):
     """SIGKILL one of two workers; the other stops at --timeout with the budget unfinished: exit 7, the slot named."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -166,7 +149,7 @@ def test_a_killed_worker_is_named_and_exits_7(tiny_real_dir, tmp_path):
     # Long enough that a trainable config is drawn and trains (too-large ones fail in milliseconds).
     args += ["--timeout", "15"]
     process = run_start(args, cwd=tmp_path)
-    victim = wait_for_running_trial(storage, "cnn", process).user_attrs["worker_pid"]
+    victim = wait_for_training_trial(storage, "cnn", process=process).user_attrs["worker_pid"]
     os.kill(victim, signal.SIGKILL)
     out, err = process.communicate(timeout=600)
     assert process.returncode == EXIT_WORKER_DIED, out + err
@@ -182,7 +165,7 @@ def test_sigterm_to_start_stops_every_worker_cleanly(tiny_real_dir, tmp_path):
     args = ["--space", "cnn", "--data", str(tiny_real_dir), "--storage", storage, "--mlflow-uri", "off"]
     args += ["--no-progress", "--trials", "20", "--epochs", "20", "--pruner", "none", "--max-params", "60000"]
     process = run_start([*args, "--workers", "2"], cwd=tmp_path)
-    running = wait_for_running_trial(storage, "cnn", process)
+    running = wait_for_training_trial(storage, "cnn", process=process)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, out + err
@@ -216,7 +199,7 @@ def test_no_password_on_any_command_line_or_output(tiny_real_dir, tmp_path, post
     args = ["--space", "cnn", "--data", str(tiny_real_dir), "--no-progress", "--workers", "2"]
     args += ["--trials", "3", "--epochs", "8", "--pruner", "none", "--max-params", "60000"]
     process = run_start(args, cwd=tmp_path, env=env)
-    wait_for_running_trial(postgres_url, "cnn", process)
+    wait_for_training_trial(postgres_url, "cnn", process=process)
     command_lines = {}
     for pid in [process.pid, *children_of(process.pid)]:
         try:

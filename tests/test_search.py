@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -15,6 +14,7 @@ from optuna.trial import TrialState
 
 from search.cli import main
 from studies import is_infeasible, open_storage
+from study_fixtures import wait_for_training_trial
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -27,17 +27,6 @@ def load(storage_url: str, name: str) -> optuna.Study:
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The trials in the budget: COMPLETE + PRUNED, less those stopped before training as infeasible."""
     return [t for t in study.get_trials(deepcopy=False, states=FINISHED) if not is_infeasible(t)]
-
-
-def wait_for_trial_mid_training(study: optuna.Study, log: Path, timeout_s: float = 120) -> optuna.trial.FrozenTrial:
-    """A RUNNING trial that has finished at least one epoch (so a signal lands inside training)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("epoch", 0) >= 1:
-                return trial
-        time.sleep(0.2)
-    raise AssertionError(f"no trial reached epoch 1 within {timeout_s} s:\n{log.read_text()}")
 
 
 def assert_clean_budget(study: optuna.Study, budget: int) -> None:
@@ -220,8 +209,7 @@ def test_killed_worker_trial_fails_and_is_rerun(tiny_real_dir, tmp_path, monkeyp
     )
     heartbeat = ["--heartbeat-interval", "1", "--grace-period", "4"]
     victim = spawn_worker("killed", storage, *heartbeat, log=tmp_path / "victim.log")
-    study = load(storage, "killed")
-    killed_number = wait_for_trial_mid_training(study, tmp_path / "victim.log").number
+    killed_number = wait_for_training_trial(storage, "killed", process=victim, log=tmp_path / "victim.log").number
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=10)
 
@@ -370,8 +358,7 @@ def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path,
         == 0
     )
     worker = spawn_worker("ctrlc", storage, log=tmp_path / "worker.log")
-    study = load(storage, "ctrlc")
-    running = wait_for_trial_mid_training(study, tmp_path / "worker.log")
+    running = wait_for_training_trial(storage, "ctrlc", process=worker, log=tmp_path / "worker.log")
     worker.send_signal(interrupt)
     assert worker.wait(timeout=60) == 130, (tmp_path / "worker.log").read_text()
 

@@ -24,6 +24,7 @@ from studies import LIVENESS_KEY, StaleTrialReaper, StorageError, is_infeasible,
 from studies.liveness import REAPED_KEY, LivenessBeat
 from studies.proxied import LivenessStampingStorage
 from studies.storage import open_proxy, proxy_address
+from study_fixtures import wait_for_training_trial
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
@@ -154,17 +155,6 @@ def ecgsearch(*args: str, log: Path, env: dict[str, str] | None = None) -> subpr
     )
 
 
-def wait_for_training_trial(study: optuna.Study, pid: int, log: Path, timeout_s: float = 120) -> int:
-    """The number of a RUNNING trial of worker `pid` that has finished an epoch (so the kill lands in training)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("worker_pid") == pid and trial.user_attrs.get("epoch", 0) >= 1:
-                return trial.number
-        time.sleep(0.2)
-    raise AssertionError(f"worker {pid} trained no trial within {timeout_s} s:\n{log.read_text()}")
-
-
 @pytest.mark.postgres
 def test_two_workers_behind_the_proxy_and_a_killed_ones_trial_is_retried(
     tiny_real_dir, tmp_path, postgres_url, start_args
@@ -184,8 +174,8 @@ def test_two_workers_behind_the_proxy_and_a_killed_ones_trial_is_retried(
                       "--worker-label", str(index), *beat, log=tmp_path / f"worker{index}.log")
             for index in range(2)
         ]  # fmt: skip
+        killed = wait_for_training_trial(postgres_url, "fleet", pid=workers[0].pid, log=tmp_path / "worker0.log").number
         study = optuna.load_study(study_name="fleet", storage=open_storage(postgres_url))
-        killed = wait_for_training_trial(study, workers[0].pid, tmp_path / "worker0.log")
         workers[0].send_signal(signal.SIGKILL)
         workers[0].wait(timeout=10)
         assert workers[1].wait(timeout=300) == 0, (tmp_path / "worker1.log").read_text()
