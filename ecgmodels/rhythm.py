@@ -317,9 +317,9 @@ class RhythmBranch(nn.Module):
     - `average`: the features feed a logistic regression of their own (standardisation + one linear
       unit), and the window's probability is the mean of the network's and that regression's
       probabilities (returned as its logit). Why: on patient-grouped CV of MIT-BIH DS1 the network
-      and the timing regression err on different patients, and the mean of two independently
-      supervised probabilities generalised better than one head over both (0.87–0.89 ROC-AUC
-      against 0.80–0.84), the network no longer able to drown out the few timing features. In
+      and the timing regression erred on different patients, and the mean of two independently
+      supervised probabilities generalised better there than one head over both: the network can
+      no longer drown out the few timing features. It is a choice for the search, not a default. In
       training mode the two logits come back side by side, (batch, 2), so the trainer supervises each
       part alone (search/training/loop.py); evaluation, scoring and ONNX see the one fused logit.
 
