@@ -91,11 +91,15 @@ def history_points(history: list[dict], start_ms: int) -> list[Point]:
 
 
 def curve_points(trial: FrozenTrial, *, objective: str) -> list[Point]:
-    """The trial's per-epoch curves: its `history`, else (trials of older workers) its reported values."""
+    """The trial's per-epoch curves: its `history`, else (finished trials of older workers) its reported values."""
     start_ms = ms(trial.datetime_start) or 0
     history = trial.user_attrs.get("history")
     if isinstance(history, list) and history:
         return history_points(history, start_ms)
+    if trial.state == TrialState.RUNNING:
+        # A running trial reports its value a moment before it writes the epoch's history: projected in
+        # between, the point would get a made-up timestamp and, runs being append-only, keep it.
+        return []
     points: list[Point] = []
     for step, value in sorted(trial.intermediate_values.items()):
         points.extend(metric_points(step, {f"val_{objective}": value}, start_ms + step))
