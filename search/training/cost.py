@@ -69,7 +69,9 @@ def measure_cost(model: nn.Module, *, family: str, n_channels: int, seq_len: int
     if unknown:
         raise ValueError(f"unknown cost(s) {sorted(unknown)}; expected some of {', '.join(COSTS)}")
     scorer = ScoringModel(model, ecgmodels.is_autoencoder(family))
-    device = next(model.parameters()).device
+    # A model without parameters (the storage bench's stand-in) lives on the CPU.
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     scorer.cpu().eval()
     window = torch.zeros(1, n_channels, seq_len)
