@@ -224,20 +224,13 @@ class FoldByFoldObjective:
         import torch
 
         import ecgmodels
-        from search.optimize.objective import cross_validated
+        from search.optimize.objective import cross_validated, sample_config
         from search.training.config import split_config
         from search.training.curve import curve_value
         from search.training.loop import fit, reported_metrics
 
         definition = self.definition
-        config = self.space(trial, self.context)
-        config.update(
-            epochs=definition.epochs,
-            objective=definition.objective,
-            seed=(definition.seed or 0) + trial.number,
-            selection=definition.selection,
-            selection_window=definition.selection_window,
-        )
+        config = sample_config(trial, definition, self.space, self.context)
         trial.set_user_attr("config", config)
         family, _model_params, cfg = split_config(config)
         model = self._build(config)  # an oversized or impossible model fails here, before any epoch

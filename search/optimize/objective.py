@@ -80,6 +80,19 @@ class _Outcome:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def sample_config(trial: optuna.Trial, definition: StudyDefinition, space: Any, context: Any) -> dict[str, Any]:
+    """The trial's flat config: the space's sample plus the study's training settings and the trial's seed."""
+    config = space(trial, context)
+    config.update(
+        epochs=definition.epochs,
+        objective=definition.objective,
+        seed=(definition.seed or 0) + trial.number,
+        selection=definition.selection,
+        selection_window=definition.selection_window,
+    )
+    return config
+
+
 class TrialObjective:
     """Samples a config from the study's space, trains it, reports every epoch, mirrors to MLflow."""
 
@@ -212,15 +225,7 @@ class TrialObjective:
             raise BudgetReached(reason)
 
     def _sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        definition = self.definition
-        config = self.space(trial, self.context)
-        config.update(
-            epochs=definition.epochs,
-            objective=definition.objective,
-            seed=(definition.seed or 0) + trial.number,
-            selection=definition.selection,
-            selection_window=definition.selection_window,
-        )
+        config = sample_config(trial, self.definition, self.space, self.context)
         set_user_attrs(trial, {"config": config, "family": config["family"]})
         return config
 
