@@ -13,7 +13,9 @@ Targets: >= 1.5x on CPU, >= 5x on an H100/H200.
 
 Then, each as a ratio measured in the same run (alternating): the cost of training-time augmentation
 (the default cnn's `fit` with every augmentation on, AUGMENTATIONS, against none); the cost of the
-rhythm branch (the default cnn with `rhythm_branch` and `average` fusion against without); and the
+rhythm branch (the default cnn with `rhythm_branch` and `average` fusion against without); the rhythm
+features' QRS band-pass in polyphase form (what `RhythmFeatures.band` runs) against the same taps as one
+one-channel conv1d (what it ran before), with the largest difference between the two; and the
 evaluation batch size (`score` of the default cnn over the validation windows with the training batch
 size against four times it: why `eval_batch_size` keeps the training batch on a CPU).
 """
@@ -219,6 +221,41 @@ def measure_rhythm(dataset: Any, *, epochs: int, repeats: int, device: Any, warm
     }
 
 
+def measure_bandpass(dataset: Any, *, repeats: int, device: Any) -> dict[str, Any]:
+    """windows/s of the rhythm band-pass: polyphase (`RhythmFeatures.band`) against one one-channel conv1d."""
+    import statistics
+
+    import torch
+    from torch.nn import functional
+
+    from ecgmodels.rhythm import RhythmFeatures, qrs_bandpass_taps
+    from search.data import ASSUMED_WINDOW_S
+
+    fs = dataset.fs or dataset.seq_len / ASSUMED_WINDOW_S
+    features = RhythmFeatures(fs=fs, seq_len=dataset.seq_len).to(device)
+    taps = torch.tensor(qrs_bandpass_taps(fs), dtype=torch.float32, device=device).view(1, 1, -1)
+    X = dataset.X_train.to(device).float()
+
+    def one_channel() -> torch.Tensor:
+        half = taps.shape[-1] // 2
+        rows = functional.pad(X.reshape(-1, 1, X.shape[-1]), (half, half), mode="replicate")
+        return functional.conv1d(rows, taps).reshape(X.shape)
+
+    with torch.inference_mode():
+        difference = float((features.band(X) - one_channel()).abs().max())
+        runners = {"polyphase": lambda: features.band(X), "one_channel": one_channel}
+        times = time_alternating(runners, repeats=max(3, repeats), device=device)
+    windows = X.shape[0]
+    return {
+        "taps": taps.shape[-1],
+        "phases": features.phases,
+        "polyphase_windows_per_s": windows / statistics.median(times["polyphase"]),
+        "one_channel_windows_per_s": windows / statistics.median(times["one_channel"]),
+        "polyphase_over_one_channel": statistics.median(times["one_channel"]) / statistics.median(times["polyphase"]),
+        "max_abs_difference": difference,
+    }
+
+
 def measure_eval_batch(dataset: Any, *, repeats: int, device: Any) -> dict[str, Any]:
     """windows/s of scoring the validation windows with the eval batch ecgsearch uses and with 4x it."""
     import statistics
@@ -328,13 +365,20 @@ def main(argv: list[str] | None = None) -> int:
     rhythm = measure_rhythm(dataset, epochs=args.epochs, repeats=args.repeats, device=device, warmup=warmup)
     print(f"\nrhythm branch (cnn, {RHYTHM}):")
     _common.print_table([rhythm], ["family", "without_samples_per_s", "with_samples_per_s", "with_over_without"])
+    bandpass = measure_bandpass(dataset, repeats=args.repeats, device=device)
+    print("\nrhythm features' QRS band-pass (training windows):")
+    _common.print_table(
+        [bandpass],
+        ["taps", "phases", "polyphase_windows_per_s", "one_channel_windows_per_s", "polyphase_over_one_channel",
+         "max_abs_difference"],
+    )  # fmt: skip
     eval_batch = measure_eval_batch(dataset, repeats=args.repeats, device=device)
     print("\nevaluation batch size (cnn, scoring the validation windows):")
     _common.print_table(
         [eval_batch],
         ["eval_batch", "windows_per_s", "four_times_batch", "four_times_windows_per_s", "chosen_over_four_times"],
     )
-    extra_rows = [augmentation, rhythm, eval_batch]
+    extra_rows = [augmentation, rhythm, bandpass, eval_batch]
     rows_out = [{**row, "quick": args.quick} for row in rows + extra_rows]
     _common.write_json(args.json, "throughput", rows_out, info)
     return 0

@@ -10,9 +10,12 @@ Design (every step a plain tensor op with shapes fixed at build time, so the who
 traces, exports to ONNX opset 17 with a dynamic batch axis and runs identically in onnxruntime):
 
 1. QRS band: a fixed FIR band-pass of about 5–15 Hz (Hamming-windowed sinc, 0.3 s of taps, made
-   zero-mean so baseline offsets and wander never leak through), applied per lead as a conv1d
-   buffer designed with numpy from `fs`. Replicate padding: the zero-DC filter sees a constant
-   continuation at the window's edges, so no edge step looks like a beat.
+   zero-mean so baseline offsets and wander never leak through), applied per lead, designed with
+   numpy from `fs`. Replicate padding: the zero-DC filter sees a constant continuation at the
+   window's edges, so no edge step looks like a beat. It runs in polyphase form (`polyphase_taps`):
+   a one-channel convolution with ~100 taps is the slowest case of CPU convolution kernels, while
+   the same filter over POLYPHASE_PHASES interleaved phases is a small many-channel convolution
+   they are built for (measured 4-6x faster on a CPU core, the same numbers to float rounding).
 2. Envelope: the band-passed signal squared and summed over leads (a missing, all-zero lead adds
    nothing, a lead that carries the beats carries the detection), smoothed by a 150 ms moving
    average so one QRS complex gives one hump.
@@ -80,6 +83,7 @@ SPREAD_FLOOR_SECONDS = 1e-3
 MIN_INTERVALS_FOR_VALIDITY = 2
 BEAT_HALF_WIDTH_SECONDS = 0.1  # a QRS complex lasts 60-120 ms; wide ventricular ones up to ~200 ms
 ENERGY_FLOOR = 1e-12  # keeps the band share of a flat beat finite (0/0)
+POLYPHASE_PHASES = 16  # the band-pass runs over this many interleaved phases of the signal
 
 FEATURE_NAMES: tuple[str, ...] = (
     "beats_per_second",
@@ -139,6 +143,25 @@ def qrs_bandpass_taps(fs: float) -> np.ndarray:
     return taps / gain if gain > 0 else taps
 
 
+def polyphase_taps(taps: np.ndarray, phases: int) -> np.ndarray:
+    """(phases, phases, Q) conv1d weights equal to cross-correlating with `taps`, phase by phase.
+
+    With y[n] = sum_j taps[j] x[n + j] and n = phases * m + p, x[n + j] lies in phase r of x at offset
+    m + q where p + j = phases * q + r, so output phase p is a conv1d over the input phases with weight
+    [p, r, q] = taps[phases * q + r - p] (zero where that index is outside the taps).
+    """
+    n_taps = len(taps)
+    reach = (n_taps - 1 + phases - 1) // phases + 1
+    weights = np.zeros((phases, phases, reach), dtype=np.float64)
+    for p in range(phases):
+        for r in range(phases):
+            for q in range(reach):
+                j = phases * q + r - p
+                if 0 <= j < n_taps:
+                    weights[p, r, q] = taps[j]
+    return weights
+
+
 def masked_median(values: torch.Tensor, valid: torch.Tensor, *, neutral: float) -> torch.Tensor:
     """Median over the last axis of the `valid` entries (mean of the middle two); `neutral` where none is."""
     count = valid.sum(dim=-1)
@@ -157,18 +180,27 @@ class RhythmFeatures(nn.Module):
     def __init__(self, *, fs: float, seq_len: int) -> None:
         super().__init__()
         self.fs, self.seq_len = float(fs), seq_len
-        taps = torch.tensor(qrs_bandpass_taps(self.fs), dtype=torch.float32)
+        taps = qrs_bandpass_taps(self.fs)
+        self.n_taps, self.phases = len(taps), POLYPHASE_PHASES
+        weights = torch.tensor(polyphase_taps(taps, self.phases), dtype=torch.float32)
         # Not persistent (like the positional code): functions of fs and seq_len, not learned state.
-        self.register_buffer("bandpass", taps.view(1, 1, -1), persistent=False)
+        self.register_buffer("bandpass", weights, persistent=False)
+        self.band_steps = math.ceil(seq_len / self.phases)  # output samples per phase
         self.envelope_width = _odd(ENVELOPE_SECONDS * self.fs)
         self.refractory = refractory_samples(self.fs)
         self.max_beats = max_beats(self.fs, seq_len)
 
     def band(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, leads, samples): every lead through the same QRS band-pass."""
-        batch_leads = x.reshape(-1, 1, x.shape[-1])
-        half = self.bandpass.shape[-1] // 2
-        band = functional.conv1d(functional.pad(batch_leads, (half, half), mode="replicate"), self.bandpass.float())
+        half = self.n_taps // 2
+        padded = functional.pad(x.reshape(-1, 1, x.shape[-1]), (half, half), mode="replicate")
+        # Zeros up to whole phases: the weights that would reach them are zero for every kept output.
+        reach = self.bandpass.shape[-1]
+        length = self.phases * (self.band_steps + reach - 1)
+        padded = functional.pad(padded, (0, length - padded.shape[-1]))
+        phases = padded.reshape(-1, self.band_steps + reach - 1, self.phases).transpose(1, 2)
+        band = functional.conv1d(phases, self.bandpass.float())  # (batch * leads, phases, band_steps)
+        band = band.transpose(1, 2).reshape(-1, self.phases * self.band_steps)[:, : self.seq_len]
         return band.reshape(x.shape)
 
     def envelope(self, x: torch.Tensor, band: torch.Tensor | None = None) -> torch.Tensor:

@@ -147,6 +147,24 @@ def test_band_pass_rejects_dc_and_passes_the_qrs_band() -> None:
     assert gain(0.5) < 0.05 and gain(40.0) < 0.01 and gain(60.0) < 0.01  # wander, muscle, mains
 
 
+@pytest.mark.parametrize(("fs", "seq_len"), [(360.0, 2000), (250.0, 1001), (128.0, 333), (500.0, 2500), (50.0, 61)])
+def test_polyphase_band_pass_equals_the_filter_applied_directly(fs: float, seq_len: int) -> None:
+    """The band-pass runs in polyphase form for speed; it must be the same filter, edges included."""
+    features = RhythmFeatures(fs=fs, seq_len=seq_len)
+    x = torch.randn(4, 3, seq_len, generator=torch.Generator().manual_seed(0), dtype=torch.float64).float()
+    taps = qrs_bandpass_taps(fs)
+    half = len(taps) // 2
+    padded = np.concatenate(
+        [np.repeat(x[..., :1].numpy(), half, -1), x.numpy(), np.repeat(x[..., -1:].numpy(), half, -1)], -1
+    )
+    expected = np.stack(
+        [[np.correlate(lead, taps, mode="valid") for lead in window] for window in padded.astype(np.float64)]
+    )
+    band = features.band(x)
+    assert band.shape == x.shape and band.dtype == torch.float32
+    np.testing.assert_allclose(band.numpy(), expected, atol=2e-5 * np.abs(expected).max())
+
+
 def test_features_stay_in_float32_under_autocast() -> None:
     fs = 250.0
     x = beat_train(fs)
