@@ -10,6 +10,7 @@ import optuna
 
 import ecgmodels
 from spaces.common import SpaceContext, family_possible
+from spaces.starting import starting_points
 
 if TYPE_CHECKING:
     from torch import nn
@@ -38,6 +39,10 @@ class SearchSpace:
     def offered_families(self, ctx: SpaceContext) -> tuple[str, ...]:
         """The families this space samples for data described by `ctx`."""
         return tuple(family for family in self.families if family_possible(family, ctx))
+
+    def starting_points(self, ctx: SpaceContext) -> list[tuple[str, dict[str, Any]]]:
+        """(what it is, Optuna parameters) of the points a new study of this space starts from."""
+        return starting_points(self.families, ctx)
 
     def check_context(self, ctx: SpaceContext) -> None:
         """Raises InvalidArchitecture when the space can sample nothing for this data (before a study starts)."""

@@ -160,6 +160,14 @@ STUDY_FIELDS = (
     help="how many of the earlier study's best configurations to enqueue",
 )
 @click.option(
+    "--starting-points/--no-starting-points",
+    default=True,
+    show_default=True,
+    help="a new study's first trials are the space's family defaults (and, for a classifier, the same with the "
+    "rhythm branch on), so even a short search starts from what you would get without one; not with "
+    "--warm-start-from, whose configurations start the study instead",
+)
+@click.option(
     "--cv",
     "cv_folds",
     type=click.IntRange(min=0),
@@ -339,6 +347,7 @@ def _study_settings(ctx: click.Context) -> StudySettings:
         max_flops=params["max_flops"],
         max_latency_ms=params["max_latency_ms"],
         warm_start=_warm_start_settings(ctx),
+        starting_points=params["starting_points"],
         artifact_dir=params["artifact_dir"],
         given=frozenset(name for name in STUDY_FIELDS if given(ctx, name)),
     )

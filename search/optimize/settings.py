@@ -49,6 +49,8 @@ class StudySettings:
     max_latency_ms: float | None = None
     # An earlier study whose best configurations are this study's first trials (`search.optimize.warm_start`).
     warm_start: WarmStartSettings | None = field(default=None, repr=False)
+    # Without a warm start, a new study's first trials are the space's starting points (spaces/starting.py).
+    starting_points: bool = True
     artifact_dir: str | None = None  # the Optuna artifact store of the trials' learning curves
     # The fields the user set; a resumed study keeps its stored settings and reports only those it ignores.
     given: frozenset[str] = frozenset()

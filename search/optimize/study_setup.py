@@ -82,6 +82,8 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
     refuse_incompatible(definition, fingerprint=fingerprint, data_path=settings.data_path)
     notes = _data_notes(definition, dataset, assumed_fs=created and dataset.fs is None and settings.fs is None)
     notes += _warm_start(study, definition, settings, warm_source)
+    if created and settings.starting_points and settings.warm_start is None:
+        notes += _starting_points(study, definition)
     if definition.cv_folds:
         notes += _cross_validation_folds(study, definition, dataset, created=created)
     tracking_uri = resolve_tracking_uri(settings.mlflow_uri, settings.storage_url, definition.mlflow_tracking_uri)
@@ -204,6 +206,17 @@ def _warm_start(
         + (f"; dropped {', '.join(config.dropped)}" if config.dropped else "")
         for config in taken
     ]
+
+
+def _starting_points(study: optuna.Study, definition: StudyDefinition) -> list[str]:
+    """Enqueue the space's starting points into a new study; say which."""
+    from search.optimize.warm_start import enqueue_starting_points
+
+    ctx = spaces.SpaceContext(n_channels=definition.n_channels, seq_len=definition.seq_len, fs=definition.fs)
+    names = enqueue_starting_points(study, space=spaces.get(definition.space), ctx=ctx)
+    if not names:
+        return []
+    return [f"starting points enqueued as the first trials: {'; '.join(names)} (--no-starting-points: none)"]
 
 
 def default_artifact_dir(settings: StudySettings) -> str | None:

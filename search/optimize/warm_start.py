@@ -1,4 +1,5 @@
-"""Warm starts: the best configurations of an earlier study become a new study's first trials.
+"""Where a new study begins: an earlier study's best configurations (warm starts), else the space's own
+starting points (the family defaults, spaces/starting.py), become its first trials.
 
 The earlier study may have searched another space, another dataset, or data since changed. Each of its
 best configurations is replayed through the new space once, before anything is enqueued: a parameter
@@ -24,6 +25,8 @@ from studies import StudyNotFound, is_infeasible, mask_secrets, open_existing_st
 
 # The user attr naming the earlier trial a warm-start trial replays (`study#number`).
 WARM_START_ATTR = "warm_start_from"
+# The user attr naming the space's starting point a trial runs (e.g. "cnn defaults").
+STARTING_POINT_ATTR = "starting_point"
 
 
 @dataclass
@@ -86,11 +89,30 @@ class _ReplayTrial:
 
 def replay(source: FrozenTrial, space: spaces.SearchSpace, ctx: spaces.SpaceContext) -> WarmConfig:
     """The earlier trial's parameters that the new space takes, as `enqueue_trial` should get them."""
-    stand_in = _ReplayTrial(dict(source.params))
-    space(stand_in, ctx)  # type: ignore[arg-type]  (the spaces only call suggest_*)
-    dropped = sorted(name for name in source.params if name not in stand_in.kept)
+    kept, adapted, dropped = replay_params(dict(source.params), space, ctx)
     value = quality_value(source)
-    return WarmConfig(source.number, float(value or math.nan), stand_in.kept, stand_in.adapted, dropped)
+    return WarmConfig(source.number, float(value or math.nan), kept, adapted, dropped)
+
+
+def replay_params(
+    params: dict[str, Any], space: spaces.SearchSpace, ctx: spaces.SpaceContext
+) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(the parameters `space` takes from `params`, `name: old -> new` for clamped numbers, names it drops)."""
+    stand_in = _ReplayTrial(params)
+    space(stand_in, ctx)  # type: ignore[arg-type]  (the spaces only call suggest_*)
+    return stand_in.kept, stand_in.adapted, sorted(name for name in params if name not in stand_in.kept)
+
+
+def enqueue_starting_points(study: optuna.Study, *, space: spaces.SearchSpace, ctx: spaces.SpaceContext) -> list[str]:
+    """Enqueue the space's starting points as `study`'s next trials; what each is."""
+    enqueued = []
+    for name, point in space.starting_points(ctx):
+        kept, _adapted, dropped = replay_params(point, space, ctx)
+        if dropped:  # a space/starting-point mismatch is a bug here, not something to run half-way
+            raise ValueError(f"starting point {name!r} of space {space.name!r}: the space does not take {dropped}")
+        study.enqueue_trial(kept, user_attrs={STARTING_POINT_ATTR: name}, skip_if_exists=True)
+        enqueued.append(name)
+    return enqueued
 
 
 def best_source_trials(study: optuna.Study, top: int) -> list[FrozenTrial]:
