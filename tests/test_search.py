@@ -248,7 +248,8 @@ def test_worker_with_different_data_is_refused(
     assert code == 5
     message = capsys.readouterr().err
     assert "data_fingerprint" in message and str(small_real_dir) in message.replace("\n", "")
-    assert load(storage, "s").get_trials() == []
+    # The study's starting points are still waiting: the refused worker ran none of them.
+    assert {t.state for t in load(storage, "s").get_trials()} == {TrialState.WAITING}
 
 
 def test_missing_data_folder_is_a_data_error(tmp_path, monkeypatch, capsys, start_args):
@@ -354,6 +355,8 @@ def test_ctrl_c_fails_the_running_trial_and_requeues_it(tiny_real_dir, tmp_path,
                 "--max-params",
                 "60000",
                 "--create-only",
+                # Only the interrupted trial may be waiting afterwards.
+                "--no-starting-points",
             )
         )
         == 0
