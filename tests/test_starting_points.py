@@ -77,10 +77,12 @@ def test_training_defaults_are_the_trainers() -> None:
             assert getattr(trainer, key) == value, key
 
 
-def test_a_new_study_runs_its_starting_points_first_and_once(tiny_real_dir, tmp_path, start_args) -> None:
+def test_a_new_study_runs_its_starting_points_first_and_once(tiny_real_dir, tmp_path, start_args, capsys) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     small = ["--space", "cnn", "--epochs", "1", "--pruner", "none", "--study", "s"]
     assert main(start_args(tiny_real_dir, storage, *small, "--trials", "3")) == 0
+    # Told as a note, not a warning: nothing is wrong.
+    assert "note: starting points enqueued as the first trials: cnn defaults;" in capsys.readouterr().out
     study = optuna.load_study(study_name="s", storage=open_storage(storage))
     # Sampled trials over the parameter limit are pruned outside the budget: only trained ones count.
     trials = [t for t in study.get_trials() if not is_infeasible(t)]

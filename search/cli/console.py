@@ -19,6 +19,10 @@ def labelled(label: str, style: str, message: str) -> Text:
     return Text.assemble((f"{label}:", style), " ", message)
 
 
+def print_note(message: str) -> None:
+    out.print(labelled("note", "cyan", message))
+
+
 def print_warning(message: str, *, stderr: bool = False) -> None:
     (err if stderr else out).print(labelled("warning", "yellow", message))
 

@@ -9,7 +9,7 @@ import optuna
 from rich.text import Text
 
 import spaces
-from search.cli.console import out, print_warning
+from search.cli.console import out, print_note, print_warning
 from search.cli.fleet import plan_from_flags, run_here, worker_settings
 from search.cli.options import check_heartbeat, example, given, mlflow_option, storage_option, worker_options
 from search.cli.status import describe_study
@@ -240,7 +240,9 @@ def command(ctx: click.Context, **params: object) -> int:
         ]
         print_warning("resuming keeps the study's settings; ignored: " + ", ".join(shown))
     for note in prepared.notes:
-        print_warning(note)
+        print_note(note)
+    for warning in prepared.warnings:
+        print_warning(warning)
     _report_mirror(prepared, study_name)
     if slots is None:
         return 0

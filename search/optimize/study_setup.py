@@ -53,8 +53,10 @@ class PreparedStudy:
     ignored: list[IgnoredSetting]
     # The (masked) store a resumed study was mirrored to before this run chose another one.
     mirror_moved_from: str | None = None
-    # What the user should know about how the study treats the data (assumed sampling rate, folds).
+    # What the user should know: trials enqueued for them (warm start, starting points) ...
     notes: list[str] = field(default_factory=list)
+    # ... and what may make the estimate wrong (an assumed sampling rate, folds without patient ids).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def study(self) -> optuna.Study:
@@ -80,12 +82,12 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
     warm_source = _warm_start_source(settings) if settings.warm_start and not stored else None
     study, definition, created = create_or_load_study(storage, settings.study_name, given)
     refuse_incompatible(definition, fingerprint=fingerprint, data_path=settings.data_path)
-    notes = _data_notes(definition, dataset, assumed_fs=created and dataset.fs is None and settings.fs is None)
-    notes += _warm_start(study, definition, settings, warm_source)
+    warnings = _data_notes(definition, dataset, assumed_fs=created and dataset.fs is None and settings.fs is None)
+    notes = _warm_start(study, definition, settings, warm_source)
     if created and settings.starting_points and settings.warm_start is None:
         notes += _starting_points(study, definition)
     if definition.cv_folds:
-        notes += _cross_validation_folds(study, definition, dataset, created=created)
+        warnings += _cross_validation_folds(study, definition, dataset, created=created)
     tracking_uri = resolve_tracking_uri(settings.mlflow_uri, settings.storage_url, definition.mlflow_tracking_uri)
     reachable, moved_from = True, None
     # A resumed study keeps its experiment, unless it is now mirrored to another store: set one up there.
@@ -107,6 +109,7 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
         ignored=ignored,
         mirror_moved_from=moved_from,
         notes=notes,
+        warnings=warnings,
     )
 
 
