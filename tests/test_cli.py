@@ -209,3 +209,21 @@ def test_required_services_fail_instead_of_skipping():
         command, cwd=repo, env={**unreachable, "ECGSEARCH_REQUIRE_SERVICES": "1"}, capture_output=True, text=True
     )
     assert required.returncode != 0 and "ECGSEARCH_REQUIRE_SERVICES is set" in required.stdout, required.stdout
+
+
+def test_a_table_written_to_a_log_keeps_each_row_on_one_line(capsys) -> None:
+    """Piped or logged, rich assumes 80 columns and folds a wide table's labels in two; a seed table
+    (retrain) must stay one row per metric so a log can be grepped."""
+    from rich.table import Table
+
+    from search.cli.console import out, print_table
+
+    table = Table(title="test metrics per seed")
+    for column in ("metric", "seed 17", "seed 18", "seed 19", "mean ± std", "ensemble"):
+        table.add_column(column)
+    table.add_row("test precision_macro", "0.8256", "0.7413", "0.7781", "0.7816 ± 0.0423", "0.7818")
+    width_before = out.width
+    print_table(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert any("test precision_macro" in line and "0.7818" in line for line in lines), lines
+    assert max(len(line) for line in lines) > 80 and out.width == width_before

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from search.cli.console import out, print_warning
+from search.cli.console import out, print_table, print_warning
 from search.cli.options import example
 
 
@@ -151,7 +151,7 @@ def check_command(path: str) -> int:
         table.add_column(column, justify="left" if index == 0 else "right", no_wrap=index < 2)
     for row in report.rows():
         table.add_row(*row)
-    out.print(table)
+    print_table(table)
     for line in report.notes:
         out.print(line)
     for warning in report.warnings:

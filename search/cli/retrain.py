@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.text import Text
 
-from search.cli.console import out, print_warning
+from search.cli.console import out, print_table, print_warning
 from search.cli.options import example, mlflow_option, storage_option
 
 if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, not for `ecgsearch --help`
@@ -130,7 +130,7 @@ def command(
         result = run_retrain(plan, on_progress=progress.on_event)
     for diverged in result.diverged:
         print_warning(f"seed {diverged.seed}: {diverged.reason}")
-    out.print(seed_table(result))
+    print_table(seed_table(result))
     out.print(describe_result(result))
     return 0
 

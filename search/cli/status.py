@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from search.cli.console import out
+from search.cli.console import out, print_table
 from search.cli.options import example, storage_option
 from studies import StudyDefinition, StudySummary, mask_secrets
 
@@ -49,7 +49,7 @@ def command(study_name: str | None, storage: str) -> int:
             best,
             listing.created_at or "",
         )
-    out.print(table)
+    print_table(table)
     return 0
 
 
