@@ -18,6 +18,8 @@ Printed: F1 macro per rule (mean over folds) at every epoch, and (ii)/(i) and (i
 
     python bench/threshold_rule.py                 # default cnn with the rhythm branch, 8 epochs (~5 min)
     python bench/threshold_rule.py --plain         # the default cnn as it is
+    python bench/threshold_rule.py --focal         # trained as the searches' picks often are: focal
+                                                   # loss, pos_weight auto (scores far from 0.5)
     python bench/threshold_rule.py --quick         # a tiny slice, 2 epochs (CI)
 """
 
@@ -36,15 +38,13 @@ FOLDS, EPOCHS, THRESHOLD_METRIC = 5, 8, "f1_macro"
 RULES = ("training windows", "other folds' held-out cut", "0.5")
 
 
-def fold_scores(dataset: Any, folds: Any, params: dict[str, Any], epochs: int) -> list[list[dict[str, Any]]]:
+def fold_scores(dataset: Any, folds: Any, params: dict[str, Any], cfg: Any) -> list[list[dict[str, Any]]]:
     """Per fold, per epoch: the loop's training-window cut, and the held-out scores and labels."""
     import ecgmodels
     from search.data import fold_datasets
-    from search.training.config import TrainConfig
     from search.training.loop import TrainingRun
     from search.training.scoring import score
 
-    cfg = TrainConfig(epochs=epochs)
     per_fold = []
     for k, fold in enumerate(fold_datasets(dataset, folds)):
         model = ecgmodels.build("cnn", n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.fs, **params)
@@ -77,9 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = _common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--plain", action="store_true", help="the default cnn without the rhythm branch")
     parser.add_argument("--epochs", type=int, default=None, help=f"epochs per fold (default {EPOCHS})")
+    parser.add_argument("--focal", action="store_true", help="focal loss with pos_weight auto (default: BCE)")
     args = parser.parse_args(argv)
     import ecgmodels
     from search.data import dataset_folds, load_dataset
+    from search.training.config import TrainConfig
 
     data = _common.prepared_data()
     dataset = load_dataset(data.folder)
@@ -88,13 +90,20 @@ def main(argv: list[str] | None = None) -> int:
     folds_k = 3 if args.quick else FOLDS
     epochs = args.epochs or (2 if args.quick else EPOCHS)
     params = {**ecgmodels.default_params("cnn"), "rhythm_branch": not args.plain}
+    loss = {"loss": "focal", "pos_weight": "auto"} if args.focal else {}
+    cfg = TrainConfig(epochs=epochs, **loss)
     info = _common.print_header(
         "threshold rule: training-window cut vs cuts tuned on other folds' held-out patients"
         + (" (--quick)" if args.quick else ""),
         data_label=data.label,
-        extra={"model": f"cnn defaults, rhythm_branch={params['rhythm_branch']}", "folds": folds_k, "epochs": epochs},
+        extra={
+            "model": f"cnn defaults, rhythm_branch={params['rhythm_branch']}",
+            "loss": f"{cfg.loss}, pos_weight {cfg.pos_weight}",
+            "folds": folds_k,
+            "epochs": epochs,
+        },
     )
-    per_fold = fold_scores(dataset, dataset_folds(dataset, folds_k, 0), params, epochs)
+    per_fold = fold_scores(dataset, dataset_folds(dataset, folds_k, 0), params, cfg)
     rows = []
     for epoch in range(min(len(fold) for fold in per_fold)):
         f1 = f1_by_rule(per_fold, epoch)
