@@ -131,6 +131,7 @@ def ecgsearch_pipeline(data_dir: Path, work: Path, search: dict[str, Any], *, se
     import optuna
 
     from search.cli import main
+    from search.optimize.warm_start import STARTING_POINT_ATTR
 
     storage = f"sqlite:///{work / 'quality.db'}"
     start = [
@@ -153,8 +154,16 @@ def ecgsearch_pipeline(data_dir: Path, work: Path, search: dict[str, Any], *, se
     for trial in study.trials:
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
     best = study.best_trial
+    completed = [t for t in study.trials if t.state.name == "COMPLETE"]
     return {
         "cv": best.value,
+        # What the note on a missed target needs: the pick's folds and curve, and where each value came from.
+        "best_fold_values": best.user_attrs.get("cv_fold_values"),
+        "best_curve": [best.intermediate_values[step] for step in sorted(best.intermediate_values)],
+        "complete_values": [
+            {"trial": t.number, "value": t.value, "starting_point": t.user_attrs.get(STARTING_POINT_ATTR)}
+            for t in completed
+        ],
         "tests": [seed["test"] for seed in metrics["seeds"]],
         "ensemble_test": metrics["test"],
         "search_minutes": searched_s / 60,
@@ -236,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         f"search: {searched['search_minutes']:.1f} min, trials {searched['trials']}, best trial "
         f"{searched['best_trial']}: {searched['best_config']}"
     )
+    completed = ", ".join(
+        f"{t['trial']}: {t['value']:.3f}" + (f" ({t['starting_point']})" if t["starting_point"] else "")
+        for t in searched["complete_values"]
+    )
+    print(f"complete trials' CV values: {completed}")
+    if searched["best_fold_values"]:
+        print("best trial's folds: " + " / ".join(f"{v:.3f}" for v in searched["best_fold_values"]))
+    print("best trial's mean CV curve by epoch: " + " ".join(f"{v:.3f}" for v in searched["best_curve"]))
     if any(math.isnan(row["test_roc_auc"]) for row in rows):
         print("quality: a contender has no test ROC-AUC (one class in the test split?)")
         return 1
