@@ -35,7 +35,7 @@ from ecgmodels.registry import (
     register,
 )
 from ecgmodels.rhythm import FEATURE_NAMES as RHYTHM_FEATURE_NAMES
-from ecgmodels.rhythm import RHYTHM_FUSIONS, RhythmBranch, RhythmFeatures, rhythm_possible
+from ecgmodels.rhythm import RHYTHM_FUSIONS, RhythmBranch, RhythmFeatures, adapt_to_data, rhythm_possible
 
 FAMILIES: tuple[str, ...] = tuple(list_models())
 CLASSIFIERS: tuple[str, ...] = tuple(name for name in FAMILIES if not is_autoencoder(name))
@@ -55,6 +55,7 @@ __all__ = [
     "RhythmBranch",
     "RhythmBranchParams",
     "RhythmFeatures",
+    "adapt_to_data",
     "build",
     "count_params",
     "default_params",

@@ -326,3 +326,79 @@ def test_mean_probability_logit_stays_finite_for_large_logits() -> None:
 def test_an_unknown_rhythm_fusion_is_refused_by_the_config() -> None:
     with pytest.raises(ecgmodels.InvalidArchitecture, match="rhythm_fusion must be one of concat, average"):
         _fusion_cnn("sum", 250.0, 1000)
+
+
+def _rhythm_windows(fs: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` windows, half with a regular rhythm (label 0), half with one premature beat (label 1), at
+    heart rates of 60–86 bpm."""
+    rng = np.random.default_rng(0)
+    windows, labels = [], []
+    for index in range(n):
+        rr = rng.uniform(0.7, 1.0)
+        times = list(np.arange(rng.uniform(0.1, 0.4), SECONDS - 0.1, rr))
+        premature = index % 2
+        if premature:
+            times[3] = times[2] + 0.55 * rr  # early, with the pause after it
+        windows.append(beat_train(fs, tuple(times), noise=0.02))
+        labels.append(float(premature))
+    return torch.cat(windows), torch.tensor(labels)
+
+
+def test_adapt_starts_the_average_regression_as_the_logistic_regression_of_the_training_features() -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from ecgmodels.rhythm import ADAPT_RIDGE
+
+    fs = 250.0
+    x, y = _rhythm_windows(fs, 40)
+    model = _fusion_cnn("average", fs, x.shape[-1]).train()
+    ecgmodels.adapt_to_data(model, x, y)
+    assert model.training  # its mode is restored
+    with torch.no_grad():
+        features = model.rhythm.features(x)
+    branch = model.rhythm
+    torch.testing.assert_close(branch.norm.running_mean, features.mean(dim=0))
+    torch.testing.assert_close(branch.norm.running_var, features.var(dim=0, unbiased=False))
+    # The same objective as scikit-learn's: mean BCE + ridge·|w|²  ⇔  C = 1 / (2 · ridge · n).
+    standardised = ((features - features.mean(dim=0)) / torch.sqrt(features.var(dim=0, unbiased=False) + 1e-5)).numpy()
+    reference = LogisticRegression(C=1 / (2 * ADAPT_RIDGE * len(y)), tol=1e-10, max_iter=10_000).fit(standardised, y)
+    np.testing.assert_allclose(branch.regression.weight.detach().numpy()[0], reference.coef_[0], atol=2e-3, rtol=2e-3)
+    model.eval()
+    with torch.no_grad():
+        regression = branch.regression(branch(x)).squeeze(-1)
+    assert roc_auc_score(y.numpy(), regression.numpy()) > 0.95
+
+
+def test_adapt_leaves_a_concat_branch_s_weights_and_a_model_without_a_branch_alone() -> None:
+    fs = 250.0
+    x, y = _rhythm_windows(fs, 12)
+    concat = _fusion_cnn("concat", fs, x.shape[-1])
+    before = {name: value.clone() for name, value in concat.state_dict().items() if "running" not in name}
+    ecgmodels.adapt_to_data(concat, x, y)
+    after = concat.state_dict()
+    assert all(torch.equal(value, after[name]) for name, value in before.items())
+    assert not torch.equal(concat.rhythm.norm.running_var, torch.ones(len(FEATURE_NAMES)))
+    plain = ecgmodels.build("cnn", n_channels=3, seq_len=x.shape[-1], fs=fs, out_channels=[4], kernel_sizes=[5],
+                            pool_sizes=[4], fc_units=[])  # fmt: skip
+    state = {name: value.clone() for name, value in plain.state_dict().items()}
+    ecgmodels.adapt_to_data(plain, x, y)
+    assert all(torch.equal(value, plain.state_dict()[name]) for name, value in state.items())
+
+
+def test_the_trainer_adapts_a_rhythm_branch_before_its_first_epoch() -> None:
+    from types import SimpleNamespace
+
+    from search.training.config import TrainConfig
+    from search.training.loop import TrainingRun
+
+    fs = 250.0
+    x, y = _rhythm_windows(fs, 16)
+    model = _fusion_cnn("average", fs, x.shape[-1])
+    reference = _fusion_cnn("average", fs, x.shape[-1])
+    reference.load_state_dict(model.state_dict())
+    split = SimpleNamespace(X_train=x, y_train=y.long(), X_val=x[:4], y_val=y[:4].long())
+    TrainingRun(model, split, TrainConfig(epochs=1), autoencoder=False, fs=fs)
+    ecgmodels.adapt_to_data(reference, x, y)
+    torch.testing.assert_close(model.rhythm.regression.weight, reference.rhythm.regression.weight)
+    assert model.rhythm.regression.weight.abs().sum() > 0

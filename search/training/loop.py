@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
+from ecgmodels import adapt_to_data
 from search.training.augment import Augmentation
 from search.training.config import ConfigError, TrainConfig
 from search.training.curve import curve_value
@@ -169,6 +170,8 @@ class TrainingRun:
                 f"the training split has no {'normal (y == 0) ' if autoencoder else ''}windows to train on"
             )
         self.X_train, self.y_train = X_train, y_train
+        if not autoencoder:  # a rhythm branch starts from the training windows' features (ecgmodels/rhythm.py)
+            adapt_to_data(self.model, X_train, y_train)
         self.X_val, self.y_val = data.X_val.to(self.device), data.y_val.to(self.device).float()
         self.y_val_cpu = self.y_val.cpu()  # metrics are computed by scikit-learn on the host
         self.validated = self.X_val.shape[0] > 0

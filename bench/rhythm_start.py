@@ -1,0 +1,97 @@
+"""Does the rhythm branch's data-dependent start help? Patient-grouped CV, the test split never read.
+
+The second starting point of every classifier search is the family defaults with the rhythm branch and
+`average` fusion: the network's probability averaged with a logistic regression on the rhythm features.
+That regression can start at random and learn at the network's learning rate, or start as the logistic
+regression fitted to the training windows' features (`ecgmodels.adapt_to_data`, what the trainer does).
+This bench trains that starting point both ways on the same patient-grouped folds (the folds `start --cv
+K` makes) and prints the CV ROC-AUC per epoch and the trial value (`smoothed`, as a trial computes it),
+with the ratio adapted / random start.
+
+    python bench/rhythm_start.py                    # MIT-BIH DS1 train+val, 5 folds, 8 epochs
+    python bench/rhythm_start.py --data DIR         # any six-file dataset (patient ids make the folds grouped)
+    python bench/rhythm_start.py --quick            # a tiny slice, 3 folds, 2 epochs (CI)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # also puts the repository on sys.path
+
+FOLDS, EPOCHS = 5, 8
+
+
+def cross_validated_curve(dataset: Any, folds: Any, epochs: int, *, adapt: bool) -> list[float]:
+    """The mean CV ROC-AUC per epoch of the cnn defaults with the rhythm branch (`average`)."""
+    import ecgmodels
+    from search.data import fold_datasets
+    from search.training.config import TrainConfig
+    from search.training.device import seed_everything
+    from search.training.loop import TrainingRun, fit_lockstep
+
+    cfg = TrainConfig(epochs=epochs)
+    params = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average"}
+    runs = []
+    no_adapt = mock.patch("search.training.loop.adapt_to_data", lambda *_args: None)
+    with contextlib.nullcontext() if adapt else no_adapt:
+        for fold in fold_datasets(dataset, folds):
+            seed_everything(cfg.seed)
+            model = ecgmodels.build(
+                "cnn", n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.fs, **params
+            )
+            runs.append(TrainingRun(model, fold.normalised()[0], cfg, autoencoder=False, fs=dataset.fs))
+    fit_lockstep(runs)
+    return [statistics.fmean(values) for values in zip(*(run.objective_curve() for run in runs), strict=True)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="a six-file dataset (default: MIT-BIH DS1)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per fold (default {EPOCHS})")
+    args = parser.parse_args(argv)
+    from search.data import dataset_folds, load_dataset
+    from search.training.curve import curve_value
+
+    if args.data is not None:
+        source, label = args.data, f"{args.data} (given)"
+    else:
+        bench_data = _common.prepared_data()
+        source, label = bench_data.folder, bench_data.label
+    dataset = load_dataset(source)
+    if args.quick:
+        dataset = dataset.subset(max_train=120, max_val=60, max_test=2, seed=0)
+    folds_k = 3 if args.quick else FOLDS
+    epochs = args.epochs or (2 if args.quick else EPOCHS)
+    info = _common.print_header(
+        "rhythm branch (average fusion): regression fitted to the training windows vs random start"
+        + (" (--quick)" if args.quick else ""),
+        data_label=label,
+        extra={"model": "cnn defaults + rhythm branch (average), trainer defaults", "folds": folds_k, "epochs": epochs},
+    )
+    folds = dataset_folds(dataset, folds_k, 0)
+    curves = {name: cross_validated_curve(dataset, folds, epochs, adapt=adapt) for name, adapt in
+              (("random start", False), ("adapted", True))}  # fmt: skip
+    rows = [
+        {"epoch": epoch + 1, **{f"CV ROC-AUC {name}": curve[epoch] for name, curve in curves.items()}}
+        for epoch in range(epochs)
+    ]
+    values = {name: curve_value(curve, "smoothed", 3)[0] for name, curve in curves.items()}
+    rows.append({"epoch": "trial value (smoothed, 3)", **{f"CV ROC-AUC {name}": v for name, v in values.items()}})
+    print()
+    _common.print_table(rows, list(rows[0]))
+    ratio = values["adapted"] / values["random start"]
+    print(f"adapted / random start (trial value): {ratio:.3f}")
+    _common.write_json(args.json, "rhythm_start", [*rows, {"ratio": ratio}], info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
