@@ -117,6 +117,23 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def mean_cv_curve(dataset: Any, folds: Any, cfg: Any, params: dict[str, Any], family: str = "cnn") -> list[float]:
+    """The validation objective per epoch, averaged over the folds: each fold's model trained in lockstep on
+    its own training patients, as a `--cv` trial trains them (`folds`: one fold id per train+val window)."""
+    import ecgmodels
+    from search.data import fold_datasets
+    from search.training.device import seed_everything
+    from search.training.loop import TrainingRun, fit_lockstep
+
+    runs = []
+    for fold in fold_datasets(dataset, folds):
+        seed_everything(cfg.seed)
+        model = ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.fs, **params)
+        runs.append(TrainingRun(model, fold.normalised()[0], cfg, autoencoder=False, fs=dataset.fs))
+    fit_lockstep(runs)
+    return [statistics.fmean(values) for values in zip(*(run.objective_curve() for run in runs), strict=True)]
+
+
 def median_seconds(function: Callable[[], Any], *, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):

@@ -51,22 +51,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def cross_validated_default(dataset: Any, folds: Any, *, epochs: int) -> float:
     """The default cnn's patient-grouped CV figure, computed as a `--cv` trial computes its value."""
-    import ecgmodels
-    from search.data import fold_datasets
     from search.training.config import TrainConfig
     from search.training.curve import curve_value
-    from search.training.device import seed_everything
-    from search.training.loop import TrainingRun, fit_lockstep
 
     cfg = TrainConfig(epochs=epochs)
-    runs = []
-    for fold in fold_datasets(dataset, folds):
-        seed_everything(cfg.seed)
-        model = ecgmodels.build("cnn", n_channels=dataset.n_channels, seq_len=dataset.seq_len)
-        runs.append(TrainingRun(model, fold.normalised()[0], cfg, autoencoder=False))
-    fit_lockstep(runs)
-    mean_curve = [statistics.fmean(values) for values in zip(*(run.objective_curve() for run in runs), strict=True)]
-    return curve_value(mean_curve, cfg.selection, cfg.selection_window)[0]
+    return curve_value(_common.mean_cv_curve(dataset, folds, cfg, {}), cfg.selection, cfg.selection_window)[0]
 
 
 def fixed_default(dataset: Any, *, epochs: int, seeds: int) -> list[dict[str, Any]]:

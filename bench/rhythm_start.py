@@ -16,7 +16,6 @@ with the ratio adapted / random start.
 from __future__ import annotations
 
 import contextlib
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,24 +31,13 @@ FOLDS, EPOCHS = 5, 8
 def cross_validated_curve(dataset: Any, folds: Any, epochs: int, *, adapt: bool) -> list[float]:
     """The mean CV ROC-AUC per epoch of the cnn defaults with the rhythm branch (`average`)."""
     import ecgmodels
-    from search.data import fold_datasets
     from search.training.config import TrainConfig
-    from search.training.device import seed_everything
-    from search.training.loop import TrainingRun, fit_lockstep
 
-    cfg = TrainConfig(epochs=epochs)
     params = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average"}
-    runs = []
+    # The trainer adapts at construction; the random-start arm replaces that call with nothing.
     no_adapt = mock.patch("search.training.loop.adapt_to_data", lambda *_args: None)
     with contextlib.nullcontext() if adapt else no_adapt:
-        for fold in fold_datasets(dataset, folds):
-            seed_everything(cfg.seed)
-            model = ecgmodels.build(
-                "cnn", n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.fs, **params
-            )
-            runs.append(TrainingRun(model, fold.normalised()[0], cfg, autoencoder=False, fs=dataset.fs))
-    fit_lockstep(runs)
-    return [statistics.fmean(values) for values in zip(*(run.objective_curve() for run in runs), strict=True)]
+        return _common.mean_cv_curve(dataset, folds, TrainConfig(epochs=epochs), params)
 
 
 def main(argv: list[str] | None = None) -> int:

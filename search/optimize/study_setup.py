@@ -82,7 +82,7 @@ def set_up_study(settings: StudySettings) -> PreparedStudy:
     warm_source = _warm_start_source(settings) if settings.warm_start and not stored else None
     study, definition, created = create_or_load_study(storage, settings.study_name, given)
     refuse_incompatible(definition, fingerprint=fingerprint, data_path=settings.data_path)
-    warnings = _data_notes(definition, dataset, assumed_fs=created and dataset.fs is None and settings.fs is None)
+    warnings = _data_warnings(definition, dataset, assumed_fs=created and dataset.fs is None and settings.fs is None)
     notes = _warm_start(study, definition, settings, warm_source)
     if created and settings.starting_points and settings.warm_start is None:
         notes += _starting_points(study, definition)
@@ -230,7 +230,7 @@ def default_artifact_dir(settings: StudySettings) -> str | None:
     return sqlite_artifact_dir(settings.storage_url)
 
 
-def _data_notes(definition: StudyDefinition, dataset: ECGDataset, *, assumed_fs: bool) -> list[str]:
+def _data_warnings(definition: StudyDefinition, dataset: ECGDataset, *, assumed_fs: bool) -> list[str]:
     if not assumed_fs:
         return []
     return [
