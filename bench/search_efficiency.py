@@ -197,11 +197,11 @@ class FoldByFoldObjective:
 
     def __init__(self, definition: Any, splits: list[Any]) -> None:
         import spaces
+        from search.optimize.space_context import space_context
 
         self.definition, self.splits = definition, splits
-        data = splits[0]
         self.space = spaces.get(definition.space)
-        self.context = spaces.SpaceContext(n_channels=data.n_channels, seq_len=data.seq_len, fs=definition.fs)
+        self.context = space_context(definition)
 
     def _build(self, config: dict[str, Any]) -> Any:
         import spaces

@@ -6,6 +6,8 @@ Input is always (batch, leads, samples). Classifiers return logits of shape (bat
 autoencoders return a reconstruction of the input's exact shape. No model applies a sigmoid.
 `fs` (Hz) is optional and belongs to the data like `seq_len`: the `rhythm` family and the options
 `remove_baseline` and `rhythm_branch` need it and raise InvalidArchitecture without it.
+A classifier with record-relative timing (`rhythm_relative`) takes a second input, each window's
+record RR: `model(x, record_rr)` with `record_rr = ecgmodels.record_rr(windows, patient_ids, fs=fs)`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,17 @@ from ecgmodels.registry import (
     register,
 )
 from ecgmodels.rhythm import FEATURE_NAMES as RHYTHM_FEATURE_NAMES
-from ecgmodels.rhythm import RHYTHM_FUSIONS, RhythmBranch, RhythmFeatures, adapt_to_data, rhythm_possible
+from ecgmodels.rhythm import RELATIVE_FEATURE_NAMES as RHYTHM_RELATIVE_FEATURE_NAMES
+from ecgmodels.rhythm import (
+    RHYTHM_FUSIONS,
+    RhythmBranch,
+    RhythmFeatures,
+    adapt_to_data,
+    record_rr,
+    record_rr_for,
+    rhythm_possible,
+    uses_record_rr,
+)
 
 FAMILIES: tuple[str, ...] = tuple(list_models())
 CLASSIFIERS: tuple[str, ...] = tuple(name for name in FAMILIES if not is_autoencoder(name))
@@ -48,6 +60,7 @@ __all__ = [
     "MIN_REDUCED_LEN",
     "RHYTHM_FEATURE_NAMES",
     "RHYTHM_FUSIONS",
+    "RHYTHM_RELATIVE_FEATURE_NAMES",
     "ConditioningParams",
     "InputConditioning",
     "InvalidArchitecture",
@@ -63,7 +76,10 @@ __all__ = [
     "list_models",
     "make_config",
     "model_param_names",
+    "record_rr",
+    "record_rr_for",
     "reduced_length",
     "register",
     "rhythm_possible",
+    "uses_record_rr",
 ]

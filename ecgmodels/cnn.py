@@ -46,7 +46,7 @@ class CNN(nn.Module):
         in_features += self.rhythm.out_features
         self.head = fc_head(in_features, config.fc_units, config.fc_dropout, config.activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record_rr: torch.Tensor | None = None) -> torch.Tensor:
         x = self.conditioning(x)
         features = self.features(x)
         # Means and maxima over the time axis, not AdaptiveAvgPool: both export as single ONNX reductions.
@@ -56,4 +56,4 @@ class CNN(nn.Module):
             pooled = features.amax(dim=-1)
         else:
             pooled = features.flatten(1)
-        return self.rhythm.head_logits(self.head, pooled, x)
+        return self.rhythm.head_logits(self.head, pooled, x, record_rr)

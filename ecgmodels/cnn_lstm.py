@@ -38,9 +38,9 @@ class CNNLSTM(nn.Module):
         in_features = config.lstm_hidden * directions + self.rhythm.out_features
         self.head = fc_head(in_features, config.fc_units, config.fc_dropout, config.activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record_rr: torch.Tensor | None = None) -> torch.Tensor:
         x = self.conditioning(x)
         steps = self.features(x).transpose(1, 2)  # (batch, steps, channels)
         _, (h_n, _) = self.lstm(steps)
         pooled = last_hidden(h_n, self.config.bidirectional)
-        return self.rhythm.head_logits(self.head, pooled, x)
+        return self.rhythm.head_logits(self.head, pooled, x, record_rr)

@@ -49,8 +49,8 @@ class CNNTransformer(nn.Module):
         in_features = config.d_model + self.rhythm.out_features
         self.head = fc_head(in_features, config.fc_units, config.fc_dropout, config.activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record_rr: torch.Tensor | None = None) -> torch.Tensor:
         x = self.conditioning(x)
         steps = self.project(self.features(x).transpose(1, 2))  # (batch, steps, d_model)
         encoded = self.encoder(self.position(steps))
-        return self.rhythm.head_logits(self.head, encoded.mean(dim=1), x)
+        return self.rhythm.head_logits(self.head, encoded.mean(dim=1), x, record_rr)

@@ -18,8 +18,11 @@ builds exactly the model it built before they existed):
                                                  FC head, the default) or "average" (a logistic
                                                  regression on the features, probabilities averaged
                                                  with the network's); used only with rhythm_branch
+    rhythm_relative: bool      the same four     record-relative timing (rhythm.py): the rate features
+                               and rhythm        over the patient's own median RR, a second model
+                                                 input; needs rhythm_branch (or the rhythm family)
 The `rhythm` family (rhythm features → BatchNorm → FC head) has fc_units, fc_dropout,
-activation and the two conditioning keys, and always needs fs.
+activation, rhythm_relative and the two conditioning keys, and always needs fs.
 Values arrive from JSON as lists, from code as tuples: list fields are stored as tuples so a
 config is hashable, and `to_dict()` gives lists back.
 """
@@ -279,7 +282,14 @@ class ConditioningParams(ModelConfig):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RhythmBranchParams(ModelConfig):
+class RecordRelativeParams(ModelConfig):
+    """Whether rhythm features take the rate relative to the patient's own (a second model input)."""
+
+    rhythm_relative: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RhythmBranchParams(RecordRelativeParams):
     """A classifier's optional side input: the window's rhythm features beside its pooled features."""
 
     rhythm_branch: bool = False
@@ -291,6 +301,8 @@ class RhythmBranchParams(ModelConfig):
             raise InvalidArchitecture(
                 f"rhythm_fusion must be one of {', '.join(RHYTHM_FUSIONS)}, got {self.rhythm_fusion!r}"
             )
+        if self.rhythm_relative and not self.rhythm_branch:
+            raise InvalidArchitecture("rhythm_relative needs rhythm_branch: it changes the branch's features")
 
     def check_input(self, *, n_channels: int, seq_len: int, fs: float | None = None) -> None:
         super().check_input(n_channels=n_channels, seq_len=seq_len, fs=fs)

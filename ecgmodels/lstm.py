@@ -35,8 +35,8 @@ class LSTMClassifier(nn.Module):
         in_features = config.lstm_hidden * directions + self.rhythm.out_features
         self.head = fc_head(in_features, config.fc_units, config.fc_dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record_rr: torch.Tensor | None = None) -> torch.Tensor:
         x = self.conditioning(x)
         _, (h_n, _) = self.lstm(self.downsample(x).transpose(1, 2))
         pooled = last_hidden(h_n, self.config.bidirectional)
-        return self.rhythm.head_logits(self.head, pooled, x)
+        return self.rhythm.head_logits(self.head, pooled, x, record_rr)

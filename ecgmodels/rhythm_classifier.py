@@ -14,13 +14,19 @@ from torch import nn
 
 from ecgmodels.blocks import fc_head
 from ecgmodels.conditioning import InputConditioning
-from ecgmodels.config import ConditioningParams, HeadParams, require_activation, require_rhythm_input
+from ecgmodels.config import (
+    ConditioningParams,
+    HeadParams,
+    RecordRelativeParams,
+    require_activation,
+    require_rhythm_input,
+)
 from ecgmodels.registry import register
 from ecgmodels.rhythm import FEATURE_NAMES, RhythmBranch
 
 
 @dataclass(frozen=True, kw_only=True)
-class RhythmConfig(ConditioningParams, HeadParams):
+class RhythmConfig(RecordRelativeParams, ConditioningParams, HeadParams):
     activation: str = "relu"
 
     def _check(self) -> None:
@@ -38,8 +44,8 @@ class RhythmClassifier(nn.Module):
         super().__init__()
         self.config, self.n_channels, self.seq_len, self.fs = config, n_channels, seq_len, fs
         self.conditioning = InputConditioning.from_config(config, fs=fs, seq_len=seq_len)
-        self.rhythm = RhythmBranch(fs=fs, seq_len=seq_len)
+        self.rhythm = RhythmBranch(fs=fs, seq_len=seq_len, relative=config.rhythm_relative)
         self.head = fc_head(len(FEATURE_NAMES), config.fc_units, config.fc_dropout, config.activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.rhythm(self.conditioning(x))).squeeze(-1)
+    def forward(self, x: torch.Tensor, record_rr: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.rhythm(self.conditioning(x), record_rr)).squeeze(-1)

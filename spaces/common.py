@@ -11,6 +11,8 @@ Input conditioning and rhythm (flat config key <- Optuna name):
     remove_baseline     <- cond_remove_baseline      every family, only when ctx.fs is known
     rhythm_branch       <- rhythm_branch             cnn, cnn_lstm, cnn_transformer, lstm; fs known
     rhythm_fusion       <- rhythm_fusion             the same, when rhythm_branch is on: concat | average
+    rhythm_relative     <- rhythm_relative           the same, and the rhythm family, when the data has
+                                                     patient ids (record-relative timing)
     activation          <- fc_activation             the rhythm family's head
 An option that is not offered is written as false, so every config spells out what it builds.
 The choice sets depend only on the SpaceContext, which is fixed for a study's whole life.
@@ -40,18 +42,26 @@ class SpaceContext:
     """What a space needs to know about the data to keep its architectures valid.
 
     `fs` is the sampling rate in Hz when known: only then are baseline removal, the rhythm
-    branch and the rhythm family offered. A study must keep one context for its whole life:
-    Optuna refuses a categorical parameter whose choices change within a study.
+    branch and the rhythm family offered. `patient_ids`: whether the data carries the patient of
+    each window; only then is record-relative timing offered (a model with it needs them to score).
+    A study must keep one context for its whole life: Optuna refuses a categorical parameter whose
+    choices change within a study.
     """
 
     n_channels: int
     seq_len: int
     fs: float | None = None
+    patient_ids: bool = False
 
     @property
     def rhythm_possible(self) -> bool:
         """Whether rhythm features can be built for this data (fs known, windows long enough)."""
         return rhythm_possible(self.fs, self.seq_len)
+
+    @property
+    def record_relative_possible(self) -> bool:
+        """Whether rhythm features may be record-relative: they can be built and patients are known."""
+        return self.rhythm_possible and self.patient_ids
 
 
 def family_possible(family: str, ctx: SpaceContext) -> bool:
@@ -203,7 +213,15 @@ def suggest_rhythm_branch(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, A
         return {"rhythm_branch": False}
     if not trial.suggest_categorical("rhythm_branch", [False, True]):
         return {"rhythm_branch": False}
-    return {"rhythm_branch": True, "rhythm_fusion": trial.suggest_categorical("rhythm_fusion", list(RHYTHM_FUSIONS))}
+    fusion = trial.suggest_categorical("rhythm_fusion", list(RHYTHM_FUSIONS))
+    return {"rhythm_branch": True, "rhythm_fusion": fusion, **suggest_record_relative(trial, ctx)}
+
+
+def suggest_record_relative(trial: optuna.Trial, ctx: SpaceContext) -> dict[str, Any]:
+    """Whether rhythm features take the rate relative to the patient's own (needs patient ids)."""
+    if not ctx.record_relative_possible:
+        return {"rhythm_relative": False}
+    return {"rhythm_relative": trial.suggest_categorical("rhythm_relative", [False, True])}
 
 
 def _neighbour(pool: int, direction: int) -> int:

@@ -24,6 +24,7 @@ from spaces.common import (
     suggest_downsample,
     suggest_head,
     suggest_lstm,
+    suggest_record_relative,
     suggest_rhythm_branch,
     suggest_training,
     suggest_transformer,
@@ -86,7 +87,11 @@ def _architecture(trial: optuna.Trial, ctx: SpaceContext, family: str) -> dict[s
                 "the rhythm family needs the data's sampling rate (SpaceContext.fs) and windows of at least "
                 f"two refractory periods; got fs={ctx.fs}, seq_len={ctx.seq_len}"
             )
-        return {**suggest_head(trial), "activation": trial.suggest_categorical("fc_activation", list(ACTIVATIONS))}
+        return {
+            **suggest_head(trial),
+            "activation": trial.suggest_categorical("fc_activation", list(ACTIVATIONS)),
+            **suggest_record_relative(trial, ctx),
+        }
     raise ValueError(f"no search space for model family {family!r}")
 
 

@@ -102,6 +102,9 @@ class StudyDefinition:
     # The sampling rate (Hz) the models are built for (filters of baseline removal and beat timing);
     # None for studies created before it was recorded, whose spaces never offered those options.
     fs: float | None = None
+    # Whether the data carries the patient of every window (groups_*.pt): only then do spaces offer
+    # record-relative timing, which needs them at prediction time too. False for studies created before.
+    patient_ids: bool = False
     # Several objectives: the quality metric first, then costs (`COST_OBJECTIVES`); None for a study of the
     # one objective `objective` (every study created before multi-objective search existed).
     objectives: list[str] | None = None

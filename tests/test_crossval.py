@@ -82,15 +82,15 @@ def test_retrain_refits_on_all_of_train_and_val_and_predict_reproduces_it(cv_stu
     assert metrics["epochs"] == metrics["cross_validation"]["epochs"] == best.user_attrs["cv_epoch"]
     assert metrics["validation"] == {}  # nothing was held out: the CV estimate stands in for it
     assert all(seed["epochs_run"] == metrics["epochs"] for seed in metrics["seeds"])
-    windows = tmp_path / "windows.npy"
-    np.save(windows, load_dataset(small_real_dir).X_test.numpy()[:16])
+    windows, groups = tmp_path / "windows.npy", tmp_path / "groups.npy"
+    test = load_dataset(small_real_dir)
+    np.save(windows, test.X_test.numpy()[:16])
+    np.save(groups, test.groups_test.numpy()[:16])  # used when the search picked record-relative timing
     scores = {}
     for runtime in ("torch", "onnx"):
         csv = tmp_path / f"{runtime}.csv"
-        assert (
-            main(["predict", "--model", str(out), "--input", str(windows), "--out", str(csv), "--runtime", runtime])
-            == 0
-        )
+        args = ["predict", "--model", str(out), "--input", str(windows), "--groups", str(groups)]
+        assert main([*args, "--out", str(csv), "--runtime", runtime]) == 0
         scores[runtime] = np.loadtxt(csv, delimiter=",", skiprows=1, usecols=1)
     assert np.max(np.abs(scores["torch"] - scores["onnx"])) < 1e-4
 

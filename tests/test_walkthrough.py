@@ -46,7 +46,11 @@ def test_every_documented_command_parses(parse_command, monkeypatch):
 
 def shrink(argv: list[str], *, raw: Path, slice_dir: Path) -> list[str]:
     """The same command with a small real slice and tiny budgets, so it runs in seconds on a CPU."""
-    replacements = {"../shared/data/mitdb": str(raw), "data/mitdb/X_test.pt": str(slice_dir / "X_test.pt")}
+    replacements = {
+        "../shared/data/mitdb": str(raw),
+        "data/mitdb/X_test.pt": str(slice_dir / "X_test.pt"),
+        "data/mitdb/groups_test.pt": str(slice_dir / "groups_test.pt"),
+    }
     argv = [replacements.get(arg, arg) for arg in argv]
     if argv[0] == "start":
         argv[argv.index("--data") + 1] = str(slice_dir)

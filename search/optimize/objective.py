@@ -22,6 +22,7 @@ import ecgmodels
 import spaces
 from search.data import ECGDataset
 from search.optimize.events import EventHandler, TrialEvent
+from search.optimize.space_context import space_context
 from search.tracking.dashboard_note import store_learning_curve
 from search.training.config import TrainConfig, split_config
 from search.training.cost import CostUnmeasurable, ModelCost, measure_cost
@@ -117,8 +118,7 @@ class TrialObjective:
         self.device = device
         self.device_label = describe_device(device)
         self.space = spaces.get(definition.space)
-        data = self.splits[0]
-        self.context = spaces.SpaceContext(n_channels=data.n_channels, seq_len=data.seq_len, fs=definition.fs)
+        self.context = space_context(definition)
         self.mirror = mirror
         self.on_event = on_event or (lambda event: None)
         self.host = socket.gethostname()

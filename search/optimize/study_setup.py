@@ -14,6 +14,7 @@ import spaces
 from search.data import ASSUMED_WINDOW_S, ECGDataset, dataset_folds, load_dataset
 from search.errors import UsageError
 from search.optimize.settings import StudySettings
+from search.optimize.space_context import space_context
 from search.optimize.worker import LoadedStudy, current_versions, refuse_incompatible
 from search.training.metrics import OBJECTIVES
 from studies import (
@@ -170,6 +171,7 @@ def _definition(
         selection=_given_or_stored(settings, stored, "selection", "best"),
         selection_window=_given_or_stored(settings, stored, "selection_window", 3),
         fs=fs,
+        patient_ids=dataset.has_groups,
     )
 
 
@@ -194,7 +196,7 @@ def _warm_start(
         return []
     if source is None:
         return [f"--warm-start-from {wanted.study_name}: ignored, the study exists (warm starts seed a new study)"]
-    ctx = spaces.SpaceContext(n_channels=definition.n_channels, seq_len=definition.seq_len, fs=definition.fs)
+    ctx = space_context(definition)
     taken = enqueue_warm_start(study, source=source, top=wanted.top, space=spaces.get(definition.space), ctx=ctx)
     definition.warm_start = {
         "study": wanted.study_name,
@@ -215,7 +217,7 @@ def _starting_points(study: optuna.Study, definition: StudyDefinition) -> list[s
     """Enqueue the space's starting points into a new study; say which."""
     from search.optimize.warm_start import enqueue_starting_points
 
-    ctx = spaces.SpaceContext(n_channels=definition.n_channels, seq_len=definition.seq_len, fs=definition.fs)
+    ctx = space_context(definition)
     names = enqueue_starting_points(study, space=spaces.get(definition.space), ctx=ctx)
     if not names:
         return []

@@ -30,7 +30,7 @@ from search.data import NormStats
 from search.errors import EXIT_DATA, EcgSearchError
 from search.ship.ensemble import EnsembleScoringModel
 from search.ship.model_card import is_mitdb, render_model_card
-from search.ship.onnx import ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUT, export_onnx
+from search.ship.onnx import ONNX_INPUT, ONNX_OPSET, ONNX_OUTPUT, ONNX_RECORD_RR, export_onnx
 from search.training.scoring import ScoringModel, score
 from search.versions import package_versions
 
@@ -97,16 +97,25 @@ class Bundle:
         return self.config["score_kind"]
 
     @property
+    def record_relative(self) -> bool:
+        """Whether the model takes each window's record RR (record-relative timing): predict needs patient ids."""
+        return self.config.get("record_rr") is not None
+
+    @property
     def ensemble(self) -> int | None:
         """How many models the score averages; None for a single model."""
         return self.config.get("ensemble")
 
-    def score(self, X: Tensor, *, batch_size: int = 256, normalise: bool = True) -> np.ndarray:
-        """Scores of raw windows `X` (N, leads, samples): normalised with the stored statistics first."""
+    def score(
+        self, X: Tensor, *, groups: Tensor | None = None, batch_size: int = 256, normalise: bool = True
+    ) -> np.ndarray:
+        """Scores of raw windows `X` (N, leads, samples): normalised with the stored statistics first. A model
+        with record-relative timing (`record_relative`) needs `groups`, the patient of each window."""
         X = X.float()
         if normalise:
             X = self.norm.apply(X)
-        return score(self.scorer, X, batch_size=batch_size).numpy()
+        record_rr = ecgmodels.record_rr_for(self.scorer, X, groups)
+        return score(self.scorer, X, record_rr=record_rr, batch_size=batch_size).numpy()
 
 
 def _first_meta(meta: dict[str, Any], *keys: str) -> Any:
@@ -131,8 +140,10 @@ def bundle_config(
     threshold: float,
     n_params: int,
     meta: dict[str, Any],
+    record_relative: bool = False,
 ) -> dict[str, Any]:
-    """The content of config.json: everything needed to rebuild the model(s) and score new windows."""
+    """The content of config.json: everything needed to rebuild the model(s) and score new windows
+    (`record_relative`: the model takes each window's record RR as a second input)."""
     family = config["family"]
     autoencoder = ecgmodels.is_autoencoder(family)
     model_names = ecgmodels.model_param_names(family)
@@ -175,8 +186,26 @@ def bundle_config(
             "dtype": "float32",
             "description": score_text + "; label 1 (anomalous) when score >= threshold",
         },
-        "onnx": {"file": ONNX_FILE, "opset": ONNX_OPSET, "input": ONNX_INPUT, "output": ONNX_OUTPUT},
+        "record_rr": _record_rr_input() if record_relative else None,
+        "onnx": {
+            "file": ONNX_FILE,
+            "opset": ONNX_OPSET,
+            "input": ONNX_INPUT,
+            "output": ONNX_OUTPUT,
+            **({"record_rr_input": ONNX_RECORD_RR} if record_relative else {}),
+        },
         "data_meta": _summary_meta(meta),
+    }
+
+
+def _record_rr_input() -> dict[str, Any]:
+    return {
+        "name": ONNX_RECORD_RR,
+        "shape": ["batch"],
+        "dtype": "float32",
+        "description": "the second input (record-relative timing): for each window, the median R-R interval "
+        "in seconds of its patient's windows, ecgmodels.record_rr(normalised windows, patient ids, fs); "
+        "`ecgsearch predict --groups FILE` computes it from the patient id of each window",
     }
 
 
@@ -214,13 +243,14 @@ def write_bundle(
     source: str,
     metrics: dict[str, Any],
     check_windows: Tensor,
+    check_record_rr: Tensor | None = None,
 ) -> dict[str, Any]:
     """Write every bundle file into `out` and return config.json's content.
 
     `models` (one per seed in `seeds`) are exported as one model, or as the ensemble of their mean
     score when there are several. `check_windows` are real, normalised windows (e.g. from the test
-    split) on which the ONNX graph must match PyTorch; the measured difference is stored in
-    metrics.json under `onnx_max_abs_diff`.
+    split; with `check_record_rr`, their record RR, for a model with record-relative timing) on which the ONNX
+    graph must match PyTorch; the measured difference is stored in metrics.json under `onnx_max_abs_diff`.
     """
     if len(models) != len(seeds) or not models:
         raise ValueError(f"need one seed per model and at least one model (got {len(models)} models, seeds {seeds})")
@@ -236,11 +266,16 @@ def write_bundle(
         threshold=threshold,
         n_params=sum(ecgmodels.count_params(model) for model in models),
         meta=meta,
+        record_relative=ecgmodels.uses_record_rr(models[0]),
     )
     states = [model.state_dict() for model in models]
     torch.save(states if cfg["ensemble"] else states[0], out / MODEL_FILE)
     difference = export_onnx(
-        make_scorer(models, cfg["autoencoder"]), family=cfg["family"], windows=check_windows, path=out / ONNX_FILE
+        make_scorer(models, cfg["autoencoder"]),
+        family=cfg["family"],
+        windows=check_windows,
+        record_rr=check_record_rr,
+        path=out / ONNX_FILE,
     )
     metrics = {**metrics, "onnx_max_abs_diff": difference, "versions": package_versions()}
     write_json(out / CONFIG_FILE, cfg)

@@ -91,13 +91,16 @@ def seed_ensemble(
     return ExportChoice(
         seeds=[r.seed for r in results],
         threshold=threshold,
-        val_metrics=_metrics_of(scorer, data.X_val, data.y_val, threshold, device) if len(data.y_val) else {},
-        test_metrics=_metrics_of(scorer, data.X_test, data.y_test, threshold, device),
+        val_metrics=_metrics_of(scorer, data, "val", threshold, device) if len(data.y_val) else {},
+        test_metrics=_metrics_of(scorer, data, "test", threshold, device),
         models=models,
     )
 
 
 def _metrics_of(
-    scorer: nn.Module, X: torch.Tensor, y: torch.Tensor, threshold: float, device: torch.device
+    scorer: nn.Module, data: ECGDataset, split: str, threshold: float, device: torch.device
 ) -> dict[str, Any]:
-    return classification_metrics(y.cpu().numpy(), score(scorer, X.to(device)).cpu().numpy(), threshold)
+    X, y = data.split(split)
+    X = X.to(device)
+    scores = score(scorer, X, record_rr=ecgmodels.record_rr_for(scorer, X, data.groups(split)))
+    return classification_metrics(y.cpu().numpy(), scores.cpu().numpy(), threshold)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ecgmodels import record_rr_for
 from search.training.loop import SplitData
 from search.training.metrics import choose_threshold
 from search.training.scoring import ScoringModel, score
@@ -29,8 +30,8 @@ class EnsembleScoringModel(nn.Module):
         self.members = nn.ModuleList(ScoringModel(model, autoencoder) for model in models)
         self.autoencoder = autoencoder
 
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.stack([member(x) for member in self.members]).mean(dim=0)
+    def forward(self, x: Tensor, record_rr: Tensor | None = None) -> Tensor:
+        return torch.stack([member(x, record_rr) for member in self.members]).mean(dim=0)
 
 
 def ensemble_threshold(
@@ -41,5 +42,8 @@ def ensemble_threshold(
     tune it, else F1 macro."""
     sample = threshold_sample(data.y_train, threshold_sample_size(data.y_train.numel()), seed=seed)
     windows = data.X_train[sample.to(data.X_train.device)].to(device)
-    scores = score(scorer.to(device), windows).cpu()
+    # Record RR from every training window of a patient, as training computed it, then the sample's.
+    record_rr = record_rr_for(scorer, data.X_train.to(device), getattr(data, "groups_train", None))
+    sampled_rr = record_rr[sample.to(record_rr.device)] if record_rr is not None else None
+    scores = score(scorer.to(device), windows, record_rr=sampled_rr).cpu()
     return float(choose_threshold(scores, data.y_train.cpu()[sample], threshold_metric(objective)))

@@ -2,7 +2,9 @@
 
 The exported graph is the scoring model itself (`search.training.scoring.ScoringModel`, or the
 ensemble of `search.ship.ensemble`): windows in, one anomaly score per window out, so a service needs
-no code of ours to score. Normalisation stays outside the graph (it is stored in config.json).
+no code of ours to score. Normalisation stays outside the graph (it is stored in config.json). A model
+with record-relative timing has a second input, `record_rr`: each window's record RR in seconds
+(`ecgmodels.record_rr`, the median R-R interval of the patient's windows).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from search.training.scoring import score
 
 ONNX_OPSET = 17
 ONNX_INPUT = "x"
+ONNX_RECORD_RR = "record_rr"  # the second input of a model with record-relative timing
 ONNX_OUTPUT = "score"
 # float32 through different kernels (MKL-DNN vs onnxruntime's) differs by ~1e-6; more means a wrong graph.
 ONNX_TOLERANCE = 1e-4
@@ -29,21 +32,34 @@ class OnnxExportError(RuntimeError):
     """The model could not be exported to ONNX, or the ONNX graph scores differently than PyTorch."""
 
 
-def onnx_scores(onnx_path: Path, X: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+def onnx_inputs(X: np.ndarray, record_rr: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The graph's inputs by name: the windows, and their record RR for a model with record-relative timing."""
+    inputs = {ONNX_INPUT: np.ascontiguousarray(X, dtype=np.float32)}
+    if record_rr is not None:
+        inputs[ONNX_RECORD_RR] = np.ascontiguousarray(record_rr, dtype=np.float32).reshape(-1)
+    return inputs
+
+
+def onnx_scores(
+    onnx_path: Path, X: np.ndarray, *, record_rr: np.ndarray | None = None, batch_size: int = 256
+) -> np.ndarray:
     """Scores from the ONNX graph through onnxruntime (CPU), as a float32 array (N,)."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    X = np.ascontiguousarray(X, dtype=np.float32)
+    inputs = onnx_inputs(X, record_rr)
     parts = [
-        session.run([ONNX_OUTPUT], {ONNX_INPUT: X[start : start + batch_size]})[0]
-        for start in range(0, X.shape[0], batch_size)
+        session.run([ONNX_OUTPUT], {name: value[start : start + batch_size] for name, value in inputs.items()})[0]
+        for start in range(0, inputs[ONNX_INPUT].shape[0], batch_size)
     ]
     return np.concatenate(parts).astype(np.float32) if parts else np.empty(0, dtype=np.float32)
 
 
-def export_onnx(scorer: nn.Module, *, family: str, windows: Tensor, path: Path) -> float:
-    """Write `scorer` (windows -> scores, on the CPU) as ONNX to `path`; check it on `windows` (normalised, real).
+def export_onnx(
+    scorer: nn.Module, *, family: str, windows: Tensor, path: Path, record_rr: Tensor | None = None
+) -> float:
+    """Write `scorer` (windows -> scores, on the CPU) as ONNX to `path`; check it on `windows` (normalised, real;
+    with their `record_rr` when the scorer takes it, which adds the graph's second input).
 
     Returns the largest absolute difference between onnxruntime's and PyTorch's scores; raises
     `OnnxExportError` naming the family when export fails or the difference exceeds ONNX_TOLERANCE.
@@ -52,10 +68,12 @@ def export_onnx(scorer: nn.Module, *, family: str, windows: Tensor, path: Path) 
         raise ValueError(f"need at least one window (N, leads, samples) to check ONNX, got {tuple(windows.shape)}")
     scorer = scorer.cpu().eval()
     windows = windows[:ONNX_CHECK_WINDOWS].detach().float().cpu()
-    _write_graph(scorer, family=family, windows=windows, path=path)
-    expected = score(scorer, windows).numpy()
+    if record_rr is not None:
+        record_rr = record_rr[:ONNX_CHECK_WINDOWS].detach().float().cpu()
+    _write_graph(scorer, family=family, windows=windows, record_rr=record_rr, path=path)
+    expected = score(scorer, windows, record_rr=record_rr).numpy()
     try:
-        got = onnx_scores(path, windows.numpy())
+        got = onnx_scores(path, windows.numpy(), record_rr=None if record_rr is None else record_rr.numpy())
     except Exception as error:
         raise OnnxExportError(
             f"the ONNX graph of model family {family!r} does not run in onnxruntime: {type(error).__name__}: {error}"
@@ -73,9 +91,11 @@ def export_onnx(scorer: nn.Module, *, family: str, windows: Tensor, path: Path) 
     return difference
 
 
-def _write_graph(scorer: nn.Module, *, family: str, windows: Tensor, path: Path) -> None:
+def _write_graph(scorer: nn.Module, *, family: str, windows: Tensor, record_rr: Tensor | None, path: Path) -> None:
     # Two windows at export time, so no dimension of size 1 gets specialised into the graph.
-    example = windows[:2] if windows.shape[0] >= 2 else windows.repeat(2, 1, 1)
+    index = torch.arange(2) % windows.shape[0]
+    inputs: tuple[Tensor, ...] = (windows[index],) if record_rr is None else (windows[index], record_rr[index])
+    names = [ONNX_INPUT] if record_rr is None else [ONNX_INPUT, ONNX_RECORD_RR]
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
@@ -84,13 +104,13 @@ def _write_graph(scorer: nn.Module, *, family: str, windows: Tensor, path: Path)
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 scorer,
-                (example,),
+                inputs,
                 str(path),
                 dynamo=False,
                 opset_version=ONNX_OPSET,
-                input_names=[ONNX_INPUT],
+                input_names=names,
                 output_names=[ONNX_OUTPUT],
-                dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}},
+                dynamic_axes={**{name: {0: "batch"} for name in names}, ONNX_OUTPUT: {0: "batch"}},
             )
     except Exception as error:
         raise OnnxExportError(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import ecgmodels
 from search.data import DataError
 from search.errors import UsageError
 from search.ship.bundle import ONNX_FILE, Bundle
@@ -20,6 +21,7 @@ from search.training.scoring import score
 RUNTIMES = ("torch", "onnx")
 INPUT_SUFFIXES = (".pt", ".npy", ".npz")
 NPZ_KEYS = ("X", "X_test")
+GROUPS_NPZ_KEYS = ("groups", "groups_test")
 OUTPUT_SUFFIXES = (".csv", ".json")
 
 
@@ -31,40 +33,46 @@ class Predictions:
     threshold: float
 
 
-def load_windows(path: str | Path) -> np.ndarray:
-    """Windows from `.pt` (a tensor), `.npy`, or `.npz` (key X or X_test, else its only array), as
-    float32 (N, leads, samples); a single 2-D window (leads, samples) becomes N = 1."""
+def read_array(path: str | Path, *, what: str, npz_keys: tuple[str, ...]) -> tuple[np.ndarray, str]:
+    """(the array, the field it came from) in `.pt` (a tensor), `.npy`, or `.npz` (the first of `npz_keys`
+    it holds, else its only array); `what` names the content in messages."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(path, "path", "does not exist; expected a .pt, .npy or .npz file of windows")
+        raise DataError(path, "path", f"does not exist; expected a .pt, .npy or .npz file of {what}")
     suffix = path.suffix.lower()
     if suffix not in INPUT_SUFFIXES:
         raise DataError(path, "path", f"has suffix {path.suffix or '(none)'!r}; expected one of {INPUT_SUFFIXES}")
-    field = "X"
+    field = npz_keys[0]
     try:
         if suffix == ".pt":
             value = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(value, torch.Tensor):
-                raise DataError(path, field, f"holds a {type(value).__name__}; expected one tensor of windows")
-            array = value.detach().float().numpy()
-        elif suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as archive:
-                keys = list(archive.keys())
-                field = next((k for k in NPZ_KEYS if k in keys), keys[0] if len(keys) == 1 else "")
-                if not field:
-                    raise DataError(
-                        path,
-                        "keys",
-                        f"holds {', '.join(keys) or 'no arrays'}; expected a key "
-                        f"{' or '.join(NPZ_KEYS)}, or exactly one array",
-                    )
-                array = archive[field]
+                raise DataError(path, field, f"holds a {type(value).__name__}; expected one tensor of {what}")
+            value = value.detach()
+            return (value.float() if value.is_floating_point() else value).numpy(), field
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False), field
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            field = next((k for k in npz_keys if k in keys), keys[0] if len(keys) == 1 else "")
+            if not field:
+                raise DataError(
+                    path,
+                    "keys",
+                    f"holds {', '.join(keys) or 'no arrays'}; expected a key "
+                    f"{' or '.join(npz_keys)}, or exactly one array",
+                )
+            return archive[field], field
     except DataError:
         raise
     except Exception as error:  # unpickling, zip and format errors all mean the same to the user
         raise DataError(path, field, f"cannot be read ({type(error).__name__}: {error})") from None
+
+
+def load_windows(path: str | Path) -> np.ndarray:
+    """Windows from `.pt` (a tensor), `.npy`, or `.npz` (key X or X_test, else its only array), as
+    float32 (N, leads, samples); a single 2-D window (leads, samples) becomes N = 1."""
+    array, field = read_array(path, what="windows", npz_keys=NPZ_KEYS)
     if array.dtype.kind not in "fiu":
         raise DataError(path, field, f"has dtype {array.dtype}; expected numbers (float32 windows)")
     if array.ndim == 2:
@@ -79,6 +87,20 @@ def load_windows(path: str | Path) -> np.ndarray:
     return array
 
 
+def load_groups(path: str | Path, n_windows: int) -> np.ndarray:
+    """Patient ids, one whole number per window, from `.pt`, `.npy` or `.npz` (key groups, else its only
+    array), as int64 (N,)."""
+    array, field = read_array(path, what="patient ids", npz_keys=GROUPS_NPZ_KEYS)
+    if array.dtype.kind not in "iu" or array.shape != (n_windows,):
+        raise DataError(
+            path,
+            field,
+            f"has dtype {array.dtype} and shape {tuple(array.shape)}; expected one integer patient id per "
+            f"window, shape ({n_windows},)",
+        )
+    return array.astype(np.int64)
+
+
 def check_shape(windows: np.ndarray, bundle: Bundle, path: str | Path) -> None:
     expected = (bundle.n_channels, bundle.window_length)
     if tuple(windows.shape[1:]) != expected:
@@ -90,21 +112,40 @@ def check_shape(windows: np.ndarray, bundle: Bundle, path: str | Path) -> None:
         )
 
 
-def predict(bundle: Bundle, windows: np.ndarray, *, runtime: str = "torch", batch_size: int = 256) -> Predictions:
+def predict(
+    bundle: Bundle,
+    windows: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    runtime: str = "torch",
+    batch_size: int = 256,
+) -> Predictions:
     """Normalise raw `windows` with the bundle's statistics and score them with `runtime` (one model or an
-    ensemble alike: the ONNX graph and `bundle.scorer` both hold the whole scoring model)."""
+    ensemble alike: the ONNX graph and `bundle.scorer` both hold the whole scoring model). A model with
+    record-relative timing needs `groups`, the patient of each window: its second input, each window's
+    record RR, comes from the windows of the same patient, as in training."""
     if runtime not in RUNTIMES:
         raise UsageError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if batch_size < 1:
         raise UsageError(f"--batch-size {batch_size}: expected an integer >= 1")
+    if bundle.record_relative and groups is None:
+        raise UsageError(
+            f"the model in {bundle.path} uses record-relative timing (config.json: record_rr): give the patient "
+            "of each window with --groups FILE (one integer id per window)"
+        )
     normalised = bundle.norm.apply(np.ascontiguousarray(windows, dtype=np.float32))
+    record_rr = None
+    if bundle.record_relative:
+        windows_t = torch.from_numpy(normalised)
+        record_rr = ecgmodels.record_rr_for(bundle.scorer, windows_t, torch.as_tensor(groups, dtype=torch.int64))
     if runtime == "onnx":
         onnx_path = bundle.path / ONNX_FILE
         if not onnx_path.is_file():
             raise DataError(onnx_path, "model.onnx", "is missing; use --runtime torch or re-export the bundle")
-        scores = onnx_scores(onnx_path, normalised, batch_size=batch_size)
+        rr = None if record_rr is None else record_rr.numpy()
+        scores = onnx_scores(onnx_path, normalised, record_rr=rr, batch_size=batch_size)
     else:
-        scores = score(bundle.scorer, torch.from_numpy(normalised), batch_size=batch_size).numpy()
+        scores = score(bundle.scorer, torch.from_numpy(normalised), record_rr=record_rr, batch_size=batch_size).numpy()
     return Predictions(
         scores=scores,
         labels=(scores >= bundle.threshold).astype(np.int64),

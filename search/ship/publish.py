@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from search.ship.bundle import BUNDLE_FILES, CONFIG_FILE, METRICS_FILE, ONNX_FILE, read_json
-from search.ship.onnx import onnx_scores
+from search.ship.onnx import ONNX_INPUT, ONNX_RECORD_RR, onnx_scores
 from search.tracking.bundle_log import BundleContent, BundleRun
 from studies import StudyDefinition, mask_secrets
 
@@ -36,7 +36,7 @@ def log_to_mlflow(
     study_name: str,
     trial_number: int,
     register_as: str | None,
-    example: np.ndarray,
+    example: dict[str, np.ndarray],
 ) -> MlflowOutcome:
     """Log the bundle in `bundle_dir` under the study's parent run (the same experiment and parent the
     study's trials went to when the store is the study's own); never raises for the store's errors."""
@@ -54,8 +54,9 @@ def log_to_mlflow(
         artifact_paths=[bundle_dir / name for name in BUNDLE_FILES if name != ONNX_FILE],
         config=read_json(bundle_dir / CONFIG_FILE),
         metrics=read_json(bundle_dir / METRICS_FILE),
-        example=example,
-        example_scores=onnx_scores(bundle_dir / ONNX_FILE, example),
+        # One input is logged as an array (the signature MLflow has always shown), two by name.
+        example=example if len(example) > 1 else example[ONNX_INPUT],
+        example_scores=onnx_scores(bundle_dir / ONNX_FILE, example[ONNX_INPUT], record_rr=example.get(ONNX_RECORD_RR)),
     )
     try:
         run = log_bundle(

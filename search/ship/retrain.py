@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from optuna.trial import FrozenTrial
 
+import ecgmodels
 from search.data import DataError, ECGDataset, NormStats, all_labelled, load_dataset
 from search.errors import UsageError
 from search.ship.bundle import write_bundle
 from search.ship.choice import ExportChoice, best_on_validation, seed_ensemble
+from search.ship.onnx import onnx_inputs
 from search.ship.publish import MlflowOutcome, log_to_mlflow
 from search.ship.seeds import ProgressCallback, SeedDiverged, SeedResult, summarise_seeds, train_seeds
 from search.training.config import TrainConfig, split_config
@@ -235,6 +237,10 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
     choice = pick_export(plan, results)
     summary = summarise_seeds(results)
     exported_config = {**plan.config, "epochs": plan.train_cfg.epochs, "patience": plan.train_cfg.patience}
+    test = plan.normalised
+    # The test windows' record RR when the model takes it (record-relative timing): the ONNX check's and
+    # the MLflow example's second input, from every test window of each patient.
+    test_rr = ecgmodels.record_rr_for(choice.models[0], test.X_test, test.groups_test)
     write_bundle(
         plan.out,
         models=choice.models,
@@ -245,7 +251,8 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
         meta={**plan.dataset.meta, "fs": plan.fs} if plan.fs is not None else plan.dataset.meta,
         source=plan.dataset.source,
         metrics=bundle_metrics(plan, results, diverged, choice, summary),
-        check_windows=plan.normalised.X_test,
+        check_windows=test.X_test,
+        check_record_rr=test_rr,
     )
     mlflow = log_to_mlflow(
         plan.out,
@@ -255,7 +262,7 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
         study_name=settings.study,
         trial_number=plan.trial_number,
         register_as=settings.register_as,
-        example=plan.normalised.X_test[:2].cpu().numpy(),
+        example=onnx_inputs(test.X_test[:2].cpu().numpy(), None if test_rr is None else test_rr[:2].cpu().numpy()),
     )
     return RetrainResult(
         out=plan.out,

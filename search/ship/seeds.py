@@ -79,13 +79,15 @@ def final_metrics(
     model: torch.nn.Module,
     X: torch.Tensor,
     y: torch.Tensor,
+    groups: torch.Tensor | None,
     *,
     autoencoder: bool,
     threshold: float,
     device: torch.device,
 ) -> dict[str, Any]:
-    """The full metric set in float32 without autocast: the numbers the exported model reproduces."""
-    scores = score_windows(model, X, autoencoder=autoencoder, device=device)
+    """The full metric set in float32 without autocast: the numbers the exported model reproduces
+    (`groups`, the windows' patients, feed a model with record-relative timing)."""
+    scores = score_windows(model, X, autoencoder=autoencoder, groups=groups, device=device)
     return classification_metrics(y.cpu(), scores, threshold)
 
 
@@ -148,8 +150,8 @@ def train_one_seed(
         epochs_run=len(fitted.history),
         stopped_early=fitted.stopped_early,
         threshold=float(fitted.threshold),
-        val_metrics=final_metrics(model, data.X_val, data.y_val, **common) if len(data.y_val) else {},
-        test_metrics=final_metrics(model, data.X_test, data.y_test, **common),
+        val_metrics=final_metrics(model, data.X_val, data.y_val, data.groups_val, **common) if len(data.y_val) else {},
+        test_metrics=final_metrics(model, data.X_test, data.y_test, data.groups_test, **common),
         seconds=time.perf_counter() - started,
         state=fitted.best_state,
     )

@@ -49,7 +49,7 @@ class BundleContent:
     artifact_paths: Sequence[Path]
     config: dict[str, Any]
     metrics: dict[str, Any]
-    example: np.ndarray
+    example: np.ndarray | dict[str, np.ndarray]  # the windows, or every graph input by name when there are two
     example_scores: np.ndarray
 
 
@@ -157,7 +157,11 @@ def _log_run(client: Any, run_id: str, content: BundleContent, register_as: str 
     )
     for path in content.artifact_paths:
         client.log_artifact(run_id, str(path), artifact_path=BUNDLE_ARTIFACT_DIR)
-    example = np.ascontiguousarray(content.example, dtype=np.float32)
+    example: np.ndarray | dict[str, np.ndarray] = (
+        {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in content.example.items()}
+        if isinstance(content.example, dict)
+        else np.ascontiguousarray(content.example, dtype=np.float32)
+    )
     with mlflow.start_run(run_id=run_id):
         return mlflow.onnx.log_model(
             onnx.load(str(content.onnx_path)),

@@ -74,10 +74,14 @@ def measure_cost(model: nn.Module, *, family: str, n_channels: int, seq_len: int
     device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     scorer.cpu().eval()
-    window = torch.zeros(1, n_channels, seq_len)
+    # A model with record-relative timing takes each window's record RR too, one number per window; the
+    # per-patient step that computes it before scoring is not part of the graph's cost.
+    inputs = (torch.zeros(1, n_channels, seq_len),)
+    if ecgmodels.uses_record_rr(model):
+        inputs = (*inputs, torch.ones(1))
     try:
-        flops = count_flops(scorer, window) if "flops" in wanted else None
-        latency = onnx_latency_ms(scorer, window) if "latency_ms" in wanted else None
+        flops = count_flops(scorer, *inputs) if "flops" in wanted else None
+        latency = onnx_latency_ms(scorer, *inputs) if "latency_ms" in wanted else None
     except Exception as error:  # one architecture's problem: the trial fails with the reason, not the worker
         raise CostUnmeasurable(f"{family}: {type(error).__name__}: {error}") from error
     finally:
@@ -92,8 +96,8 @@ _FUSED_IN_EVAL = (nn.TransformerEncoder, nn.TransformerEncoderLayer, nn.Multihea
 _GATES = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}
 
 
-def count_flops(scorer: nn.Module, window: torch.Tensor) -> int:
-    """FLOPs of one forward pass of `scorer` on `window` (batch 1).
+def count_flops(scorer: nn.Module, window: torch.Tensor, *more_inputs: torch.Tensor) -> int:
+    """FLOPs of one forward pass of `scorer` on `window` (batch 1; `more_inputs`: a second input, if any).
 
     torch's flop counter counts matrix products and convolutions as the dispatcher sees them; the CPU's
     recurrent kernels are opaque to it, so a recurrent layer it saw no FLOPs in is counted from its shape.
@@ -112,7 +116,7 @@ def count_flops(scorer: nn.Module, window: torch.Tensor) -> int:
         for module in fused:
             module.train()
         with torch.no_grad(), counter:
-            scorer(window)
+            scorer(window, *more_inputs)
     finally:
         for module in fused:
             module.eval()
@@ -146,20 +150,24 @@ def _recurrent_flops(module: nn.Module, steps: int) -> int:
     return total
 
 
-def onnx_latency_ms(scorer: nn.Module, window: torch.Tensor) -> float:
+def onnx_latency_ms(scorer: nn.Module, window: torch.Tensor, *more_inputs: torch.Tensor) -> float:
     """Median milliseconds of one batch-1 forward pass through onnxruntime on one CPU thread."""
     import onnxruntime
 
+    inputs = (window, *more_inputs)
+    names = [f"input_{index}" for index in range(len(inputs))]
     with tempfile.TemporaryDirectory(prefix="ecgsearch-latency-") as folder:
         path = Path(folder) / "model.onnx"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, as in search.ship.onnx
-            torch.onnx.export(scorer, (window,), str(path), dynamo=False, opset_version=_ONNX_OPSET, input_names=["x"])
+            torch.onnx.export(scorer, inputs, str(path), dynamo=False, opset_version=_ONNX_OPSET, input_names=names)
         options = onnxruntime.SessionOptions()
         # One thread: the reference does not depend on how many cores this machine has free.
         options.intra_op_num_threads = options.inter_op_num_threads = 1
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {"x": np.ascontiguousarray(window.numpy(), dtype=np.float32)}
+    feed = {
+        name: np.ascontiguousarray(value.numpy(), dtype=np.float32) for name, value in zip(names, inputs, strict=True)
+    }
     for _ in range(LATENCY_WARMUP):
         session.run(None, feed)
     timings = []

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from ecgmodels import adapt_to_data
+from ecgmodels import adapt_to_data, record_rr_for
 from search.training.augment import Augmentation
 from search.training.config import ConfigError, TrainConfig
 from search.training.curve import curve_value
@@ -53,7 +53,9 @@ class SplitData(Protocol):
     """What a run needs of an `ECGDataset` (or of one cross-validation fold of it).
 
     `X_val`/`y_val` may hold no window: a final fit on every labelled window (after cross-validation
-    chose its epochs) has nothing left to validate on; it then keeps its last epoch.
+    chose its epochs) has nothing left to validate on; it then keeps its last epoch. Optional attributes
+    `groups_train` / `groups_val`, the patient of each window, are read only for a model with
+    record-relative timing (which needs them).
     """
 
     X_train: Tensor
@@ -161,18 +163,23 @@ class TrainingRun:
         self.scorer = ScoringModel(self.model, autoencoder)
 
         X_train, y_train = data.X_train.to(self.device), data.y_train.to(self.device).float()
+        self.X_val, self.y_val = data.X_val.to(self.device), data.y_val.to(self.device).float()
+        # A model with record-relative timing takes each window's record RR as a second input: per split,
+        # from the windows of the same patient (ecgmodels/rhythm.py). None for every other model.
+        rr_train = self._record_rr(X_train, getattr(data, "groups_train", None), "training")
+        self.rr_val = self._record_rr(self.X_val, getattr(data, "groups_val", None), "validation")
         sample = threshold_sample(y_train, threshold_sample_size(y_train.numel()), seed=cfg.seed).to(self.device)
         self.X_threshold, self.y_threshold = X_train[sample], y_train[sample].cpu()
+        self.rr_threshold = rr_train[sample] if rr_train is not None else None
         if autoencoder:  # they learn what normal looks like; anomalies are what they reconstruct badly
             X_train, y_train = X_train[y_train == 0], y_train[y_train == 0]
         if X_train.shape[0] == 0:
             raise ValueError(
                 f"the training split has no {'normal (y == 0) ' if autoencoder else ''}windows to train on"
             )
-        self.X_train, self.y_train = X_train, y_train
+        self.X_train, self.y_train, self.rr_train = X_train, y_train, rr_train
         if not autoencoder:  # a rhythm branch starts from the training windows' features (ecgmodels/rhythm.py)
-            adapt_to_data(self.model, X_train, y_train)
-        self.X_val, self.y_val = data.X_val.to(self.device), data.y_val.to(self.device).float()
+            adapt_to_data(self.model, X_train, y_train, rr_train)
         self.y_val_cpu = self.y_val.cpu()  # metrics are computed by scikit-learn on the host
         self.validated = self.X_val.shape[0] > 0
         if not self.validated and (cfg.selection != "last" or cfg.patience):
@@ -194,6 +201,15 @@ class TrainingRun:
         self.history: list[dict[str, Any]] = []
         self.kept_epoch = 0  # the epoch whose weights kept_state holds
         self.kept_state: dict[str, Tensor] = {}
+
+    def _record_rr(self, X: Tensor, groups: Tensor | None, split: str) -> Tensor | None:
+        try:
+            return record_rr_for(self.model, X, None if groups is None else groups.to(self.device))
+        except ValueError as error:
+            raise ConfigError(
+                f"config field 'rhythm_relative': record-relative timing needs the patient of every {split} "
+                "window; the data has no patient ids (groups_*.pt), so train without it"
+            ) from error
 
     @property
     def epoch(self) -> int:
@@ -260,7 +276,7 @@ class TrainingRun:
             idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             xb = self.augment(self.X_train[idx], self.generator)
             with autocast(device, self.amp):
-                out = model(xb)
+                out = model(xb) if self.rr_train is None else model(xb, self.rr_train[idx])
                 if self.autoencoder:
                     loss = self.loss_fn(check_reconstruction(out, xb), xb)
                 else:
@@ -286,14 +302,16 @@ class TrainingRun:
 
     def _choose_threshold(self, epoch: int) -> float:
         """The cut that maximises the threshold metric on the fixed sample of training windows."""
-        scores = score(self.scorer, self.X_threshold, batch_size=self.eval_batch, amp=self.amp).cpu()
+        scores = score(
+            self.scorer, self.X_threshold, record_rr=self.rr_threshold, batch_size=self.eval_batch, amp=self.amp
+        ).cpu()
         if not bool(torch.isfinite(scores).all()):
             raise TrainingDiverged(epoch, None, "the scores of training windows", self.cfg.lr)
         return choose_threshold(scores, self.y_threshold, self.threshold_metric)
 
     def _validate(self, epoch: int, threshold: float) -> dict[str, Any]:
         """`val_loss` and every validation metric at `threshold`, named `val_<metric>`."""
-        raw = score(self.scorer, self.X_val, batch_size=self.eval_batch, amp=self.amp, raw=True)
+        raw = score(self.scorer, self.X_val, record_rr=self.rr_val, batch_size=self.eval_batch, amp=self.amp, raw=True)
         if self.autoencoder:  # the loss it trains on: reconstruction error of normal windows
             normal = self.y_val == 0
             val_loss_t = raw[normal].mean() if bool(normal.any()) else raw.mean()

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+import ecgmodels
+
 # Evaluation needs no activations for backward, so on a GPU it runs in larger batches. On a CPU the
 # larger activations fall out of cache: a 512-window batch ran 2.7x slower than 128 for the default
 # cnn here (bench/throughput.py, evaluation batch section), so CPU evaluation keeps the training batch size.
@@ -70,29 +72,39 @@ class ScoringModel(nn.Module):
         self.model = model
         self.autoencoder = autoencoder
 
-    def raw(self, x: Tensor) -> Tensor:
-        """Logits (classifiers; the loss is computed on them) or reconstruction errors (autoencoders)."""
-        out = self.model(x)
+    def raw(self, x: Tensor, record_rr: Tensor | None = None) -> Tensor:
+        """Logits (classifiers; the loss is computed on them) or reconstruction errors (autoencoders).
+        `record_rr`: each window's record RR, the second input of a model with record-relative timing."""
+        out = self.model(x) if record_rr is None else self.model(x, record_rr)
         if self.autoencoder:
             return (check_reconstruction(out, x).float() - x.float()).pow(2).mean(dim=tuple(range(1, x.dim())))
         return check_logits(out, x.shape[0]).float()
 
-    def forward(self, x: Tensor) -> Tensor:
-        raw = self.raw(x)
+    def forward(self, x: Tensor, record_rr: Tensor | None = None) -> Tensor:
+        raw = self.raw(x, record_rr)
         return raw if self.autoencoder else torch.sigmoid(raw)
 
 
 def score(
-    scorer: ScoringModel, X: Tensor, *, batch_size: int | None = None, amp: bool = False, raw: bool = False
+    scorer: nn.Module,
+    X: Tensor,
+    *,
+    record_rr: Tensor | None = None,
+    batch_size: int | None = None,
+    amp: bool = False,
+    raw: bool = False,
 ) -> Tensor:
-    """`scorer` over `X` in batches on X's device, in eval mode: scores (or raw outputs), float32 (N,)."""
+    """`scorer` over `X` (and the windows' `record_rr`, for a model with record-relative timing) in batches
+    on X's device, in eval mode: scores (or a ScoringModel's raw outputs), float32 (N,)."""
     batch_size = batch_size or eval_batch_size(X.device)
     scorer.eval()
     head = scorer.raw if raw else scorer
     parts: list[Tensor] = []
     with torch.inference_mode(), autocast(X.device, amp):
         for start in range(0, X.shape[0], batch_size):
-            parts.append(head(X[start : start + batch_size]).float())
+            window = slice(start, start + batch_size)
+            inputs = (X[window],) if record_rr is None else (X[window], record_rr[window].to(X.device))
+            parts.append(head(*inputs).float())
     return torch.cat(parts) if parts else torch.empty(0, device=X.device)
 
 
@@ -101,11 +113,15 @@ def score_windows(
     X: Tensor,
     *,
     autoencoder: bool,
+    groups: Tensor | None = None,
     device: torch.device | str = "cpu",
     batch_size: int | None = None,
     amp: bool = False,
 ) -> np.ndarray:
-    """Anomaly scores of (normalised) windows `X` as a float32 numpy array (N,), computed on `device`."""
+    """Anomaly scores of (normalised) windows `X` (of patients `groups`, which a model with record-relative
+    timing needs) as a float32 numpy array (N,), computed on `device`."""
     device = torch.device(device)
     scorer = ScoringModel(model.to(device), autoencoder)
-    return score(scorer, X.to(device), batch_size=batch_size, amp=amp).cpu().numpy()
+    X = X.to(device)
+    record_rr = ecgmodels.record_rr_for(model, X, groups)
+    return score(scorer, X, record_rr=record_rr, batch_size=batch_size, amp=amp).cpu().numpy()

@@ -1,0 +1,134 @@
+"""Record-relative timing on unseen patients: the rate over the patient's own median RR vs the absolute rate.
+
+Patient-grouped cross-validation over train+val (the folds `start --cv K` makes); the test split is never
+read. Two measurements, each with the rhythm features' two rate features absolute and record-relative
+(`rhythm_relative`, ecgmodels/rhythm.py), everything else equal:
+
+  1. the rhythm features into a logistic regression (scikit-learn), over several fold seeds: cheap, so
+     the spread between fold draws shows beside the difference;
+  2. the search's second starting point (cnn defaults + rhythm branch, `average` fusion) trained as a
+     `--cv` trial trains it: CV ROC-AUC per epoch and the trial value (`smoothed`, 3 epochs).
+
+It prints the ratio record-relative / absolute of each. Needs patient ids (groups_*.pt): without them a
+patient's record RR is undefined.
+
+    python bench/record_relative.py                 # MIT-BIH DS1 train+val, 5 folds, 8 epochs
+    python bench/record_relative.py --data DIR      # any six-file dataset with patient ids
+    python bench/record_relative.py --quick         # a tiny slice, 3 folds, 2 epochs (CI)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # also puts the repository on sys.path
+
+FOLDS, EPOCHS, FOLD_SEEDS = 5, 8, (0, 1, 2)
+ARMS = (("absolute", False), ("record-relative", True))
+
+
+def regression_cv(dataset: Any, fold_seeds: tuple[int, ...], k: int) -> dict[str, list[float]]:
+    """Mean CV ROC-AUC of a logistic regression on the rhythm features, per fold seed, for both arms."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import ecgmodels
+    from search.data import dataset_folds
+
+    normalised, _ = dataset.normalised()  # what the models see, so the record RR is the trainer's own
+    X = torch.cat([normalised.X_train, normalised.X_val])
+    y = torch.cat([normalised.y_train, normalised.y_val]).numpy()
+    groups = torch.cat([normalised.groups_train, normalised.groups_val])
+    extractor = ecgmodels.RhythmFeatures(fs=dataset.fs, seq_len=dataset.seq_len).eval()
+    record_rr = ecgmodels.record_rr(X, groups, fs=dataset.fs)
+    features: dict[str, np.ndarray] = {}
+    with torch.inference_mode():
+        for name, relative in ARMS:
+            parts = [
+                extractor(X[i : i + 256], record_rr[i : i + 256] if relative else None) for i in range(0, len(X), 256)
+            ]
+            features[name] = torch.cat(parts).numpy()
+    values: dict[str, list[float]] = {name: [] for name, _ in ARMS}
+    for seed in fold_seeds:
+        folds = np.asarray(dataset_folds(dataset, k, seed))
+        for name, F in features.items():
+            aucs = []
+            for fold in range(k):
+                model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+                model.fit(F[folds != fold], y[folds != fold])
+                aucs.append(roc_auc_score(y[folds == fold], model.predict_proba(F[folds == fold])[:, 1]))
+            values[name].append(statistics.fmean(aucs))
+    return values
+
+
+def starting_point_curve(dataset: Any, folds: Any, epochs: int, *, relative: bool) -> list[float]:
+    """The mean CV ROC-AUC per epoch of the cnn defaults with the rhythm branch (`average`)."""
+    import ecgmodels
+    from search.training.config import TrainConfig
+
+    params = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average",
+              "rhythm_relative": relative}  # fmt: skip
+    return _common.mean_cv_curve(dataset, folds, TrainConfig(epochs=epochs), params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="a six-file dataset with patient ids (default: DS1)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per fold (default {EPOCHS})")
+    args = parser.parse_args(argv)
+    from search.data import dataset_folds, load_dataset
+    from search.training.curve import curve_value
+
+    if args.data is not None:
+        source, label = args.data, f"{args.data} (given)"
+    else:
+        bench_data = _common.prepared_data()
+        source, label = bench_data.folder, bench_data.label
+    dataset = load_dataset(source)
+    if not dataset.has_groups or dataset.fs is None:
+        print(f"record_relative: {source} needs patient ids (groups_*.pt) and a sampling rate (meta.json fs)")
+        return 2
+    if args.quick:
+        dataset = dataset.subset(max_train=120, max_val=60, max_test=2, seed=0)
+    k = 3 if args.quick else FOLDS
+    epochs = args.epochs or (2 if args.quick else EPOCHS)
+    fold_seeds = FOLD_SEEDS[:1] if args.quick else FOLD_SEEDS
+    info = _common.print_header(
+        "record-relative vs absolute rate features, patient-grouped CV" + (" (--quick)" if args.quick else ""),
+        data_label=label,
+        extra={"folds": k, "fold seeds (regression)": list(fold_seeds), "epochs (starting point)": epochs},
+    )
+    regression = regression_cv(dataset, fold_seeds, k)
+    rows: list[dict[str, Any]] = []
+    for index, seed in enumerate(fold_seeds):
+        rows.append({"model": f"rhythm features + LR, fold seed {seed}",
+                     **{name: regression[name][index] for name, _ in ARMS}})  # fmt: skip
+    folds = dataset_folds(dataset, k, 0)
+    curves = {name: starting_point_curve(dataset, folds, epochs, relative=relative) for name, relative in ARMS}
+    for epoch in range(epochs):
+        rows.append({"model": f"cnn defaults + rhythm (average), epoch {epoch + 1}",
+                     **{name: curve[epoch] for name, curve in curves.items()}})  # fmt: skip
+    values = {name: curve_value(curve, "smoothed", 3)[0] for name, curve in curves.items()}
+    rows.append({"model": "cnn defaults + rhythm (average), trial value (smoothed, 3)", **values})
+    print()
+    _common.print_table(rows, ["model", *(name for name, _ in ARMS)])
+    regression_ratio = statistics.fmean(regression["record-relative"]) / statistics.fmean(regression["absolute"])
+    trial_ratio = values["record-relative"] / values["absolute"]
+    print(f"record-relative / absolute: logistic regression (mean over fold seeds) {regression_ratio:.3f}, "
+          f"starting point's trial value {trial_ratio:.3f}")  # fmt: skip
+    _common.write_json(args.json, "record_relative", [*rows, {"regression_ratio": regression_ratio,
+                                                             "trial_ratio": trial_ratio}], info)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
