@@ -117,6 +117,38 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+@dataclass
+class FoldBench:
+    """What a cross-validation bench runs on: its arguments, the dataset (a tiny slice under --quick), the
+    data's label, the number of folds and the epochs per fold."""
+
+    args: argparse.Namespace
+    dataset: Any
+    label: str
+    folds: int
+    epochs: int
+
+
+def fold_bench(description: str, argv: list[str] | None, *, folds: int, epochs: int) -> FoldBench:
+    """Parse `--data DIR` (default: the bench's MIT-BIH DS1), `--epochs N`, `--quick` and `--json`; load the data.
+    Under --quick: a tiny slice, 3 folds and 2 epochs."""
+    parser = base_parser(description)
+    parser.add_argument("--data", type=Path, default=None, help="a six-file dataset (default: MIT-BIH DS1)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per fold (default {epochs})")
+    args = parser.parse_args(argv)
+    from search.data import load_dataset
+
+    if args.data is not None:
+        source, label = args.data, f"{args.data} (given)"
+    else:
+        bench_data = prepared_data()
+        source, label = bench_data.folder, bench_data.label
+    dataset = load_dataset(source)
+    if args.quick:
+        dataset = dataset.subset(max_train=120, max_val=60, max_test=2, seed=0)
+    return FoldBench(args, dataset, label, 3 if args.quick else folds, args.epochs or (2 if args.quick else epochs))
+
+
 def mean_cv_curve(dataset: Any, folds: Any, cfg: Any, params: dict[str, Any], family: str = "cnn") -> list[float]:
     """The validation objective per epoch, averaged over the folds: each fold's model trained in lockstep on
     its own training patients, as a `--cv` trial trains them (`folds`: one fold id per train+val window)."""

@@ -81,30 +81,18 @@ def starting_point_curve(dataset: Any, folds: Any, epochs: int, *, relative: boo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="a six-file dataset with patient ids (default: DS1)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per fold (default {EPOCHS})")
-    args = parser.parse_args(argv)
-    from search.data import dataset_folds, load_dataset
+    bench = _common.fold_bench(__doc__.splitlines()[0], argv, folds=FOLDS, epochs=EPOCHS)
+    from search.data import dataset_folds
     from search.training.curve import curve_value
 
-    if args.data is not None:
-        source, label = args.data, f"{args.data} (given)"
-    else:
-        bench_data = _common.prepared_data()
-        source, label = bench_data.folder, bench_data.label
-    dataset = load_dataset(source)
+    args, dataset, k, epochs = bench.args, bench.dataset, bench.folds, bench.epochs
     if not dataset.has_groups or dataset.fs is None:
-        print(f"record_relative: {source} needs patient ids (groups_*.pt) and a sampling rate (meta.json fs)")
+        print(f"record_relative: {dataset.source} needs patient ids (groups_*.pt) and a sampling rate (meta.json fs)")
         return 2
-    if args.quick:
-        dataset = dataset.subset(max_train=120, max_val=60, max_test=2, seed=0)
-    k = 3 if args.quick else FOLDS
-    epochs = args.epochs or (2 if args.quick else EPOCHS)
     fold_seeds = FOLD_SEEDS[:1] if args.quick else FOLD_SEEDS
     info = _common.print_header(
         "record-relative vs absolute rate features, patient-grouped CV" + (" (--quick)" if args.quick else ""),
-        data_label=label,
+        data_label=bench.label,
         extra={"folds": k, "fold seeds (regression)": list(fold_seeds), "epochs (starting point)": epochs},
     )
     regression = regression_cv(dataset, fold_seeds, k)

@@ -41,27 +41,15 @@ def cross_validated_curve(dataset: Any, folds: Any, epochs: int, *, adapt: bool)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=None, help="a six-file dataset (default: MIT-BIH DS1)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per fold (default {EPOCHS})")
-    args = parser.parse_args(argv)
-    from search.data import dataset_folds, load_dataset
+    bench = _common.fold_bench(__doc__.splitlines()[0], argv, folds=FOLDS, epochs=EPOCHS)
+    from search.data import dataset_folds
     from search.training.curve import curve_value
 
-    if args.data is not None:
-        source, label = args.data, f"{args.data} (given)"
-    else:
-        bench_data = _common.prepared_data()
-        source, label = bench_data.folder, bench_data.label
-    dataset = load_dataset(source)
-    if args.quick:
-        dataset = dataset.subset(max_train=120, max_val=60, max_test=2, seed=0)
-    folds_k = 3 if args.quick else FOLDS
-    epochs = args.epochs or (2 if args.quick else EPOCHS)
+    args, dataset, folds_k, epochs = bench.args, bench.dataset, bench.folds, bench.epochs
     info = _common.print_header(
         "rhythm branch (average fusion): regression fitted to the training windows vs random start"
         + (" (--quick)" if args.quick else ""),
-        data_label=label,
+        data_label=bench.label,
         extra={"model": "cnn defaults + rhythm branch (average), trainer defaults", "folds": folds_k, "epochs": epochs},
     )
     folds = dataset_folds(dataset, folds_k, 0)
