@@ -193,6 +193,7 @@ def test_retrain_and_predict_compute_the_record_rr_the_same_way(small_real_dir, 
     code = main(["retrain", "--study", "relative", "--storage", storage, "--seeds", "2", "--ensemble",
                  "--out", str(out), "--mlflow-uri", "off", "--device", "cpu"])  # fmt: skip
     assert code == 0
+    assert "note: the model uses record-relative timing" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     assert config["record_rr"]["name"] == "record_rr" and config["onnx"]["record_rr_input"] == "record_rr"

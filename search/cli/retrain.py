@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.text import Text
 
-from search.cli.console import out, print_table, print_warning
+from search.cli.console import out, print_note, print_table, print_warning
 from search.cli.options import example, mlflow_option, storage_option
 
 if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, not for `ecgsearch --help`
@@ -132,6 +132,11 @@ def command(
         print_warning(f"seed {diverged.seed}: {diverged.reason}")
     print_table(seed_table(result))
     out.print(describe_result(result))
+    if result.record_relative:
+        print_note(
+            "the model uses record-relative timing: scoring needs the patient of each window "
+            f"(ecgsearch predict --model {result.out} --input FILE --groups FILE)"
+        )
     return 0
 
 

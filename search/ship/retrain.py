@@ -123,6 +123,11 @@ class RetrainResult:
     test_summary: dict[str, dict[str, float | None]]
     mlflow: MlflowOutcome
 
+    @property
+    def record_relative(self) -> bool:
+        """Whether the exported model takes each window's record RR (scoring needs patient ids)."""
+        return ecgmodels.uses_record_rr(self.exported.models[0])
+
 
 def check_data(dataset: ECGDataset, definition: StudyDefinition, data_path: str) -> None:
     fingerprint = dataset.fingerprint()
