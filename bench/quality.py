@@ -39,8 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # also puts the repository on sys.path
 
 # The stated budget of (b): what fits about 45 minutes of search on a 2-core CPU for MIT-BIH DS1.
-SEARCH = {"space": "cnn", "trials": 24, "epochs": 8, "cv": 5, "timeout_minutes": 45.0, "max_params": 200_000}
-QUICK_SEARCH = {"space": "cnn", "trials": 2, "epochs": 1, "cv": 3, "timeout_minutes": 5.0, "max_params": 20_000}
+# `max_flops_over_default` caps an architecture's FLOPs per window at that multiple of the fixed default's
+# (the cnn defaults on the data's window shape; `start --max-flops`): the time box stops starting trials,
+# not a running one, and in quality run 5 one architecture at 31x the default's FLOPs (218 M) took 40 of
+# the 45 minutes alone. Every pick of runs 1 to 3 cost under 2.1x (12.7-14.2 M against 7.0 M).
+SEARCH = {"space": "cnn", "trials": 24, "epochs": 8, "cv": 5, "timeout_minutes": 45.0, "max_params": 200_000,
+          "max_flops_over_default": 8}  # fmt: skip
+QUICK_SEARCH = {"space": "cnn", "trials": 2, "epochs": 1, "cv": 3, "timeout_minutes": 5.0, "max_params": 20_000,
+                "max_flops_over_default": 8}  # fmt: skip
 DEFAULT_EPOCHS = 15  # the fixed default's training budget (early stopping on validation, as retrain does)
 SEEDS = 3
 
@@ -113,6 +119,16 @@ def rhythm_baseline(dataset: Any, folds: Any) -> tuple[float, dict[str, Any]]:
     return statistics.fmean(cv), classification_metrics(dataset.y_test.numpy(), scores, threshold)
 
 
+def default_flops(dataset: Any) -> int:
+    """FLOPs of one window through the fixed default (the cnn defaults) on `dataset`'s window shape."""
+    import ecgmodels
+    from search.training.cost import measure_cost
+
+    model = ecgmodels.build("cnn", n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.fs)
+    cost = measure_cost(model, family="cnn", n_channels=dataset.n_channels, seq_len=dataset.seq_len, wanted={"flops"})
+    return int(cost.get("flops"))
+
+
 def ecgsearch_pipeline(data_dir: Path, work: Path, search: dict[str, Any], *, seeds: int) -> dict[str, Any]:
     """(b): `ecgsearch start` then `ecgsearch retrain`, through the real CLI; the bundle's metrics."""
     import json
@@ -127,7 +143,7 @@ def ecgsearch_pipeline(data_dir: Path, work: Path, search: dict[str, Any], *, se
         "start", "--space", search["space"], "--study", "quality", "--data", str(data_dir), "--storage", storage,
         "--mlflow-uri", "off", "--trials", str(search["trials"]), "--epochs", str(search["epochs"]),
         "--cv", str(search["cv"]), "--timeout", str(search["timeout_minutes"] * 60),
-        "--max-params", str(search["max_params"]), "--no-progress",
+        "--max-params", str(search["max_params"]), "--max-flops", str(search["max_flops"]), "--no-progress",
     ]  # fmt: skip
     started = time.monotonic()
     if main(start) != 0:
@@ -200,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.quick:  # a tiny slice of the same data, the same path
             dataset = dataset.subset(max_train=96, max_val=48, max_test=48, seed=0)
             source = dataset.save(work / "data")
+        search["max_flops"] = search["max_flops_over_default"] * default_flops(dataset)
         info = _common.print_header(
             "quality on unseen patients: ecgsearch vs the fixed defaults" + (" (--quick)" if args.quick else ""),
             data_label=label,

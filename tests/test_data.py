@@ -225,9 +225,11 @@ def test_normalisation_uses_training_statistics_only() -> None:
 
     expected_mean = arrays["X_train"].double().mean(dim=(0, 2))
     expected_std = arrays["X_train"].double().std(dim=(0, 2), correction=0)
-    assert stats.mean == pytest.approx(expected_mean.tolist())
+    assert stats.mean[:2] == pytest.approx(expected_mean[:2].tolist())
     assert stats.std[:2] == pytest.approx(expected_std[:2].tolist())
-    assert stats.std[2] == 1e-6  # a constant lead is floored, not divided by zero
+    # A lead flat in every training window is missing, not a signal: no statistics, zeros where flat.
+    assert (stats.mean[2], stats.std[2]) == (0.0, 1.0)
+    assert torch.equal(scaled.X_train[:, 2], torch.zeros_like(scaled.X_train[:, 2]))
     assert scaled.X_train[:, :2].mean().abs() < 1e-5
     assert scaled.X_train[:, :2].std(dim=(0, 2), correction=0) == pytest.approx([1.0, 1.0], abs=1e-4)
     manual_val = (arrays["X_val"] - torch.tensor(stats.mean).view(1, 3, 1).float()) / torch.tensor(stats.std).view(
@@ -236,6 +238,31 @@ def test_normalisation_uses_training_statistics_only() -> None:
     assert torch.allclose(scaled.X_val, manual_val, atol=1e-3, rtol=1e-5)
     assert torch.equal(scaled.y_val, data.y_val)
     assert torch.equal(data.X_train, arrays["X_train"])  # the original is untouched
+
+
+def test_a_lead_missing_from_some_windows_is_scaled_by_the_windows_that_have_it() -> None:
+    arrays = make_arrays()
+    X = arrays["X_train"]
+    X[:, 2] = X[:, 2] * 3.0 + 1.0
+    X[2:, 2] = 0.0  # the third lead recorded in two windows only, stored as zeros elsewhere
+    scaled, stats = ECGDataset.from_arrays(arrays).normalised()
+    present = X[:2, 2].double()
+    assert stats.zero_flat_leads
+    assert stats.mean[2] == pytest.approx(float(present.mean()))
+    assert stats.std[2] == pytest.approx(float(present.std(correction=0)))
+    # Where it is present it has unit scale, like the other leads; where it is missing it is 0, the
+    # value lead-dropout augmentation gives a removed lead (plain normalisation would give -mean/std).
+    assert scaled.X_train[:2, 2].std(correction=0) == pytest.approx(1.0, abs=1e-4)
+    assert torch.equal(scaled.X_train[2:, 2], torch.zeros_like(scaled.X_train[2:, 2]))
+    # numpy (predict) and torch (training) agree, and the flag survives config.json
+    np.testing.assert_allclose(stats.apply(X.numpy()), scaled.X_train.numpy(), atol=1e-6)
+    assert NormStats.from_dict(json.loads(json.dumps(stats.to_dict()))) == stats
+    # Statistics saved before the flag existed (older bundles) keep the plain rule they were validated with.
+    old = NormStats.from_dict({"mean": stats.mean, "std": stats.std})
+    assert not old.zero_flat_leads
+    assert float(old.apply(X)[5, 2, 0]) == pytest.approx(-stats.mean[2] / stats.std[2], rel=1e-5)
+    with pytest.raises(ValueError, match="zero_flat_leads"):
+        NormStats.from_dict({**stats.to_dict(), "zero_flat_leads": "yes"})
 
 
 def test_norm_stats_round_trip_and_apply_shapes() -> None:

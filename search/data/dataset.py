@@ -35,13 +35,26 @@ _FINGERPRINT_VERSION = b"ecgsearch-dataset-v1\n"
 
 @dataclass(frozen=True)
 class NormStats:
-    """Per-lead mean and standard deviation, computed on the training split only."""
+    """Per-lead mean and standard deviation, computed on the training split only.
+
+    A lead that is flat in a window (constant: a lead the recording lacks, stored as zeros) is missing
+    there, not a signal. With `zero_flat_leads` (every statistic ecgsearch computes now) the mean and std
+    of a lead come from the windows where it is present, and a flat lead becomes zeros, the value
+    training-time lead dropout gives a lead it removes. Why: in MIT-BIH the third lead (V5) is present in
+    one window in eleven, so its std over all windows is half its std where it is present, and plain
+    normalisation doubled its amplitude against the other leads; the rhythm features sum the leads'
+    QRS energy, and that reweighting cost their logistic regression 0.026 DS1 CV ROC-AUC (0.759 against
+    0.785 on the unnormalised windows; 0.789 with present-only statistics). Statistics saved without the
+    flag (bundles exported before it) keep plain `(X - mean) / std`, so they score as they were validated.
+    """
 
     mean: list[float]
     std: list[float]
+    zero_flat_leads: bool = False
 
     def apply(self, X: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-        """`(X - mean) / std` per lead, for `(N, leads, samples)` or `(leads, samples)` input."""
+        """`(X - mean) / std` per lead, for `(N, leads, samples)` or `(leads, samples)` input; with
+        `zero_flat_leads`, a lead that is constant in a window is 0 there."""
         if X.ndim < 2 or X.shape[-2] != len(self.mean):
             raise ValueError(
                 f"input of shape {tuple(X.shape)} has {X.shape[-2] if X.ndim >= 2 else 0} leads; "
@@ -51,14 +64,20 @@ class NormStats:
             dtype = X.dtype if X.is_floating_point() else torch.float32
             mean = torch.tensor(self.mean, dtype=dtype, device=X.device).unsqueeze(-1)
             std = torch.tensor(self.std, dtype=dtype, device=X.device).unsqueeze(-1)
-            return (X.to(dtype) - mean) / std
+            scaled = (X.to(dtype) - mean) / std
+            if not self.zero_flat_leads:
+                return scaled
+            return scaled.masked_fill(flat_leads(X).unsqueeze(-1), 0.0)
         dtype = X.dtype if X.dtype.kind == "f" else np.float32
         mean = np.asarray(self.mean, dtype=dtype)[:, None]
         std = np.asarray(self.std, dtype=dtype)[:, None]
-        return (X.astype(dtype, copy=False) - mean) / std
+        scaled = (X.astype(dtype, copy=False) - mean) / std
+        if self.zero_flat_leads:
+            scaled = np.where(flat_leads(X)[..., None], np.zeros((), dtype=dtype), scaled)
+        return scaled
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"mean": list(self.mean), "std": list(self.std)}
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": list(self.mean), "std": list(self.std), "zero_flat_leads": self.zero_flat_leads}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NormStats:
@@ -73,7 +92,17 @@ class NormStats:
             )
         if any(not np.isfinite(s) or s <= 0 for s in std) or any(not np.isfinite(m) for m in mean):
             raise ValueError(f"normalisation stats need finite means and positive stds; got std={std}")
-        return cls(mean=mean, std=std)
+        zero_flat_leads = data.get("zero_flat_leads", False)
+        if not isinstance(zero_flat_leads, bool):
+            raise ValueError(f"normalisation field 'zero_flat_leads' must be true or false, got {zero_flat_leads!r}")
+        return cls(mean=mean, std=std, zero_flat_leads=zero_flat_leads)
+
+
+def flat_leads(X: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Boolean `X.shape[:-1]`: the leads that are constant over a window's samples (missing there)."""
+    if isinstance(X, torch.Tensor):
+        return (X.amax(dim=-1) - X.amin(dim=-1)) <= 0
+    return np.ptp(X, axis=-1) <= 0
 
 
 @dataclass
@@ -179,12 +208,21 @@ class ECGDataset:
         return digest.hexdigest()
 
     def norm_stats(self) -> NormStats:
-        var, mean = torch.var_mean(self.X_train.to(torch.float64), dim=(0, 2), correction=0)
+        """Per-lead mean and std over the training windows where the lead is present (see NormStats); a
+        lead flat in every training window gets mean 0 and std 1 (it is zeros after normalisation)."""
+        X = self.X_train.to(torch.float64)
+        present = ~flat_leads(X)  # (N, leads)
+        count = present.sum(dim=0) * X.shape[-1]
+        weight = present.unsqueeze(-1).to(X.dtype)
+        total = (X * weight).sum(dim=(0, 2))
+        mean = torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
+        squared = ((X - mean[:, None]).pow(2) * weight).sum(dim=(0, 2))
+        var = torch.where(count > 0, squared / count.clamp_min(1), torch.ones_like(squared))
         std = var.sqrt().clamp_min(STD_FLOOR)
-        return NormStats(mean=mean.tolist(), std=std.tolist())
+        return NormStats(mean=mean.tolist(), std=std.tolist(), zero_flat_leads=True)
 
     def normalised(self) -> tuple[ECGDataset, NormStats]:
-        """Every split scaled by the training split's per-lead mean/std (std floored at 1e-6)."""
+        """Every split scaled by the training split's per-lead mean/std (std floored at 1e-6; flat leads 0)."""
         stats = self.norm_stats()
         scaled = {
             name: (stats.apply(tensor) if name.startswith("X_") else tensor) for name, tensor in self.tensors().items()

@@ -111,11 +111,19 @@ class Bundle:
     ) -> np.ndarray:
         """Scores of raw windows `X` (N, leads, samples): normalised with the stored statistics first. A model
         with record-relative timing (`record_relative`) needs `groups`, the patient of each window."""
+        X, record_rr = self.model_inputs(X, groups=groups, normalise=normalise)
+        return score(self.scorer, X, record_rr=record_rr, batch_size=batch_size).numpy()
+
+    def model_inputs(
+        self, X: Tensor, *, groups: Tensor | None = None, normalise: bool = True
+    ) -> tuple[Tensor, Tensor | None]:
+        """What the scoring model (and the ONNX graph) takes for raw windows `X`: the windows normalised with
+        the stored statistics, and each window's record RR where the model uses record-relative timing
+        (else None), computed from the normalised windows of the same patient (`groups`) as in training."""
         X = X.float()
         if normalise:
             X = self.norm.apply(X)
-        record_rr = ecgmodels.record_rr_for(self.scorer, X, groups)
-        return score(self.scorer, X, record_rr=record_rr, batch_size=batch_size).numpy()
+        return X, ecgmodels.record_rr_for(self.scorer, X, groups)
 
 
 def _first_meta(meta: dict[str, Any], *keys: str) -> Any:
@@ -178,7 +186,8 @@ def bundle_config(
             "shape": ["batch", n_channels, window_length],
             "dtype": "float32",
             "description": "ECG windows (batch, leads, samples), normalised per lead with "
-            "`normalisation` ((x - mean) / std) before they reach the model",
+            "`normalisation` ((x - mean) / std; with zero_flat_leads, a lead constant over a window is 0 there) "
+            "before they reach the model",
         },
         "output": {
             "name": ONNX_OUTPUT,

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import ecgmodels
 from search.data import DataError
 from search.errors import UsageError
 from search.ship.bundle import ONNX_FILE, Bundle
@@ -133,19 +132,17 @@ def predict(
             f"the model in {bundle.path} uses record-relative timing (config.json: record_rr): give the patient "
             "of each window with --groups FILE (one integer id per window)"
         )
-    normalised = bundle.norm.apply(np.ascontiguousarray(windows, dtype=np.float32))
-    record_rr = None
-    if bundle.record_relative:
-        windows_t = torch.from_numpy(normalised)
-        record_rr = ecgmodels.record_rr_for(bundle.scorer, windows_t, torch.as_tensor(groups, dtype=torch.int64))
+    patients = torch.as_tensor(groups, dtype=torch.int64) if bundle.record_relative else None
+    raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+    X, record_rr = bundle.model_inputs(raw, groups=patients)
     if runtime == "onnx":
         onnx_path = bundle.path / ONNX_FILE
         if not onnx_path.is_file():
             raise DataError(onnx_path, "model.onnx", "is missing; use --runtime torch or re-export the bundle")
         rr = None if record_rr is None else record_rr.numpy()
-        scores = onnx_scores(onnx_path, normalised, record_rr=rr, batch_size=batch_size)
+        scores = onnx_scores(onnx_path, X.numpy(), record_rr=rr, batch_size=batch_size)
     else:
-        scores = score(bundle.scorer, torch.from_numpy(normalised), record_rr=record_rr, batch_size=batch_size).numpy()
+        scores = score(bundle.scorer, X, record_rr=record_rr, batch_size=batch_size).numpy()
     return Predictions(
         scores=scores,
         labels=(scores >= bundle.threshold).astype(np.int64),

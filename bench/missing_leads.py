@@ -1,0 +1,146 @@
+"""Missing leads in the normalisation: statistics over the windows that have the lead vs over all windows.
+
+Datasets of multi-lead windows often lack a lead in some records, stored as zeros (MIT-BIH: every record
+has MLII and one of V1 and V5, so V5 is present in about one window in eleven). Plain per-lead
+normalisation takes the lead's std over all windows, zeros included, which inflates the lead wherever it
+is present; ecgsearch now takes a lead's mean and std over the windows where it is present and maps a
+missing (flat) lead to zeros (`search.data.NormStats`). This bench measures the two rules on
+patient-grouped CV over train+val (the folds `start --cv K` makes; the test split is never read):
+
+  1. the rhythm features into a logistic regression (absolute and record-relative rate), over 3 fold seeds;
+  2. the `cnn` defaults and the search's second starting point (cnn defaults + rhythm branch, `average`,
+     record-relative where patient ids exist), trained as `--cv` trials train them: the trial value
+     (`smoothed`, 3 epochs) and the last epoch.
+
+It prints the ratio present-only / plain of each.
+
+    python bench/missing_leads.py                 # MIT-BIH DS1 train+val, 5 folds, 8 epochs
+    python bench/missing_leads.py --data DIR      # any six-file dataset
+    python bench/missing_leads.py --quick         # a tiny slice, 3 folds, 2 epochs (CI)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common  # also puts the repository on sys.path
+
+FOLDS, EPOCHS, FOLD_SEEDS = 5, 8, (0, 1, 2)
+RULES = ("plain", "present-only")
+
+
+@contextlib.contextmanager
+def normalisation_rule(rule: str) -> Iterator[None]:
+    """Inside: `ECGDataset.norm_stats` computes statistics by `rule` ("plain": over all windows, no zeroing,
+    the rule before; "present-only": ecgsearch's own)."""
+    import torch
+
+    from search.data import ECGDataset, NormStats
+
+    if rule == "present-only":
+        yield
+        return
+    own = ECGDataset.norm_stats
+
+    def plain(self: Any) -> Any:
+        var, mean = torch.var_mean(self.X_train.to(torch.float64), dim=(0, 2), correction=0)
+        return NormStats(mean=mean.tolist(), std=var.sqrt().clamp_min(1e-6).tolist())
+
+    ECGDataset.norm_stats = plain
+    try:
+        yield
+    finally:
+        ECGDataset.norm_stats = own
+
+
+def regression_cv(dataset: Any, fold_seeds: tuple[int, ...], k: int, *, relative: bool) -> list[float]:
+    """Mean CV ROC-AUC of a logistic regression on the rhythm features of the normalised windows, per fold seed."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import ecgmodels
+    from search.data import dataset_folds
+
+    normalised, _ = dataset.normalised()
+    X = torch.cat([normalised.X_train, normalised.X_val])
+    y = torch.cat([normalised.y_train, normalised.y_val]).numpy()
+    record_rr = None
+    if relative:
+        record_rr = ecgmodels.record_rr(X, torch.cat([normalised.groups_train, normalised.groups_val]), fs=dataset.fs)
+    extractor = ecgmodels.RhythmFeatures(fs=dataset.fs, seq_len=dataset.seq_len).eval()
+    with torch.inference_mode():
+        parts = [extractor(X[i : i + 256], None if record_rr is None else record_rr[i : i + 256])
+                 for i in range(0, len(X), 256)]  # fmt: skip
+    features = torch.cat(parts).numpy()
+    values = []
+    for seed in fold_seeds:
+        folds = np.asarray(dataset_folds(dataset, k, seed))
+        aucs = []
+        for fold in range(k):
+            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            model.fit(features[folds != fold], y[folds != fold])
+            aucs.append(roc_auc_score(y[folds == fold], model.predict_proba(features[folds == fold])[:, 1]))
+        values.append(statistics.fmean(aucs))
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    bench = _common.fold_bench(__doc__.splitlines()[0], argv, folds=FOLDS, epochs=EPOCHS)
+    import ecgmodels
+    from search.data import dataset_folds
+    from search.training.config import TrainConfig
+    from search.training.curve import curve_value
+
+    args, dataset, k, epochs = bench.args, bench.dataset, bench.folds, bench.epochs
+    patients = dataset.has_groups and dataset.fs is not None
+    fold_seeds = FOLD_SEEDS[:1] if args.quick else FOLD_SEEDS
+    present = (dataset.X_train.amax(dim=-1) > dataset.X_train.amin(dim=-1)).float().mean(dim=0)
+    info = _common.print_header(
+        "missing leads: present-only vs plain normalisation, patient-grouped CV" + (" (--quick)" if args.quick else ""),
+        data_label=bench.label,
+        extra={"folds": k, "fold seeds (regression)": list(fold_seeds), "epochs": epochs,
+               "share of training windows with each lead": [round(float(v), 3) for v in present]},
+    )  # fmt: skip
+    starting = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average",
+                "rhythm_relative": patients}  # fmt: skip
+    folds = dataset_folds(dataset, k, 0)
+    cfg = TrainConfig(epochs=epochs)
+    rows: dict[str, dict[str, Any]] = {}
+
+    def put(model: str, rule: str, value: float) -> None:
+        rows.setdefault(model, {"model": model})[rule] = value
+
+    for rule in RULES:
+        with normalisation_rule(rule):
+            for relative in (False, True) if patients else (False,):
+                label = "record-relative" if relative else "absolute"
+                values = regression_cv(dataset, fold_seeds, k, relative=relative)
+                for seed, value in zip(fold_seeds, values, strict=True):
+                    put(f"rhythm features ({label}) + LR, fold seed {seed}", rule, value)
+            for name, params in (("cnn defaults", {}), ("second starting point", starting)):
+                curve = _common.mean_cv_curve(dataset, folds, cfg, params)
+                put(f"{name}, trial value (smoothed, 3)", rule, curve_value(curve, "smoothed", 3)[0])
+                put(f"{name}, epoch {epochs}", rule, curve[-1])
+            print(f"{rule}: done", flush=True)
+    table = list(rows.values())
+    for row in table:
+        row["ratio"] = row["present-only"] / row["plain"]
+    print()
+    _common.print_table(table, ["model", *RULES, "ratio"])
+    _common.write_json(args.json, "missing_leads", table, info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
