@@ -166,6 +166,42 @@ def mean_cv_curve(dataset: Any, folds: Any, cfg: Any, params: dict[str, Any], fa
     return [statistics.fmean(values) for values in zip(*(run.objective_curve() for run in runs), strict=True)]
 
 
+def rhythm_regression_cv(dataset: Any, fold_seeds: Sequence[int], k: int, *, relative: bool) -> list[float]:
+    """Mean patient-grouped CV ROC-AUC, per fold seed, of a logistic regression on the rhythm features of the
+    normalised windows (what the models see) of train+val; `relative`: record-relative rate features."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import ecgmodels
+    from search.data import dataset_folds
+
+    normalised, _ = dataset.normalised()
+    X = torch.cat([normalised.X_train, normalised.X_val])
+    y = torch.cat([normalised.y_train, normalised.y_val]).numpy()
+    record_rr = None
+    if relative:
+        record_rr = ecgmodels.record_rr(X, torch.cat([normalised.groups_train, normalised.groups_val]), fs=dataset.fs)
+    extractor = ecgmodels.RhythmFeatures(fs=dataset.fs, seq_len=dataset.seq_len).eval()
+    with torch.inference_mode():
+        parts = [extractor(X[i : i + 256], None if record_rr is None else record_rr[i : i + 256])
+                 for i in range(0, len(X), 256)]  # fmt: skip
+    features = torch.cat(parts).numpy()
+    values = []
+    for seed in fold_seeds:
+        folds = np.asarray(dataset_folds(dataset, k, seed))
+        aucs = []
+        for fold in range(k):
+            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            model.fit(features[folds != fold], y[folds != fold])
+            aucs.append(roc_auc_score(y[folds == fold], model.predict_proba(features[folds == fold])[:, 1]))
+        values.append(statistics.fmean(aucs))
+    return values
+
+
 def median_seconds(function: Callable[[], Any], *, repeats: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeats):

@@ -22,7 +22,6 @@ It prints the ratio present-only / plain of each.
 from __future__ import annotations
 
 import contextlib
-import statistics
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +42,7 @@ def normalisation_rule(rule: str) -> Iterator[None]:
     import torch
 
     from search.data import ECGDataset, NormStats
+    from search.data.dataset import STD_FLOOR
 
     if rule == "present-only":
         yield
@@ -51,48 +51,13 @@ def normalisation_rule(rule: str) -> Iterator[None]:
 
     def plain(self: Any) -> Any:
         var, mean = torch.var_mean(self.X_train.to(torch.float64), dim=(0, 2), correction=0)
-        return NormStats(mean=mean.tolist(), std=var.sqrt().clamp_min(1e-6).tolist())
+        return NormStats(mean=mean.tolist(), std=var.sqrt().clamp_min(STD_FLOOR).tolist())
 
     ECGDataset.norm_stats = plain
     try:
         yield
     finally:
         ECGDataset.norm_stats = own
-
-
-def regression_cv(dataset: Any, fold_seeds: tuple[int, ...], k: int, *, relative: bool) -> list[float]:
-    """Mean CV ROC-AUC of a logistic regression on the rhythm features of the normalised windows, per fold seed."""
-    import numpy as np
-    import torch
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    import ecgmodels
-    from search.data import dataset_folds
-
-    normalised, _ = dataset.normalised()
-    X = torch.cat([normalised.X_train, normalised.X_val])
-    y = torch.cat([normalised.y_train, normalised.y_val]).numpy()
-    record_rr = None
-    if relative:
-        record_rr = ecgmodels.record_rr(X, torch.cat([normalised.groups_train, normalised.groups_val]), fs=dataset.fs)
-    extractor = ecgmodels.RhythmFeatures(fs=dataset.fs, seq_len=dataset.seq_len).eval()
-    with torch.inference_mode():
-        parts = [extractor(X[i : i + 256], None if record_rr is None else record_rr[i : i + 256])
-                 for i in range(0, len(X), 256)]  # fmt: skip
-    features = torch.cat(parts).numpy()
-    values = []
-    for seed in fold_seeds:
-        folds = np.asarray(dataset_folds(dataset, k, seed))
-        aucs = []
-        for fold in range(k):
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-            model.fit(features[folds != fold], y[folds != fold])
-            aucs.append(roc_auc_score(y[folds == fold], model.predict_proba(features[folds == fold])[:, 1]))
-        values.append(statistics.fmean(aucs))
-    return values
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         with normalisation_rule(rule):
             for relative in (False, True) if patients else (False,):
                 label = "record-relative" if relative else "absolute"
-                values = regression_cv(dataset, fold_seeds, k, relative=relative)
+                values = _common.rhythm_regression_cv(dataset, fold_seeds, k, relative=relative)
                 for seed, value in zip(fold_seeds, values, strict=True):
                     put(f"rhythm features ({label}) + LR, fold seed {seed}", rule, value)
             for name, params in (("cnn defaults", {}), ("second starting point", starting)):

@@ -32,44 +32,6 @@ FOLDS, EPOCHS, FOLD_SEEDS = 5, 8, (0, 1, 2)
 ARMS = (("absolute", False), ("record-relative", True))
 
 
-def regression_cv(dataset: Any, fold_seeds: tuple[int, ...], k: int) -> dict[str, list[float]]:
-    """Mean CV ROC-AUC of a logistic regression on the rhythm features, per fold seed, for both arms."""
-    import numpy as np
-    import torch
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    import ecgmodels
-    from search.data import dataset_folds
-
-    normalised, _ = dataset.normalised()  # what the models see, so the record RR is the trainer's own
-    X = torch.cat([normalised.X_train, normalised.X_val])
-    y = torch.cat([normalised.y_train, normalised.y_val]).numpy()
-    groups = torch.cat([normalised.groups_train, normalised.groups_val])
-    extractor = ecgmodels.RhythmFeatures(fs=dataset.fs, seq_len=dataset.seq_len).eval()
-    record_rr = ecgmodels.record_rr(X, groups, fs=dataset.fs)
-    features: dict[str, np.ndarray] = {}
-    with torch.inference_mode():
-        for name, relative in ARMS:
-            parts = [
-                extractor(X[i : i + 256], record_rr[i : i + 256] if relative else None) for i in range(0, len(X), 256)
-            ]
-            features[name] = torch.cat(parts).numpy()
-    values: dict[str, list[float]] = {name: [] for name, _ in ARMS}
-    for seed in fold_seeds:
-        folds = np.asarray(dataset_folds(dataset, k, seed))
-        for name, F in features.items():
-            aucs = []
-            for fold in range(k):
-                model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-                model.fit(F[folds != fold], y[folds != fold])
-                aucs.append(roc_auc_score(y[folds == fold], model.predict_proba(F[folds == fold])[:, 1]))
-            values[name].append(statistics.fmean(aucs))
-    return values
-
-
 def starting_point_curve(dataset: Any, folds: Any, epochs: int, *, relative: bool) -> list[float]:
     """The mean CV ROC-AUC per epoch of the cnn defaults with the rhythm branch (`average`)."""
     import ecgmodels
@@ -95,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         data_label=bench.label,
         extra={"folds": k, "fold seeds (regression)": list(fold_seeds), "epochs (starting point)": epochs},
     )
-    regression = regression_cv(dataset, fold_seeds, k)
+    regression = {
+        name: _common.rhythm_regression_cv(dataset, fold_seeds, k, relative=relative) for name, relative in ARMS
+    }
     rows: list[dict[str, Any]] = []
     for index, seed in enumerate(fold_seeds):
         rows.append({"model": f"rhythm features + LR, fold seed {seed}",

@@ -132,7 +132,7 @@ def predict(
             f"the model in {bundle.path} uses record-relative timing (config.json: record_rr): give the patient "
             "of each window with --groups FILE (one integer id per window)"
         )
-    patients = torch.as_tensor(groups, dtype=torch.int64) if bundle.record_relative else None
+    patients = None if groups is None else torch.as_tensor(groups, dtype=torch.int64)
     raw = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
     X, record_rr = bundle.model_inputs(raw, groups=patients)
     if runtime == "onnx":
