@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from search.cli import main
 from search.data import load_dataset
 from search.optimize.splits import folds_digest, training_splits
+from search.ship.bundle import load_bundle
 from search.training.curve import curve_value
 from studies import FINISHED_STATES, is_infeasible, open_storage, read_definition, read_folds
 
@@ -133,3 +135,71 @@ def test_two_workers_on_postgres_use_the_stored_folds(small_real_dir, postgres_u
     assert views[0].folds_digest == views[1].folds_digest == digest
     for first, second in zip(views[0].splits, views[1].splits, strict=True):
         assert torch.equal(first.X_val, second.X_val) and torch.equal(first.y_train, second.y_train)
+
+
+def test_fold_ensemble_trains_each_fold_on_the_other_folds_patients_and_predict_reproduces_it(
+    cv_study, small_real_dir, tmp_path, capsys
+):
+    storage, study, _ = cv_study
+    out = tmp_path / "folds"
+    argv = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--fold-ensemble"]
+    assert main([*argv, "--out", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "once per fold of its 3-fold cross-validation" in printed and "fold 3 · seed" in printed
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = study.best_trial
+    seed = best.user_attrs["config"]["seed"]
+    assert config["ensemble"] == 3 and config["folds"] == [0, 1, 2] and config["seeds"] == [seed, seed + 1, seed + 2]
+    assert metrics["ensemble_folds"] == [0, 1, 2] and [m["fold"] for m in metrics["seeds"]] == [0, 1, 2]
+    assert all(m["epochs_run"] == best.user_attrs["cv_epoch"] for m in metrics["seeds"])
+    assert "one per cross-validation fold" in (out / "README.md").read_text()
+
+    # Member k is validated on the windows of fold k and trained on the others: the same weights as a
+    # seed trained on that fold's view of the pooled, normalised train+val.
+    from search.data import all_labelled, fold_datasets
+    from search.ship.seeds import train_seeds
+    from search.training.config import split_config
+
+    dataset = load_dataset(small_real_dir)
+    folds = np.asarray(read_folds(study))
+    pooled, _ = all_labelled(dataset).normalised()
+    family, params, cfg = split_config(best.user_attrs["config"])
+    cfg = replace(cfg, epochs=best.user_attrs["cv_epoch"], patience=0, selection="last")
+    states = torch.load(out / "model.pt", weights_only=True)
+    for fold, view in enumerate(fold_datasets(pooled, folds)):
+        member = metrics["seeds"][fold]
+        assert sum(map(sum, member["validation"]["confusion_matrix"])) == int((folds == fold).sum())
+        if fold == 1:
+            (trained,), _ = train_seeds(
+                family, params, replace(cfg, seed=seed + fold), view, seeds=1, device=torch.device("cpu"), fs=dataset.fs
+            )
+            assert all(torch.equal(states[fold][key], trained.state[key]) for key in trained.state)
+
+    windows, groups = tmp_path / "windows.npy", tmp_path / "groups.npy"
+    np.save(windows, dataset.X_test.numpy()[:16])
+    np.save(groups, dataset.groups_test.numpy()[:16])
+    scores = {}
+    for runtime in ("torch", "onnx"):
+        csv = tmp_path / f"{runtime}.csv"
+        args = ["predict", "--model", str(out), "--input", str(windows), "--groups", str(groups)]
+        assert main([*args, "--out", str(csv), "--runtime", runtime]) == 0
+        scores[runtime] = np.loadtxt(csv, delimiter=",", skiprows=1, usecols=1)
+    assert np.max(np.abs(scores["torch"] - scores["onnx"])) < 1e-4
+    # The score is the mean of the members' scores.
+    bundle = load_bundle(out)
+    X, record_rr = bundle.model_inputs(dataset.X_test[:16], groups=dataset.groups_test[:16])
+    members = [member(X, record_rr).detach().numpy() for member in bundle.scorer.members]
+    np.testing.assert_allclose(scores["torch"], np.mean(members, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_fold_ensemble_is_refused_where_it_cannot_mean_anything(cv_study, small_real_dir, tmp_path, capsys, start_args):
+    storage, _, _ = cv_study
+    both = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--fold-ensemble", "--ensemble"]
+    assert main([*both, "--seeds", "2", "--out", str(tmp_path / "both")]) == 2
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "both").exists()
+    plain = tmp_path / "plain.db"
+    assert main([*start_args(small_real_dir, f"sqlite:///{plain}", *SMALL, "--study", "plain"), "--create-only"]) == 0
+    code = main(["retrain", "--study", "plain", "--storage", f"sqlite:///{plain}", "--fold-ensemble"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "study 'plain' is not cross-validated" in err

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     epilog=example(
         "ecgsearch retrain --study cnn_lstm --seeds 3 --out exports/cnn_lstm --register-as ecg-cnn-lstm",
         "ecgsearch retrain --study cnn-small --pick 'latency_ms<5' --out exports/cnn-small",
+        "ecgsearch retrain --study cnn-cv --fold-ensemble --out exports/cnn-cv   # a study started with --cv K",
     ),
 )
 @click.option("--study", "study_name", required=True, help="study name")
@@ -65,6 +66,13 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     "needs --seeds K >= 2",
 )
 @click.option(
+    "--fold-ensemble",
+    is_flag=True,
+    help="cross-validated studies (start --cv K): instead of one refit on every training patient, train one model "
+    "per fold on the other folds' patients, for the epochs cross-validation chose (--seeds S: S per fold), and "
+    "export the mean of their scores as one model; each member reports its held-out fold as validation",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=0),
     default=None,
@@ -93,6 +101,7 @@ def command(
     epochs: int | None,
     seeds: int,
     ensemble: bool,
+    fold_ensemble: bool,
     patience: int | None,
     out_dir: str | None,
     register_as: str | None,
@@ -105,7 +114,8 @@ def command(
     and evaluates each seed once on the test split (mean ± std across seeds). The seed best on validation
     (with --ensemble: the mean of all seeds' scores, as one model) is exported to --out: model.pt
     (state_dict), model.onnx (with the score head), config.json, metrics.json and README.md, and logged to
-    MLflow under the study's run.
+    MLflow under the study's run. A study searched with --cv K is refit on all of train+val for the epochs its
+    cross-validation chose; with --fold-ensemble it exports the K fold models' mean score instead.
     """
     from search.ship.retrain import RetrainSettings, plan_retrain, run_retrain
 
@@ -117,6 +127,7 @@ def command(
         epochs=epochs,
         seeds=seeds,
         ensemble=ensemble,
+        fold_ensemble=fold_ensemble,
         patience=patience,
         out=Path(out_dir) if out_dir is not None else None,
         register_as=register_as,
@@ -194,8 +205,15 @@ class SeedProgress:
 
 def describe_plan(plan: RetrainPlan) -> Text:
     cfg, settings = plan.train_cfg, plan.settings
-    ensemble = ", exporting their ensemble (mean score)" if settings.ensemble else ""
-    if plan.cv is not None:
+    ensemble = ", exporting their ensemble (mean score)" if settings.ensemble or plan.folds is not None else ""
+    seeds = f"{settings.seeds} seed(s) from {cfg.seed}"
+    if plan.cv is not None and plan.folds is not None:
+        how = (
+            f"once per fold of its {plan.cv['folds']}-fold cross-validation, on the other folds' patients, for the "
+            f"{cfg.epochs} epochs it chose (CV {cfg.objective} {plan.cv['value']:.4f})"
+        )
+        seeds = f"{settings.seeds} seed(s) per fold"
+    elif plan.cv is not None:
         how = (
             f"on all of train+val for the {cfg.epochs} epochs its {plan.cv['folds']}-fold cross-validation chose "
             f"(CV {cfg.objective} {plan.cv['value']:.4f})"
@@ -207,8 +225,8 @@ def describe_plan(plan: RetrainPlan) -> Text:
         (str(plan.trial_number), "bold"),
         " of study ",
         (settings.study, "bold"),
-        f" ({plan.family}, search value {plan.search_value:.4f}) from scratch {how}, {settings.seeds} seed(s) "
-        f"from {cfg.seed}{ensemble}, on {plan.device}",
+        f" ({plan.family}, search value {plan.search_value:.4f}) from scratch {how}, {seeds}{ensemble}, "
+        f"on {plan.device}",
     )
 
 
@@ -226,7 +244,8 @@ def seed_table(result: RetrainResult) -> Table:
     table.add_column("metric")
     for seed in result.seeds:
         marked = not ensemble and seed.seed in exported
-        table.add_column(f"seed {seed.seed}" + (" *" if marked else ""), justify="right")
+        fold = f"fold {seed.fold + 1} · " if seed.fold is not None else ""
+        table.add_column(f"{fold}seed {seed.seed}" + (" *" if marked else ""), justify="right")
     several = len(result.seeds) > 1
     if several:
         table.add_column("mean ± std", justify="right", style="bold")

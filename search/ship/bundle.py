@@ -3,7 +3,8 @@
 DIR/model.pt      weights only (`torch.load(weights_only=True)`): the model's state_dict, or for an
                   ensemble a list of state_dicts, one per seed in config.json's `seeds` order
 DIR/config.json   family, flat config, input shape, leads, sampling rate, normalisation, threshold,
-                  `ensemble` (number of models averaged, null for one model) and `seeds`
+                  `ensemble` (number of models averaged, null for one model), `seeds` and, for the
+                  ensemble of a cross-validated study's fold models, `folds` (the fold each member held out)
 DIR/metrics.json  validation/test metrics, per-seed metrics with mean/std, provenance, versions
 DIR/model.onnx    the scoring graph (model(s) + score head), dynamic batch axis (`search.ship.onnx`)
 DIR/README.md     the model card (`search.ship.model_card`)
@@ -149,9 +150,11 @@ def bundle_config(
     n_params: int,
     meta: dict[str, Any],
     record_relative: bool = False,
+    folds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The content of config.json: everything needed to rebuild the model(s) and score new windows
-    (`record_relative`: the model takes each window's record RR as a second input)."""
+    (`record_relative`: the model takes each window's record RR as a second input; `folds`: the fold each
+    member of a fold ensemble held out)."""
     family = config["family"]
     autoencoder = ecgmodels.is_autoencoder(family)
     model_names = ecgmodels.model_param_names(family)
@@ -164,7 +167,8 @@ def bundle_config(
         else "per-window probability that the window is anomalous (sigmoid of the logit)"
     )
     if ensemble:
-        score_text = f"the mean over {ensemble} models (one per seed) of the {score_text}"
+        members = "one per cross-validation fold and seed" if folds is not None else "one per seed"
+        score_text = f"the mean over {ensemble} models ({members}) of the {score_text}"
     return {
         "format": BUNDLE_FORMAT,
         "family": family,
@@ -181,6 +185,7 @@ def bundle_config(
         "score_kind": SCORE_RECONSTRUCTION if autoencoder else SCORE_PROBABILITY,
         "ensemble": ensemble,
         "seeds": list(seeds),
+        "folds": list(folds) if folds is not None else None,
         "input": {
             "name": ONNX_INPUT,
             "shape": ["batch", n_channels, window_length],
@@ -253,13 +258,15 @@ def write_bundle(
     metrics: dict[str, Any],
     check_windows: Tensor,
     check_record_rr: Tensor | None = None,
+    folds: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Write every bundle file into `out` and return config.json's content.
 
-    `models` (one per seed in `seeds`) are exported as one model, or as the ensemble of their mean
-    score when there are several. `check_windows` are real, normalised windows (e.g. from the test
-    split; with `check_record_rr`, their record RR, for a model with record-relative timing) on which the ONNX
-    graph must match PyTorch; the measured difference is stored in metrics.json under `onnx_max_abs_diff`.
+    `models` (one per seed in `seeds`; with `folds`, the fold each held out) are exported as one model, or
+    as the ensemble of their mean score when there are several. `check_windows` are real, normalised
+    windows (e.g. from the test split; with `check_record_rr`, their record RR, for a model with
+    record-relative timing) on which the ONNX graph must match PyTorch; the measured difference is stored
+    in metrics.json under `onnx_max_abs_diff`.
     """
     if len(models) != len(seeds) or not models:
         raise ValueError(f"need one seed per model and at least one model (got {len(models)} models, seeds {seeds})")
@@ -276,6 +283,7 @@ def write_bundle(
         n_params=sum(ecgmodels.count_params(model) for model in models),
         meta=meta,
         record_relative=ecgmodels.uses_record_rr(models[0]),
+        folds=folds,
     )
     states = [model.state_dict() for model in models]
     torch.save(states if cfg["ensemble"] else states[0], out / MODEL_FILE)

@@ -1,7 +1,8 @@
-"""What a retrain exports: the seed best on validation, or the ensemble of every seed that trained.
+"""What a retrain exports: the seed best on validation, the ensemble of every seed that trained, or the
+ensemble of a cross-validated study's fold models.
 
-Either way the test split chooses nothing: the seed is picked on validation, the ensemble's
-threshold is chosen by the rule a single model's is, and the test metrics are computed once, to report.
+Either way the test split chooses nothing: the seed is picked on validation, an ensemble's threshold
+is chosen by the rule a single model's is, and the test metrics are computed once, to report.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class ExportChoice:
     val_metrics: dict[str, Any]
     test_metrics: dict[str, Any]
     models: list[nn.Module] = field(repr=False)
+    # The fold each member held out, for the ensemble of a cross-validated study's fold models; else None.
+    folds: list[int] | None = None
 
     @property
     def ensemble(self) -> bool:
@@ -95,6 +98,27 @@ def seed_ensemble(
         test_metrics=_metrics_of(scorer, data, "test", threshold, device),
         models=models,
     )
+
+
+def fold_ensemble(
+    results: Sequence[SeedResult],
+    family: str,
+    model_params: dict[str, Any],
+    data: ECGDataset,
+    *,
+    objective: str,
+    device: torch.device,
+    fs: float | None,
+) -> ExportChoice:
+    """The fold models of a cross-validated study (each trained on the other folds' patients), scored as the
+    mean of their scores: an ensemble bagged over patients. `data` holds every train+val window as training,
+    and the threshold is chosen on it by the one rule, as for the seeds' ensemble."""
+    folds = [r.fold for r in results if r.fold is not None]
+    if len(folds) != len(results):
+        raise ValueError("every member of a fold ensemble needs the fold it held out (SeedResult.fold)")
+    choice = seed_ensemble(results, family, model_params, data, objective=objective, device=device, fs=fs)
+    choice.folds = folds
+    return choice
 
 
 def _metrics_of(

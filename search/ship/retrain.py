@@ -4,7 +4,9 @@ A search trial is trained under a pruner, on a shortened budget, once: its value
 architecture's quality with the luck of one initialisation. Retraining the exact stored config
 with the full epoch budget and K seeds shows the spread (mean ± std on the test split). The seed
 that is best on VALIDATION is exported, or with `ensemble` the mean of all K seeds' scores as one
-model, so the test split never chooses anything.
+model, so the test split never chooses anything. A cross-validated study can instead export its fold
+models (`fold_ensemble`): one model per fold, trained on the other folds' patients for the epochs
+cross-validation chose, scored as the mean of their scores (an ensemble bagged over patients).
 
 The steps: `plan_retrain` (study, trial and data, all checked before any training), then
 `run_retrain` (train the seeds, pick the export, write the bundle, log it to MLflow). Nothing here
@@ -21,10 +23,10 @@ import torch
 from optuna.trial import FrozenTrial
 
 import ecgmodels
-from search.data import DataError, ECGDataset, NormStats, all_labelled, load_dataset
+from search.data import DataError, ECGDataset, NormStats, all_labelled, fold_datasets, load_dataset
 from search.errors import UsageError
 from search.ship.bundle import write_bundle
-from search.ship.choice import ExportChoice, best_on_validation, seed_ensemble
+from search.ship.choice import ExportChoice, best_on_validation, fold_ensemble, seed_ensemble
 from search.ship.onnx import onnx_inputs
 from search.ship.publish import MlflowOutcome, log_to_mlflow
 from search.ship.seeds import ProgressCallback, SeedDiverged, SeedResult, summarise_seeds, train_seeds
@@ -40,6 +42,7 @@ from studies import (
     open_storage,
     pick_trial,
     quality_value,
+    read_folds,
     select_trial,
     trial_config,
     trial_objectives,
@@ -63,6 +66,9 @@ class RetrainSettings:
     epochs: int | None = None  # None: the study's epoch budget
     seeds: int = 1
     ensemble: bool = False  # export the mean of the seeds' scores instead of the best seed
+    # A cross-validated study: export the mean score of one model per fold (`seeds` per fold), each trained on
+    # the other folds' patients, instead of a refit on all of them.
+    fold_ensemble: bool = False
     patience: int | None = None  # None: default_patience(epochs)
     out: Path | None = None  # None: exports/<study>
     register_as: str | None = None
@@ -75,6 +81,11 @@ class RetrainSettings:
             raise UsageError("give --trial N or --pick RULE, not both")
         if self.seeds < 1:
             raise UsageError(f"--seeds {self.seeds}: expected an integer >= 1")
+        if self.fold_ensemble and self.ensemble:
+            raise UsageError(
+                "give --ensemble (the mean of several seeds of a refit) or --fold-ensemble (the mean of the fold "
+                "models, --seeds K per fold), not both"
+            )
         if self.ensemble and self.seeds < 2:
             raise UsageError(f"--ensemble averages several seeds: expected --seeds K with K >= 2, got {self.seeds}")
         if self.epochs is not None and self.epochs < 1:
@@ -108,6 +119,8 @@ class RetrainPlan:
     # A cross-validated study's trial is refit on all of train+val for the epochs its CV curve chose: the
     # CV estimate (`cv`) stands in for the validation metrics a final fit cannot have.
     cv: dict[str, Any] | None = None
+    # With `fold_ensemble`: the study's fold of every train+val window (pooled order, as `normalised` holds them).
+    folds: list[int] | None = None
 
 
 @dataclass
@@ -162,6 +175,11 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
     settings.check()
     storage_url = settings.storage or DEFAULT_STORAGE_URL
     study, definition = load_study_with_definition(open_storage(storage_url), settings.study)
+    if settings.fold_ensemble and not definition.cv_folds:
+        raise UsageError(
+            f"--fold-ensemble: study {settings.study!r} is not cross-validated, so it has no fold models to train; "
+            "use --ensemble (a study started with --cv K can export its fold models)"
+        )
     if settings.pick is not None:
         trial = pick_trial(study, definition.metric_names(), settings.pick)
     else:
@@ -197,6 +215,7 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
         out=settings.out if settings.out is not None else Path("exports") / settings.study,
         fs=definition.fs if definition.fs is not None else dataset.fs,
         cv=cv,
+        folds=read_folds(study) if settings.fold_ensemble else None,
     )
 
 
@@ -224,16 +243,7 @@ def _final_fit(
 def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = None) -> RetrainResult:
     """Train the seeds, pick what to export, write the bundle to `plan.out` and log it to MLflow."""
     settings = plan.settings
-    results, diverged = train_seeds(
-        plan.family,
-        plan.model_params,
-        plan.train_cfg,
-        plan.normalised,
-        seeds=settings.seeds,
-        device=plan.device,
-        fs=plan.fs,
-        on_progress=on_progress,
-    )
+    results, diverged = train_members(plan, on_progress)
     if not results:
         raise UsageError(
             f"trial {plan.trial_number}'s config diverged with every seed, nothing to export "
@@ -250,6 +260,7 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
         plan.out,
         models=choice.models,
         seeds=choice.seeds,
+        folds=choice.folds,
         config={**exported_config, "seed": choice.seeds[0]},
         norm=plan.norm,
         threshold=choice.threshold,
@@ -283,10 +294,31 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
     )
 
 
+def train_members(
+    plan: RetrainPlan, on_progress: ProgressCallback | None
+) -> tuple[list[SeedResult], list[SeedDiverged]]:
+    """The seeds of a refit, or with `fold_ensemble` the seeds of every fold model: fold k trains on the other
+    folds' windows and is validated on its own; its seeds follow fold k-1's, so every member has its own."""
+    model = (plan.family, plan.model_params)
+    common = {"seeds": plan.settings.seeds, "device": plan.device, "fs": plan.fs, "on_progress": on_progress}
+    if plan.folds is None:
+        return train_seeds(*model, plan.train_cfg, plan.normalised, **common)
+    results: list[SeedResult] = []
+    diverged: list[SeedDiverged] = []
+    for fold, view in enumerate(fold_datasets(plan.normalised, plan.folds)):
+        cfg = replace(plan.train_cfg, seed=plan.train_cfg.seed + fold * plan.settings.seeds)
+        trained, failed = train_seeds(*model, cfg, view, fold=fold, **common)
+        results += trained
+        diverged += failed
+    return results, diverged
+
+
 def pick_export(plan: RetrainPlan, results: list[SeedResult]) -> ExportChoice:
-    """The ensemble of the seeds when asked for, else the seed best on validation."""
+    """The ensemble of the fold models or of the seeds when asked for, else the seed best on validation."""
     model = (plan.family, plan.model_params, plan.normalised)
     objective = plan.train_cfg.objective
+    if plan.folds is not None:
+        return fold_ensemble(results, *model, objective=objective, device=plan.device, fs=plan.fs)
     if plan.settings.ensemble:
         return seed_ensemble(results, *model, objective=objective, device=plan.device, fs=plan.fs)
     return best_on_validation(results, *model, objective=objective, fs=plan.fs)
@@ -334,6 +366,7 @@ def bundle_metrics(
         "patience": plan.train_cfg.patience,
         "exported_seed": None if choice.ensemble else choice.seeds[0],
         "ensemble_seeds": choice.seeds if choice.ensemble else None,
+        "ensemble_folds": choice.folds,
         "threshold": choice.threshold,
         "validation": choice.val_metrics,
         "cross_validation": plan.cv,
@@ -342,6 +375,7 @@ def bundle_metrics(
         "seeds": [
             {
                 "seed": r.seed,
+                "fold": r.fold,
                 "best_epoch": r.best_epoch,
                 "epochs_run": r.epochs_run,
                 "stopped_early": r.stopped_early,

@@ -67,6 +67,9 @@ class SeedResult:
     test_metrics: dict[str, Any]
     seconds: float
     state: dict[str, torch.Tensor] = field(repr=False)
+    # The cross-validation fold a member of a fold ensemble held out (it trained on the other folds'
+    # patients, and its validation metrics are that fold's); None for a seed trained on all the data.
+    fold: int | None = None
 
 
 def build_model(family: str, model_params: dict[str, Any], data: ECGDataset, fs: float | None) -> torch.nn.Module:
@@ -101,10 +104,12 @@ def train_seeds(
     device: torch.device,
     fs: float | None,
     on_progress: ProgressCallback | None = None,
+    fold: int | None = None,
 ) -> tuple[list[SeedResult], list[SeedDiverged]]:
     """Train seeds train_cfg.seed .. +seeds-1 from scratch on normalised `data` (already on `device`).
 
-    Returns the seeds that trained and those whose training diverged (they are left out, not fatal).
+    Returns the seeds that trained and those whose training diverged (they are left out, not fatal);
+    `fold` tags the results as members of a fold ensemble (`data` is that fold's view).
     """
     notify = on_progress or (lambda event: None)
     results: list[SeedResult] = []
@@ -118,7 +123,7 @@ def train_seeds(
             diverged.append(SeedDiverged(cfg.seed, str(error)))
             notify(diverged[-1])
             continue
-        results.append(result)
+        results.append(replace(result, fold=fold))
         value = result.val_metrics.get(cfg.objective, math.nan)  # NaN: a final fit has no validation windows
         notify(SeedFinished(cfg.seed, result.best_epoch, value, result.stopped_early))
     return results, diverged

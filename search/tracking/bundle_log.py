@@ -62,6 +62,8 @@ def bundle_params(config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, 
         "exported_seed": metrics.get("exported_seed"),
         "seeds": len(metrics.get("seeds", [])),
         "ensemble": config.get("ensemble"),
+        # "folds": the members are the cross-validation fold models; "seeds": a refit's seeds; None: one model.
+        "ensemble_of": ("folds" if config.get("folds") else "seeds") if config.get("ensemble") else None,
     }
     return params | {key: param_value(value) for key, value in chosen.items()}
 
