@@ -129,12 +129,21 @@ class FoldBench:
     epochs: int
 
 
-def fold_bench(description: str, argv: list[str] | None, *, folds: int, epochs: int) -> FoldBench:
-    """Parse `--data DIR` (default: the bench's MIT-BIH DS1), `--epochs N`, `--quick` and `--json`; load the data.
-    Under --quick: a tiny slice, 3 folds and 2 epochs."""
+def fold_bench(
+    description: str,
+    argv: list[str] | None,
+    *,
+    folds: int,
+    epochs: int,
+    more_options: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> FoldBench:
+    """Parse `--data DIR` (default: the bench's MIT-BIH DS1), `--epochs N`, `--quick`, `--json` and what
+    `more_options` adds; load the data. Under --quick: a tiny slice, 3 folds and 2 epochs."""
     parser = base_parser(description)
     parser.add_argument("--data", type=Path, default=None, help="a six-file dataset (default: MIT-BIH DS1)")
     parser.add_argument("--epochs", type=int, default=None, help=f"epochs per fold (default {epochs})")
+    if more_options is not None:
+        more_options(parser)
     args = parser.parse_args(argv)
     from search.data import load_dataset
 

@@ -15,6 +15,7 @@ The model is the second starting point of every classifier search (the `cnn` def
 branch, `average` fusion, record-relative where the data has patient ids): fixed, chosen by no one here.
 
     python bench/fold_ensemble.py                   # MIT-BIH DS1 train+val: 5 outer x 4 inner folds, 8 epochs
+    python bench/fold_ensemble.py --fold-seed 1     # another draw of the outer and inner folds
     python bench/fold_ensemble.py --data DIR        # any six-file dataset with patient ids
     python bench/fold_ensemble.py --quick           # a tiny slice (CI)
 """
@@ -83,7 +84,9 @@ def evaluate(models: list[Any], data: Any, threshold: float) -> dict[str, float]
     return {"roc_auc": metrics["roc_auc"], "f1_macro": metrics["f1_macro"]}
 
 
-def one_outer_fold(design: Any, params: dict[str, Any], *, inner: int, epochs: int, seeds: int) -> dict[str, Any]:
+def one_outer_fold(
+    design: Any, params: dict[str, Any], *, inner: int, epochs: int, seeds: int, fold_seed: int
+) -> dict[str, Any]:
     """Every contender trained on `design`'s training patients, scored on its test (held-out) patients."""
     import copy
 
@@ -101,7 +104,7 @@ def one_outer_fold(design: Any, params: dict[str, Any], *, inner: int, epochs: i
 
     normalised, _ = design.normalised()  # one set of statistics, as a bundle has
     cfg = TrainConfig(epochs=epochs)
-    inner_folds = dataset_folds(design, inner, 0)
+    inner_folds = dataset_folds(design, inner, fold_seed)
     views = fold_datasets(normalised, inner_folds)
     runs, states = [], []
     for view in views:
@@ -157,7 +160,10 @@ CONTENDERS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    bench = _common.fold_bench(__doc__.splitlines()[0], argv, folds=OUTER, epochs=EPOCHS)
+    def fold_seed_option(parser: Any) -> None:
+        parser.add_argument("--fold-seed", type=int, default=0, help="seed of the outer and inner folds (default 0)")
+
+    bench = _common.fold_bench(__doc__.splitlines()[0], argv, folds=OUTER, epochs=EPOCHS, more_options=fold_seed_option)
     from search.data import dataset_folds, fold_datasets
 
     args, dataset, outer_k, epochs = bench.args, bench.dataset, bench.folds, bench.epochs
@@ -168,12 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         "fold ensemble vs refit seeds on held-out patients (nested CV)" + (" (--quick)" if args.quick else ""),
         data_label=bench.label,
         extra={"model": "cnn defaults + rhythm branch (average" + (", record-relative)" if dataset.has_groups else ")"),
-               "outer folds": outer_k, "inner folds": inner_k, "epochs": epochs, "refit seeds": seeds},
+               "outer folds": outer_k, "inner folds": inner_k, "fold seed": args.fold_seed, "epochs": epochs,
+               "refit seeds": seeds},
     )  # fmt: skip
-    outer_folds = dataset_folds(dataset, outer_k, 0)
+    outer_folds = dataset_folds(dataset, outer_k, args.fold_seed)
     per_fold = []
     for index, outer in enumerate(fold_datasets(dataset, outer_folds)):
-        result = one_outer_fold(design_and_held_out(outer), params, inner=inner_k, epochs=epochs, seeds=seeds)
+        design = design_and_held_out(outer)
+        result = one_outer_fold(design, params, inner=inner_k, epochs=epochs, seeds=seeds, fold_seed=args.fold_seed)
         per_fold.append(result)
         cells = " · ".join(f"{n}: {result[n]['roc_auc']:.3f} / {result[n]['f1_macro']:.3f}" for n in CONTENDERS)
         print(f"outer fold {index + 1}: inner CV {result['cv_value']:.3f} at epoch {result['chosen_epoch']} · {cells}",
