@@ -84,17 +84,22 @@ def test_retrain_refits_on_all_of_train_and_val_and_predict_reproduces_it(cv_stu
     assert metrics["epochs"] == metrics["cross_validation"]["epochs"] == best.user_attrs["cv_epoch"]
     assert metrics["validation"] == {}  # nothing was held out: the CV estimate stands in for it
     assert all(seed["epochs_run"] == metrics["epochs"] for seed in metrics["seeds"])
-    windows, groups = tmp_path / "windows.npy", tmp_path / "groups.npy"
-    test = load_dataset(small_real_dir)
-    np.save(windows, test.X_test.numpy()[:16])
-    np.save(groups, test.groups_test.numpy()[:16])  # used when the search picked record-relative timing
+    scores = _predicted(out, load_dataset(small_real_dir), tmp_path)
+    assert np.max(np.abs(scores["torch"] - scores["onnx"])) < 1e-4
+
+
+def _predicted(bundle: Path, dataset, folder: Path, n: int = 16) -> dict[str, np.ndarray]:
+    """`ecgsearch predict` scores of the first `n` test windows, through PyTorch and through ONNX Runtime."""
+    windows, groups = folder / "windows.npy", folder / "groups.npy"
+    np.save(windows, dataset.X_test.numpy()[:n])
+    np.save(groups, dataset.groups_test.numpy()[:n])  # used when the search picked record-relative timing
     scores = {}
     for runtime in ("torch", "onnx"):
-        csv = tmp_path / f"{runtime}.csv"
-        args = ["predict", "--model", str(out), "--input", str(windows), "--groups", str(groups)]
+        csv = folder / f"{runtime}.csv"
+        args = ["predict", "--model", str(bundle), "--input", str(windows), "--groups", str(groups)]
         assert main([*args, "--out", str(csv), "--runtime", runtime]) == 0
         scores[runtime] = np.loadtxt(csv, delimiter=",", skiprows=1, usecols=1)
-    assert np.max(np.abs(scores["torch"] - scores["onnx"])) < 1e-4
+    return scores
 
 
 def test_a_resumed_cross_validated_study_keeps_its_setting_without_the_flag(cv_study, small_real_dir, start_args):
@@ -176,15 +181,7 @@ def test_fold_ensemble_trains_each_fold_on_the_other_folds_patients_and_predict_
             )
             assert all(torch.equal(states[fold][key], trained.state[key]) for key in trained.state)
 
-    windows, groups = tmp_path / "windows.npy", tmp_path / "groups.npy"
-    np.save(windows, dataset.X_test.numpy()[:16])
-    np.save(groups, dataset.groups_test.numpy()[:16])
-    scores = {}
-    for runtime in ("torch", "onnx"):
-        csv = tmp_path / f"{runtime}.csv"
-        args = ["predict", "--model", str(out), "--input", str(windows), "--groups", str(groups)]
-        assert main([*args, "--out", str(csv), "--runtime", runtime]) == 0
-        scores[runtime] = np.loadtxt(csv, delimiter=",", skiprows=1, usecols=1)
+    scores = _predicted(out, dataset, tmp_path)
     assert np.max(np.abs(scores["torch"] - scores["onnx"])) < 1e-4
     # The score is the mean of the members' scores.
     bundle = load_bundle(out)

@@ -74,7 +74,7 @@ def best_on_validation(
     )
 
 
-def seed_ensemble(
+def mean_ensemble(
     results: Sequence[SeedResult],
     family: str,
     model_params: dict[str, Any],
@@ -84,41 +84,26 @@ def seed_ensemble(
     device: torch.device,
     fs: float | None,
 ) -> ExportChoice:
-    """Every seed that trained, scored as the mean of their scores; one seed left is exported alone."""
+    """Every member that trained, scored as the mean of their scores; one member left is exported alone.
+
+    The members are a refit's seeds, or a cross-validated study's fold models (`SeedResult.fold` set: each
+    trained on the other folds' patients, an ensemble bagged over patients). `data` holds the windows the
+    members' training covered; the ensemble's threshold is chosen on them by the one rule."""
     if len(results) == 1:
         return best_on_validation(results, family, model_params, data, objective=objective, fs=fs)
     autoencoder = ecgmodels.is_autoencoder(family)
     models = [_rebuilt(family, model_params, data, fs, r.state) for r in results]
     scorer = EnsembleScoringModel(models, autoencoder).to(device)
     threshold = ensemble_threshold(scorer, data, objective=objective, device=device, seed=results[0].seed)
+    folds = [r.fold for r in results if r.fold is not None]
     return ExportChoice(
         seeds=[r.seed for r in results],
         threshold=threshold,
         val_metrics=_metrics_of(scorer, data, "val", threshold, device) if len(data.y_val) else {},
         test_metrics=_metrics_of(scorer, data, "test", threshold, device),
         models=models,
+        folds=folds if len(folds) == len(results) else None,
     )
-
-
-def fold_ensemble(
-    results: Sequence[SeedResult],
-    family: str,
-    model_params: dict[str, Any],
-    data: ECGDataset,
-    *,
-    objective: str,
-    device: torch.device,
-    fs: float | None,
-) -> ExportChoice:
-    """The fold models of a cross-validated study (each trained on the other folds' patients), scored as the
-    mean of their scores: an ensemble bagged over patients. `data` holds every train+val window as training,
-    and the threshold is chosen on it by the one rule, as for the seeds' ensemble."""
-    folds = [r.fold for r in results if r.fold is not None]
-    if len(folds) != len(results):
-        raise ValueError("every member of a fold ensemble needs the fold it held out (SeedResult.fold)")
-    choice = seed_ensemble(results, family, model_params, data, objective=objective, device=device, fs=fs)
-    choice.folds = folds
-    return choice
 
 
 def _metrics_of(

@@ -26,7 +26,7 @@ import ecgmodels
 from search.data import DataError, ECGDataset, NormStats, all_labelled, fold_datasets, load_dataset
 from search.errors import UsageError
 from search.ship.bundle import write_bundle
-from search.ship.choice import ExportChoice, best_on_validation, fold_ensemble, seed_ensemble
+from search.ship.choice import ExportChoice, best_on_validation, mean_ensemble
 from search.ship.onnx import onnx_inputs
 from search.ship.publish import MlflowOutcome, log_to_mlflow
 from search.ship.seeds import ProgressCallback, SeedDiverged, SeedResult, summarise_seeds, train_seeds
@@ -317,10 +317,8 @@ def pick_export(plan: RetrainPlan, results: list[SeedResult]) -> ExportChoice:
     """The ensemble of the fold models or of the seeds when asked for, else the seed best on validation."""
     model = (plan.family, plan.model_params, plan.normalised)
     objective = plan.train_cfg.objective
-    if plan.folds is not None:
-        return fold_ensemble(results, *model, objective=objective, device=plan.device, fs=plan.fs)
-    if plan.settings.ensemble:
-        return seed_ensemble(results, *model, objective=objective, device=plan.device, fs=plan.fs)
+    if plan.folds is not None or plan.settings.ensemble:
+        return mean_ensemble(results, *model, objective=objective, device=plan.device, fs=plan.fs)
     return best_on_validation(results, *model, objective=objective, fs=plan.fs)
 
 
