@@ -135,7 +135,32 @@ def open_storage(
             f"({mask_secrets(str(error), url)}). Run `optuna storage upgrade --storage URL` with "
             "the Optuna version every worker runs, or point --storage at a new database."
         ) from None
+    if is_sqlite and parsed.database not in (None, "", ":memory:"):
+        # (An in-memory database lives in its one connection: disposing of it would lose the schema.)
+        _lock_sqlite_transactions_at_begin(storage.engine)
     return storage
+
+
+def _lock_sqlite_transactions_at_begin(engine: sqlalchemy.engine.Engine) -> None:
+    """Make every transaction on `engine` take SQLite's write lock when it begins (BEGIN IMMEDIATE).
+
+    Optuna claims a queued trial by reading it `FOR UPDATE` and setting it RUNNING only if it was still
+    WAITING. SQLite ignores `FOR UPDATE`, and pysqlite starts a transaction only at the first write, so two
+    processes could both read WAITING and both run the same trial (one then dies on "Cannot tell a
+    COMPLETE trial"). Taking the lock at BEGIN makes that read-then-write one step, as PostgreSQL's row lock
+    does; WAL still lets readers outside the engine (status, dashboard) read meanwhile.
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _leave_begin_to_sqlalchemy(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # pysqlite's own deferred BEGIN would come first otherwise
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    # Connections Optuna opened while creating the schema predate the listeners: open new ones.
+    engine.dispose()
 
 
 def open_existing_storage(url: str, *, heartbeat_interval: int = 30, grace_period: int = 90) -> BaseStorage:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -129,6 +131,38 @@ def test_sqlite_storage_settings_and_wal(sqlite_url: str) -> None:
     assert storage.engine_kwargs["connect_args"]["timeout"] >= 30
     with storage.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def _claim_queued_trials(sqlite_url: str, start: Any, claimed: Any) -> None:
+    """One process's part of the race below: pop queued trials, as `study.optimize` does, until none is left."""
+    study = optuna.load_study(study_name="queue", storage=open_storage(sqlite_url))
+    start.wait()
+    trial_ids = []
+    while (trial_id := study._pop_waiting_trial_id()) is not None:
+        trial_ids.append(trial_id)
+    claimed.put(trial_ids)
+
+
+def test_processes_racing_for_queued_trials_on_sqlite_each_get_distinct_ones(sqlite_url: str) -> None:
+    """Queued trials (starting points, retries) are claimed WAITING -> RUNNING by a read then a write; on SQLite
+    two workers could both read WAITING and both run the trial. Four processes draining one queue at once must
+    between them claim every trial exactly once."""
+    study = optuna.create_study(study_name="queue", storage=open_storage(sqlite_url))
+    for index in range(120):
+        study.enqueue_trial({"x": index})
+    context = multiprocessing.get_context("spawn")
+    start, claimed = context.Barrier(4), context.Queue()
+    processes = [context.Process(target=_claim_queued_trials, args=(sqlite_url, start, claimed)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    per_process = [claimed.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+    all_claims = [trial_id for trial_ids in per_process for trial_id in trial_ids]
+    assert sorted(all_claims) == sorted(t._trial_id for t in study.get_trials(deepcopy=False)), (
+        f"{len(all_claims) - len(set(all_claims))} trials were claimed twice"
+    )
+    assert sum(1 for trial_ids in per_process if trial_ids) >= 2, "one process claimed the whole queue: no race ran"
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # ask() stands in for a worker
