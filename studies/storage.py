@@ -106,10 +106,12 @@ def open_storage(
         raise ValueError(f"retries must be >= 0, got {retries}")
     parsed = normalise_storage_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
+    # An in-memory database lives in its one connection: no WAL, and no disposing of its pool.
+    is_sqlite_file = is_sqlite and parsed.database not in (None, "", ":memory:")
     if is_sqlite:
         _check_sqlite_location(parsed, url)
-        if parsed.database not in (None, "", ":memory:"):
-            _use_write_ahead_log(parsed.database, url)
+    if is_sqlite_file:
+        _use_write_ahead_log(parsed.database, url)
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     else:
         engine_kwargs = {
@@ -135,8 +137,7 @@ def open_storage(
             f"({mask_secrets(str(error), url)}). Run `optuna storage upgrade --storage URL` with "
             "the Optuna version every worker runs, or point --storage at a new database."
         ) from None
-    if is_sqlite and parsed.database not in (None, "", ":memory:"):
-        # (An in-memory database lives in its one connection: disposing of it would lose the schema.)
+    if is_sqlite_file:
         _lock_sqlite_transactions_at_begin(storage.engine)
     return storage
 
