@@ -158,6 +158,15 @@ def fold_bench(
     return FoldBench(args, dataset, label, 3 if args.quick else folds, args.epochs or (2 if args.quick else epochs))
 
 
+def rhythm_starting_point(*, relative: bool) -> dict[str, Any]:
+    """The model parameters of the search's second starting point: the `cnn` defaults with the rhythm branch
+    (`average` fusion), record-relative timing when `relative`."""
+    import ecgmodels
+
+    return {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average",
+            "rhythm_relative": relative}  # fmt: skip
+
+
 def mean_cv_curve(dataset: Any, folds: Any, cfg: Any, params: dict[str, Any], family: str = "cnn") -> list[float]:
     """The validation objective per epoch, averaged over the folds: each fold's model trained in lockstep on
     its own training patients, as a `--cv` trial trains them (`folds`: one fold id per train+val window)."""
@@ -294,6 +303,26 @@ def write_json(path: Path | None, benchmark: str, records: Sequence[dict[str, An
     with path.open("a", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps({"benchmark": benchmark, **record, "machine": info}, default=str) + "\n")
+
+
+class ArmTable:
+    """One row per model, one value per arm (`arms`: the baseline, then the contender), reported with the
+    contender / baseline ratio of each row."""
+
+    def __init__(self, arms: tuple[str, str]) -> None:
+        self.arms = arms
+        self.rows: dict[str, dict[str, Any]] = {}
+
+    def put(self, model: str, arm: str, value: float) -> None:
+        self.rows.setdefault(model, {"model": model})[arm] = value
+
+    def report(self, benchmark: str, json_path: Path | None, info: dict[str, Any]) -> None:
+        """Print the table with its ratios and append it to `json_path`."""
+        baseline, contender = self.arms
+        table = [{**row, "ratio": row[contender] / row[baseline]} for row in self.rows.values()]
+        print()
+        print_table(table, ["model", *self.arms, "ratio"])
+        write_json(json_path, benchmark, table, info)
 
 
 def verdict(ratio: float | None, target: float, *, higher_is_better: bool = True) -> str:

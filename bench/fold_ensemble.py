@@ -35,10 +35,7 @@ OUTER, INNER, EPOCHS, SEEDS = 5, 4, 8, 3
 
 
 def model_params(dataset: Any) -> dict[str, Any]:
-    import ecgmodels
-
-    params = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average"}
-    return {**params, "rhythm_relative": True} if dataset.has_groups else params
+    return _common.rhythm_starting_point(relative=dataset.has_groups)
 
 
 def design_and_held_out(outer: Any) -> Any:

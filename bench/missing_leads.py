@@ -62,7 +62,6 @@ def normalisation_rule(rule: str) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     bench = _common.fold_bench(__doc__.splitlines()[0], argv, folds=FOLDS, epochs=EPOCHS)
-    import ecgmodels
     from search.data import dataset_folds
     from search.training.config import TrainConfig
     from search.training.curve import curve_value
@@ -77,33 +76,23 @@ def main(argv: list[str] | None = None) -> int:
         extra={"folds": k, "fold seeds (regression)": list(fold_seeds), "epochs": epochs,
                "share of training windows with each lead": [round(float(v), 3) for v in present]},
     )  # fmt: skip
-    starting = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average",
-                "rhythm_relative": patients}  # fmt: skip
+    starting = _common.rhythm_starting_point(relative=patients)
     folds = dataset_folds(dataset, k, 0)
     cfg = TrainConfig(epochs=epochs)
-    rows: dict[str, dict[str, Any]] = {}
-
-    def put(model: str, rule: str, value: float) -> None:
-        rows.setdefault(model, {"model": model})[rule] = value
-
+    table = _common.ArmTable(RULES)
     for rule in RULES:
         with normalisation_rule(rule):
             for relative in (False, True) if patients else (False,):
                 label = "record-relative" if relative else "absolute"
                 values = _common.rhythm_regression_cv(dataset, fold_seeds, k, relative=relative)
                 for seed, value in zip(fold_seeds, values, strict=True):
-                    put(f"rhythm features ({label}) + LR, fold seed {seed}", rule, value)
+                    table.put(f"rhythm features ({label}) + LR, fold seed {seed}", rule, value)
             for name, params in (("cnn defaults", {}), ("second starting point", starting)):
                 curve = _common.mean_cv_curve(dataset, folds, cfg, params)
-                put(f"{name}, trial value (smoothed, 3)", rule, curve_value(curve, "smoothed", 3)[0])
-                put(f"{name}, epoch {epochs}", rule, curve[-1])
+                table.put(f"{name}, trial value (smoothed, 3)", rule, curve_value(curve, "smoothed", 3)[0])
+                table.put(f"{name}, epoch {epochs}", rule, curve[-1])
             print(f"{rule}: done", flush=True)
-    table = list(rows.values())
-    for row in table:
-        row["ratio"] = row["present-only"] / row["plain"]
-    print()
-    _common.print_table(table, ["model", *RULES, "ratio"])
-    _common.write_json(args.json, "missing_leads", table, info)
+    table.report("missing_leads", args.json, info)
     return 0
 
 

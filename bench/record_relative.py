@@ -34,11 +34,9 @@ ARMS = (("absolute", False), ("record-relative", True))
 
 def starting_point_curve(dataset: Any, folds: Any, epochs: int, *, relative: bool) -> list[float]:
     """The mean CV ROC-AUC per epoch of the cnn defaults with the rhythm branch (`average`)."""
-    import ecgmodels
     from search.training.config import TrainConfig
 
-    params = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average",
-              "rhythm_relative": relative}  # fmt: skip
+    params = _common.rhythm_starting_point(relative=relative)
     return _common.mean_cv_curve(dataset, folds, TrainConfig(epochs=epochs), params)
 
 

@@ -57,7 +57,6 @@ def record_scaled(X: Any, groups: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     bench = _common.fold_bench(__doc__.splitlines()[0], argv, folds=FOLDS, epochs=EPOCHS)
-    import ecgmodels
     from search.data import dataset_folds
     from search.training.config import TrainConfig
     from search.training.curve import curve_value
@@ -80,29 +79,19 @@ def main(argv: list[str] | None = None) -> int:
             X_val=record_scaled(dataset.X_val, dataset.groups_val),
         ),
     }
-    starting = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average",
-                "rhythm_relative": True}  # fmt: skip
+    starting = _common.rhythm_starting_point(relative=True)
     folds = dataset_folds(dataset, k, 0)
     cfg = TrainConfig(epochs=epochs)
-    rows: dict[str, dict[str, Any]] = {}
-
-    def put(model: str, rule: str, value: float) -> None:
-        rows.setdefault(model, {"model": model})[rule] = value
-
+    table = _common.ArmTable(RULES)
     for rule, data in datasets.items():
         for name, params in (("cnn defaults", {}), ("second starting point", starting)):
             curve = _common.mean_cv_curve(data, folds, cfg, params)
-            put(f"{name}, trial value (smoothed, 3)", rule, curve_value(curve, "smoothed", 3)[0])
+            table.put(f"{name}, trial value (smoothed, 3)", rule, curve_value(curve, "smoothed", 3)[0])
         values = _common.rhythm_regression_cv(data, fold_seeds, k, relative=True)
         for seed, value in zip(fold_seeds, values, strict=True):
-            put(f"rhythm features (record-relative) + LR, fold seed {seed}", rule, value)
+            table.put(f"rhythm features (record-relative) + LR, fold seed {seed}", rule, value)
         print(f"{rule}: done", flush=True)
-    table = list(rows.values())
-    for row in table:
-        row["ratio"] = row["record-scaled"] / row["global"]
-    print()
-    _common.print_table(table, ["model", *RULES, "ratio"])
-    _common.write_json(args.json, "record_scale", table, info)
+    table.report("record_scale", args.json, info)
     return 0
 
 

@@ -30,10 +30,9 @@ FOLDS, EPOCHS = 5, 8
 
 def cross_validated_curve(dataset: Any, folds: Any, epochs: int, *, adapt: bool) -> list[float]:
     """The mean CV ROC-AUC per epoch of the cnn defaults with the rhythm branch (`average`)."""
-    import ecgmodels
     from search.training.config import TrainConfig
 
-    params = {**ecgmodels.default_params("cnn"), "rhythm_branch": True, "rhythm_fusion": "average"}
+    params = _common.rhythm_starting_point(relative=False)
     # The trainer adapts at construction; the random-start arm replaces that call with nothing.
     no_adapt = mock.patch("search.training.loop.adapt_to_data", lambda *_args: None)
     with contextlib.nullcontext() if adapt else no_adapt:
