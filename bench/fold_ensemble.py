@@ -1,13 +1,14 @@
 """Patients neither saw: the CV fold models' ensemble against a refit's seeds, by nested patient-grouped CV.
 
 After `start --cv K` chose a configuration and its epochs, `retrain` can export (i) a refit on every
-training patient, one seed or the mean of several seeds' scores (`--seeds S --ensemble`), or (ii) the K
-fold models, each trained on the other folds' patients for the same epochs, as one mean-score model: a
-patient-bagged ensemble (`--ensemble folds`). Which transfers better to new patients cannot be read off
-the search's own CV figure, since the fold models are what produced it. This bench measures it the way a
-user's test split would, on the training data alone: outer patient-grouped folds hold patients out; on
-the rest, inner folds pick the epochs (the mean CV curve under the study's selection rule, as a `--cv`
-trial does), then both exports are built and scored once on the held-out patients. Both cuts are
+training patient, one seed or the mean of several seeds' scores (`--refit`, `--seeds S --ensemble`), or
+(ii) the K fold models, each trained on the other folds' patients for the same epochs, as one mean-score
+model: a patient-bagged ensemble (the default of a `--cv` study, chosen on this bench's measurements).
+Which transfers better to new patients cannot be read off the search's own CV figure, since the fold
+models are what produced it. This bench measures it the way a user's test split would, on the
+training data alone: outer patient-grouped folds hold patients out; on the rest, inner folds pick the
+epochs (the mean CV curve under the study's selection rule, as a `--cv` trial does), then both exports
+are built and scored once on the held-out patients. Both cuts are
 reported for the fold ensemble: the one rule (chosen on training windows) and the cut chosen on the
 fold models' out-of-fold scores (patients each member did not train on).
 

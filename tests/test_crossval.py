@@ -1,6 +1,7 @@
 """`start --cv K`: patient-grouped folds stored with the study, K models per trial in lockstep, the trial
-valued by the selection rule on the mean curve, per-fold values recorded; retraining refits on all of
-train+val for the epochs cross-validation chose; two workers on PostgreSQL use the same folds."""
+valued by the selection rule on the mean curve, per-fold values recorded; retraining exports the fold
+models (or refits on all of train+val) for the epochs cross-validation chose; two workers on PostgreSQL
+use the same folds."""
 
 from __future__ import annotations
 
@@ -73,19 +74,48 @@ def test_a_trial_is_valued_by_the_rule_on_the_mean_of_its_folds(cv_study):
         assert trial.user_attrs["cv_folds_digest"] == folds_digest(read_folds(study))
 
 
-def test_retrain_refits_on_all_of_train_and_val_and_predict_reproduces_it(cv_study, small_real_dir, tmp_path):
+def test_retrain_ensemble_refits_on_all_of_train_and_val_and_predict_reproduces_it(cv_study, small_real_dir, tmp_path):
     storage, study, _ = cv_study
     out = tmp_path / "bundle"
+    # --ensemble averages a refit's seeds, so under --cv it refits rather than exporting the fold models.
     argv = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--seeds", "2", "--ensemble"]
     assert main([*argv, "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     best = study.best_trial
+    assert metrics["ensemble_folds"] is None and [m["fold"] for m in metrics["seeds"]] == [None, None]
     assert metrics["cross_validation"]["folds"] == 3
     assert metrics["epochs"] == metrics["cross_validation"]["epochs"] == best.user_attrs["cv_epoch"]
     assert metrics["validation"] == {}  # nothing was held out: the CV estimate stands in for it
     assert all(seed["epochs_run"] == metrics["epochs"] for seed in metrics["seeds"])
     scores = _predicted(out, load_dataset(small_real_dir), tmp_path)
     assert np.max(np.abs(scores["torch"] - scores["onnx"])) < 1e-4
+
+
+def test_refit_trains_one_model_on_every_training_patient(cv_study, small_real_dir, tmp_path, capsys):
+    storage, study, _ = cv_study
+    out = tmp_path / "refit"
+    argv = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--refit", "--out", str(out)]
+    assert main(argv) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "on all of train+val for the" in printed and "fold 1" not in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    best = study.best_trial
+    assert metrics["ensemble_folds"] is None and metrics["exported_seed"] == best.user_attrs["config"]["seed"]
+    assert config["folds"] is None and len(metrics["seeds"]) == 1 and metrics["validation"] == {}
+    assert metrics["seeds"][0]["epochs_run"] == best.user_attrs["cv_epoch"]
+    # Trained on every labelled window: the weights equal one seed trained on pooled train+val.
+    from search.data import all_labelled
+    from search.ship.seeds import train_seeds
+    from search.training.config import split_config
+
+    dataset = load_dataset(small_real_dir)
+    pooled, _ = all_labelled(dataset).normalised()
+    family, params, cfg = split_config(best.user_attrs["config"])
+    cfg = replace(cfg, epochs=best.user_attrs["cv_epoch"], patience=0, selection="last")
+    (trained,), _ = train_seeds(family, params, cfg, pooled, seeds=1, device=torch.device("cpu"), fs=dataset.fs)
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(state[key], trained.state[key]) for key in trained.state)
 
 
 def _predicted(bundle: Path, dataset, folder: Path, n: int = 16) -> dict[str, np.ndarray]:
@@ -142,12 +172,12 @@ def test_two_workers_on_postgres_use_the_stored_folds(small_real_dir, postgres_u
         assert torch.equal(first.X_val, second.X_val) and torch.equal(first.y_train, second.y_train)
 
 
-def test_fold_ensemble_trains_each_fold_on_the_other_folds_patients_and_predict_reproduces_it(
+def test_a_cross_validated_study_exports_its_fold_models_by_default_and_predict_reproduces_them(
     cv_study, small_real_dir, tmp_path, capsys
 ):
     storage, study, _ = cv_study
     out = tmp_path / "folds"
-    argv = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--fold-ensemble"]
+    argv = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off"]  # no flag: the fold models
     assert main([*argv, "--out", str(out)]) == 0
     printed = " ".join(capsys.readouterr().out.split())
     assert "once per fold of its 3-fold cross-validation" in printed and "fold 3 · seed" in printed
@@ -195,6 +225,9 @@ def test_fold_ensemble_is_refused_where_it_cannot_mean_anything(cv_study, small_
     both = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--fold-ensemble", "--ensemble"]
     assert main([*both, "--seeds", "2", "--out", str(tmp_path / "both")]) == 2
     assert "not both" in capsys.readouterr().err and not (tmp_path / "both").exists()
+    refit = ["retrain", "--study", "cv", "--storage", storage, "--mlflow-uri", "off", "--fold-ensemble", "--refit"]
+    assert main([*refit, "--out", str(tmp_path / "refit")]) == 2
+    assert "--refit" in capsys.readouterr().err and not (tmp_path / "refit").exists()
     plain = tmp_path / "plain.db"
     assert main([*start_args(small_real_dir, f"sqlite:///{plain}", *SMALL, "--study", "plain"), "--create-only"]) == 0
     code = main(["retrain", "--study", "plain", "--storage", f"sqlite:///{plain}", "--fold-ensemble"])

@@ -59,7 +59,7 @@ def shrink(argv: list[str], *, raw: Path, slice_dir: Path) -> list[str]:
         if "--cv" in argv:
             argv[argv.index("--cv") + 1] = "2"  # the tiny slice holds few patients
         argv += ["--no-progress", "--max-params", "150000"]
-    if argv[0] == "retrain":
+    if argv[0] == "retrain" and "--seeds" in argv:
         argv[argv.index("--seeds") + 1] = "2"
     return argv
 

@@ -28,7 +28,8 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     epilog=example(
         "ecgsearch retrain --study cnn_lstm --seeds 3 --out exports/cnn_lstm --register-as ecg-cnn-lstm",
         "ecgsearch retrain --study cnn-small --pick 'latency_ms<5' --out exports/cnn-small",
-        "ecgsearch retrain --study cnn-cv --fold-ensemble --out exports/cnn-cv   # a study started with --cv K",
+        "ecgsearch retrain --study cnn-cv --out exports/cnn-cv          # --cv K study: its K fold models, as one",
+        "ecgsearch retrain --study cnn-cv --refit --seeds 3 --ensemble   # --cv K study: 3 seeds on every patient",
     ),
 )
 @click.option("--study", "study_name", required=True, help="study name")
@@ -57,20 +58,27 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     default=1,
     show_default=True,
     metavar="K",
-    help="train K times with seeds config.seed .. config.seed+K-1; export the best on validation",
+    help="train K times with seeds config.seed .. config.seed+K-1 and export the best on validation; for a --cv "
+    "study's fold models, K per fold, all exported",
 )
 @click.option(
     "--ensemble",
     is_flag=True,
     help="export the mean of the K seeds' scores as one model (one ONNX graph) instead of the best seed; "
-    "needs --seeds K >= 2",
+    "needs --seeds K >= 2; the seeds of a refit, so under --cv it implies --refit",
 )
 @click.option(
     "--fold-ensemble",
     is_flag=True,
-    help="cross-validated studies (start --cv K): instead of one refit on every training patient, train one model "
-    "per fold on the other folds' patients, for the epochs cross-validation chose (--seeds S: S per fold), and "
-    "export the mean of their scores as one model; each member reports its held-out fold as validation",
+    help="what a cross-validated study (start --cv K) exports by default: one model per fold, trained on the other "
+    "folds' patients for the epochs cross-validation chose (--seeds S: S per fold), as one mean-score model; each "
+    "member reports its held-out fold as validation. The flag refuses a study that is not cross-validated",
+)
+@click.option(
+    "--refit",
+    is_flag=True,
+    help="cross-validated studies: train on every training patient (train+val) for the epochs cross-validation "
+    "chose, instead of exporting the fold models; costs 1/(K-1) of their training time per seed",
 )
 @click.option(
     "--patience",
@@ -102,6 +110,7 @@ def command(
     seeds: int,
     ensemble: bool,
     fold_ensemble: bool,
+    refit: bool,
     patience: int | None,
     out_dir: str | None,
     register_as: str | None,
@@ -114,8 +123,9 @@ def command(
     and evaluates each seed once on the test split (mean ± std across seeds). The seed best on validation
     (with --ensemble: the mean of all seeds' scores, as one model) is exported to --out: model.pt
     (state_dict), model.onnx (with the score head), config.json, metrics.json and README.md, and logged to
-    MLflow under the study's run. A study searched with --cv K is refit on all of train+val for the epochs its
-    cross-validation chose; with --fold-ensemble it exports the K fold models' mean score instead.
+    MLflow under the study's run. A study searched with --cv K exports its K fold models' mean score: each
+    trained on the other folds' patients for the epochs its cross-validation chose, which transferred better
+    to held-out patients than a refit did; --refit trains on all of train+val for those epochs instead.
     """
     from search.ship.retrain import RetrainSettings, plan_retrain, run_retrain
 
@@ -128,6 +138,7 @@ def command(
         seeds=seeds,
         ensemble=ensemble,
         fold_ensemble=fold_ensemble,
+        refit=refit,
         patience=patience,
         out=Path(out_dir) if out_dir is not None else None,
         register_as=register_as,

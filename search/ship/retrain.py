@@ -4,9 +4,10 @@ A search trial is trained under a pruner, on a shortened budget, once: its value
 architecture's quality with the luck of one initialisation. Retraining the exact stored config
 with the full epoch budget and K seeds shows the spread (mean ± std on the test split). The seed
 that is best on VALIDATION is exported, or with `ensemble` the mean of all K seeds' scores as one
-model, so the test split never chooses anything. A cross-validated study can instead export its fold
-models (`fold_ensemble`): one model per fold, trained on the other folds' patients for the epochs
-cross-validation chose, scored as the mean of their scores (an ensemble bagged over patients).
+model, so the test split never chooses anything. A cross-validated study exports its fold models by
+default: one model per fold, trained on the other folds' patients for the epochs cross-validation
+chose, scored as the mean of their scores (an ensemble bagged over patients); `refit` (or `ensemble`)
+trains on all of its patients instead. Held-out patients chose that default (`bench/fold_ensemble.py`).
 
 The steps: `plan_retrain` (study, trial and data, all checked before any training), then
 `run_retrain` (train the seeds, pick the export, write the bundle, log it to MLflow). Nothing here
@@ -66,9 +67,11 @@ class RetrainSettings:
     epochs: int | None = None  # None: the study's epoch budget
     seeds: int = 1
     ensemble: bool = False  # export the mean of the seeds' scores instead of the best seed
-    # A cross-validated study: export the mean score of one model per fold (`seeds` per fold), each trained on
-    # the other folds' patients, instead of a refit on all of them.
+    # A cross-validated study exports the mean score of one model per fold (`seeds` per fold), each trained on
+    # the other folds' patients, unless `refit` (or `ensemble`, a refit's seeds) asks for a fit on all of them.
+    # `fold_ensemble` demands the fold models: refused on a study that has none.
     fold_ensemble: bool = False
+    refit: bool = False
     patience: int | None = None  # None: default_patience(epochs)
     out: Path | None = None  # None: exports/<study>
     register_as: str | None = None
@@ -86,12 +89,20 @@ class RetrainSettings:
                 "give --ensemble (the mean of several seeds of a refit) or --fold-ensemble (the mean of the fold "
                 "models, --seeds K per fold), not both"
             )
+        if self.fold_ensemble and self.refit:
+            raise UsageError(
+                "give --refit (one model on every training patient) or --fold-ensemble (one model per fold), not both"
+            )
         if self.ensemble and self.seeds < 2:
             raise UsageError(f"--ensemble averages several seeds: expected --seeds K with K >= 2, got {self.seeds}")
         if self.epochs is not None and self.epochs < 1:
             raise UsageError(f"--epochs {self.epochs}: expected an integer >= 1")
         if self.patience is not None and self.patience < 0:
             raise UsageError(f"--patience {self.patience}: expected an integer >= 0 (0 = no early stopping)")
+
+    def exports_folds(self, cross_validated: bool) -> bool:
+        """Whether the export is the fold models: a cross-validated study's default, unless a refit is asked for."""
+        return cross_validated and not (self.refit or self.ensemble)
 
 
 @dataclass
@@ -119,7 +130,8 @@ class RetrainPlan:
     # A cross-validated study's trial is refit on all of train+val for the epochs its CV curve chose: the
     # CV estimate (`cv`) stands in for the validation metrics a final fit cannot have.
     cv: dict[str, Any] | None = None
-    # With `fold_ensemble`: the study's fold of every train+val window (pooled order, as `normalised` holds them).
+    # When the fold models are exported: the study's fold of every train+val window (pooled order, as
+    # `normalised` holds them).
     folds: list[int] | None = None
 
 
@@ -215,7 +227,7 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
         out=settings.out if settings.out is not None else Path("exports") / settings.study,
         fs=definition.fs if definition.fs is not None else dataset.fs,
         cv=cv,
-        folds=read_folds(study) if settings.fold_ensemble else None,
+        folds=read_folds(study) if settings.exports_folds(bool(definition.cv_folds)) else None,
     )
 
 
@@ -226,8 +238,8 @@ def _final_fit(
     keeping the last epoch (nothing is left to validate on, so there is no early stopping)."""
     if settings.patience:
         raise UsageError(
-            f"--patience {settings.patience}: study {settings.study!r} is cross-validated, so retraining fits all "
-            "of train+val for the epochs cross-validation chose and has no validation split to stop on"
+            f"--patience {settings.patience}: study {settings.study!r} is cross-validated, so retraining trains for "
+            "the epochs cross-validation chose (--epochs E to change them), with no validation split to stop on"
         )
     epochs = settings.epochs or int(trial.user_attrs.get("cv_epoch") or definition.epochs)
     cv = {
@@ -297,7 +309,7 @@ def run_retrain(plan: RetrainPlan, *, on_progress: ProgressCallback | None = Non
 def train_members(
     plan: RetrainPlan, on_progress: ProgressCallback | None
 ) -> tuple[list[SeedResult], list[SeedDiverged]]:
-    """The seeds of a refit, or with `fold_ensemble` the seeds of every fold model: fold k trains on the other
+    """The seeds of a refit, or of every fold model when the folds are exported: fold k trains on the other
     folds' windows and is validated on its own; its seeds follow fold k-1's, so every member has its own."""
     model = (plan.family, plan.model_params)
     common = {"seeds": plan.settings.seeds, "device": plan.device, "fs": plan.fs, "on_progress": on_progress}
