@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from search.errors import UsageError, WorkerDied
+from search.interrupts import raise_swallowed_interrupt, swallowed_interrupts
 from search.optimize.events import EventHandler
 from search.optimize.process import (
     install_second_interrupt_exit,
@@ -164,7 +165,7 @@ def run_fleet(
             restore_handlers()
         return FleetResult({slots[0].label: result})
     fleet = _spawn(settings, slots, threads=per_process, on_event=on_event)
-    with sigterm_as_interrupt():
+    with sigterm_as_interrupt(), swallowed_interrupts():
         fleet.wait(on_tick)
     return fleet.outcome(loaded)
 
@@ -217,6 +218,7 @@ class _Fleet:
     def wait(self, on_tick: Callable[[], None], tick_s: float = 1.0) -> None:
         try:
             while alive := [child for child in self.children if child.process.is_alive()]:
+                raise_swallowed_interrupt()
                 wait([child.process.sentinel for child in alive] + [child.report for child in alive], timeout=tick_s)
                 self._collect()
                 on_tick()

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from search.interrupts import swallowed_interrupts
 from search.optimize.events import EventHandler
 from search.optimize.settings import WorkerSettings
 
@@ -65,9 +66,13 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _install(handler: Callable[[int, object], None]) -> Callable[[], None]:
+    """`handler` for both interrupts, and an interrupt swallowed by a finalizer kept for the training loop."""
     previous = {interrupt: signal.signal(interrupt, handler) for interrupt in INTERRUPTS}
+    swallowed = contextlib.ExitStack()
+    swallowed.enter_context(swallowed_interrupts())
 
     def restore() -> None:
+        swallowed.close()
         for interrupt, old in previous.items():
             signal.signal(interrupt, old)
 

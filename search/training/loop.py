@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ecgmodels import adapt_to_data, record_rr_for
+from search.interrupts import raise_swallowed_interrupt
 from search.training.augment import Augmentation
 from search.training.config import ConfigError, TrainConfig
 from search.training.curve import curve_value
@@ -273,6 +274,7 @@ class TrainingRun:
         loss_sum = torch.zeros((), device=device)
         first_bad_batch = torch.full((), -1, device=device, dtype=torch.long)
         for batch in range(math.ceil(n_train / cfg.batch_size)):
+            raise_swallowed_interrupt()  # a Ctrl-C that landed in a finalizer stops the run here
             idx = order[batch * cfg.batch_size : (batch + 1) * cfg.batch_size]
             xb = self.augment(self.X_train[idx], self.generator)
             with autocast(device, self.amp):
