@@ -104,6 +104,20 @@ def averaged_exports(bundles: list[Path], data: Any) -> dict[str, float]:
     return {"roc_auc": metrics["roc_auc"], "f1_macro": metrics["f1_macro"]}
 
 
+def paired_t(pick: list[float] | None, reference: list[float] | None) -> float | None:
+    """The pick's inner-fold lead over the reference in standard errors: mean / (sd / sqrt(K)) of the per-fold
+    differences (folds are shared, so pairing removes what the patients of a fold do to both). None where it
+    is undefined (a missing fold value, a single fold, or no spread)."""
+    import math
+
+    if not pick or not reference or len(pick) != len(reference) or len(pick) < 2:
+        return None
+    differences = [a - b for a, b in zip(pick, reference, strict=True)]
+    if any(math.isnan(d) for d in differences) or statistics.stdev(differences) == 0:
+        return None
+    return statistics.fmean(differences) / (statistics.stdev(differences) / math.sqrt(len(differences)))
+
+
 def held_out(metrics: dict[str, Any]) -> dict[str, float]:
     return {"roc_auc": metrics["test"]["roc_auc"], "f1_macro": metrics["test"]["f1_macro"]}
 
@@ -128,6 +142,7 @@ def one_outer_fold(outer: Any, work: Path, budget: dict[str, Any], *, seed: int)
         "trials": len(study.trials),
         "pick": top[0].number,
         "pick_cv": top[0].value,
+        "pick_fold_values": top[0].user_attrs.get("cv_fold_values"),
         "pick_config": top[0].user_attrs.get("config"),
         "top_cv": [t.value for t in top],
         "pick, fold models": held_out(exports[top[0].number]),
@@ -136,6 +151,8 @@ def one_outer_fold(outer: Any, work: Path, budget: dict[str, Any], *, seed: int)
         result[TOP_AVERAGED] = averaged_exports([work / f"trial-{t.number}" for t in top], data)
     if starting is not None:
         result["starting_point_cv"] = starting.value
+        result["starting_point_fold_values"] = starting.user_attrs.get("cv_fold_values")
+        result["paired_lead_t"] = paired_t(result["pick_fold_values"], result["starting_point_fold_values"])
         result["starting point, fold models"] = held_out(exports[STARTING_POINT])
     return result
 
@@ -183,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"outer fold {index + 1}: {result['complete']} of {result['trials']} trials complete in "
                 f"{result['search_minutes']:.1f} min; pick trial {result['pick']} (inner CV {result['pick_cv']:.3f}), "
-                f"starting point inner CV {result.get('starting_point_cv', float('nan')):.3f} · {cells}",
+                f"starting point inner CV {result.get('starting_point_cv', float('nan')):.3f} "
+                f"(paired lead t = {result.get('paired_lead_t')}) · {cells}",
                 flush=True,
             )
     rows = []
