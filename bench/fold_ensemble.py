@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,9 @@ def member_scores(models: list[Any], X: Any, groups: Any) -> list[Any]:
     return [score_windows(model, X, autoencoder=False, groups=groups) for model in models]
 
 
-def cut_on_training_windows(models: list[Any], data: Any, seed: int) -> float:
-    """The one rule: the ensemble's cut on the fixed stratified sample of training windows."""
-    import numpy as np
+def training_window_cut(score: Callable[[Any, Any], Any], data: Any, seed: int) -> float:
+    """The one rule: the F1-macro cut of `score(X, groups)` (an ensemble's mean score) on the fixed stratified
+    sample of `data`'s training windows."""
     import torch
 
     from search.training.metrics import choose_threshold
@@ -68,8 +69,15 @@ def cut_on_training_windows(models: list[Any], data: Any, seed: int) -> float:
 
     sample = threshold_sample(data.y_train, threshold_sample_size(data.y_train.numel()), seed=seed)
     # Record RR from every training window of a patient, then the sample's (as training computes it).
-    scores = np.mean(member_scores(models, data.X_train, data.groups_train), axis=0)[sample.numpy()]
+    scores = score(data.X_train, data.groups_train)[sample.numpy()]
     return float(choose_threshold(torch.as_tensor(scores), data.y_train[sample], "f1_macro"))
+
+
+def cut_on_training_windows(models: list[Any], data: Any, seed: int) -> float:
+    """The one rule for in-memory models: their mean score's cut on the training-window sample."""
+    import numpy as np
+
+    return training_window_cut(lambda X, groups: np.mean(member_scores(models, X, groups), axis=0), data, seed)
 
 
 def evaluate(models: list[Any], data: Any, threshold: float) -> dict[str, float]:

@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common  # also puts the repository on sys.path
-from fold_ensemble import design_and_held_out
+from fold_ensemble import design_and_held_out, training_window_cut
 from quality import QUICK_SEARCH, SEARCH, default_flops
 
 OUTER, INNER, BOX_MINUTES, TOP = 3, 4, 12.0, 3
@@ -83,23 +83,17 @@ def averaged_exports(bundles: list[Path], data: Any) -> dict[str, float]:
     """Several bundles' mean score on the held-out (test) windows, cut by the one rule: the F1-macro cut on the
     fixed stratified sample of training windows."""
     import numpy as np
-    import torch
 
     from search.data import all_labelled
     from search.ship.bundle import load_bundle
-    from search.training.metrics import choose_threshold, classification_metrics
-    from search.training.threshold import threshold_sample, threshold_sample_size
+    from search.training.metrics import classification_metrics
 
     loaded = [load_bundle(path) for path in bundles]
-    training = all_labelled(data)
-    sample = threshold_sample(training.y_train, threshold_sample_size(training.y_train.numel()), seed=0)
 
     def mean_score(X: Any, groups: Any) -> np.ndarray:
         return np.mean([bundle.score(X, groups=groups) for bundle in loaded], axis=0)
 
-    # Record RR from every window of a patient, then the sample's (as training computes it).
-    train_scores = mean_score(training.X_train, training.groups_train)[sample.numpy()]
-    cut = float(choose_threshold(torch.as_tensor(train_scores), training.y_train[sample], "f1_macro"))
+    cut = training_window_cut(mean_score, all_labelled(data), seed=0)
     metrics = classification_metrics(data.y_test.numpy(), mean_score(data.X_test, data.groups_test), cut)
     return {"roc_auc": metrics["roc_auc"], "f1_macro": metrics["f1_macro"]}
 
