@@ -11,6 +11,8 @@ pipeline inside the training data: outer patient-grouped folds hold patients out
   (ii)  the second starting point (trial 1: the `cnn` defaults with the rhythm branch, `average`
         fusion, record-relative where the data has patient ids), the search's own plain candidate,
   (iii) the top 3 trials' exports averaged (their mean score, the cut by the one rule on training windows),
+  (iv)  what `retrain --select confirmed` exports: the best starting point unless the pick's per-fold lead
+        over it passes a one-sided paired t-test at p < 0.05 (`studies.select_export`),
 
 each scored once on the held-out patients, beside the inner CV figure that chose it. The test split of
 the data is never read: the held-out patients are training patients.
@@ -36,6 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # also puts the repository on sys.path
 from fold_ensemble import design_and_held_out, training_window_cut
 from quality import QUICK_SEARCH, SEARCH, default_flops
+
+from studies import paired_lead_t, select_export
 
 OUTER, INNER, BOX_MINUTES, TOP = 3, 4, 12.0, 3
 STARTING_POINT = 1  # trial 1 of a new classifier study: the cnn defaults with the rhythm branch
@@ -98,20 +102,6 @@ def averaged_exports(bundles: list[Path], data: Any) -> dict[str, float]:
     return {"roc_auc": metrics["roc_auc"], "f1_macro": metrics["f1_macro"]}
 
 
-def paired_t(pick: list[float] | None, reference: list[float] | None) -> float | None:
-    """The pick's inner-fold lead over the reference in standard errors: mean / (sd / sqrt(K)) of the per-fold
-    differences (folds are shared, so pairing removes what the patients of a fold do to both). None where it
-    is undefined (a missing fold value, a single fold, or no spread)."""
-    import math
-
-    if not pick or not reference or len(pick) != len(reference) or len(pick) < 2:
-        return None
-    differences = [a - b for a, b in zip(pick, reference, strict=True)]
-    if any(math.isnan(d) for d in differences) or statistics.stdev(differences) == 0:
-        return None
-    return statistics.fmean(differences) / (statistics.stdev(differences) / math.sqrt(len(differences)))
-
-
 def held_out(metrics: dict[str, Any]) -> dict[str, float]:
     return {"roc_auc": metrics["test"]["roc_auc"], "f1_macro": metrics["test"]["f1_macro"]}
 
@@ -129,6 +119,10 @@ def one_outer_fold(outer: Any, work: Path, budget: dict[str, Any], *, seed: int)
     starting = next((t for t in complete if t.number == STARTING_POINT), None)
     if starting is not None and STARTING_POINT not in exports:
         exports[STARTING_POINT] = export(storage, STARTING_POINT, work / f"trial-{STARTING_POINT}")
+    confirmed = select_export(study, "confirmed")
+    if confirmed.trial.number not in exports:
+        number = confirmed.trial.number
+        exports[number] = export(storage, number, work / f"trial-{number}")
     data = load_dataset(data_dir)
     result = {
         "search_minutes": minutes,
@@ -140,19 +134,25 @@ def one_outer_fold(outer: Any, work: Path, budget: dict[str, Any], *, seed: int)
         "pick_config": top[0].user_attrs.get("config"),
         "top_cv": [t.value for t in top],
         "pick, fold models": held_out(exports[top[0].number]),
+        "confirmed_trial": confirmed.trial.number,
+        "confirmed_reason": confirmed.reason,
+        CONFIRMED: held_out(exports[confirmed.trial.number]),
     }
     if len(top) > 1:  # with one complete trial the average is the pick
         result[TOP_AVERAGED] = averaged_exports([work / f"trial-{t.number}" for t in top], data)
     if starting is not None:
         result["starting_point_cv"] = starting.value
         result["starting_point_fold_values"] = starting.user_attrs.get("cv_fold_values")
-        result["paired_lead_t"] = paired_t(result["pick_fold_values"], result["starting_point_fold_values"])
+        result["paired_lead_t"] = paired_lead_t(
+            result["pick_fold_values"] or [], result["starting_point_fold_values"] or []
+        )
         result["starting point, fold models"] = held_out(exports[STARTING_POINT])
     return result
 
 
 TOP_AVERAGED = f"top {TOP} averaged"  # fewer where fewer trials completed: `top_cv` says how many
-CONTENDERS = ("pick, fold models", "starting point, fold models", TOP_AVERAGED)
+CONFIRMED = "retrain --select confirmed"
+CONTENDERS = ("pick, fold models", "starting point, fold models", TOP_AVERAGED, CONFIRMED)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"outer fold {index + 1}: {result['complete']} of {result['trials']} trials complete in "
                 f"{result['search_minutes']:.1f} min; pick trial {result['pick']} (inner CV {result['pick_cv']:.3f}), "
                 f"starting point inner CV {result.get('starting_point_cv', float('nan')):.3f} "
-                f"(paired lead t = {result.get('paired_lead_t')}) · {cells}",
+                f"(paired lead t = {result.get('paired_lead_t')}); "
+                f"--select confirmed: trial {result['confirmed_trial']} · {cells}",
                 flush=True,
             )
     rows = []
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         })  # fmt: skip
     print()
     _common.print_table(rows, list(rows[0]))
-    for name in ("pick, fold models", TOP_AVERAGED):
+    for name in ("pick, fold models", TOP_AVERAGED, CONFIRMED):
         paired = [fold for fold in per_fold if "starting point, fold models" in fold and name in fold]
         if not paired:
             continue

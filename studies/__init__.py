@@ -24,6 +24,14 @@ from studies.liveness import LIVENESS_KEY, LivenessBeat, StaleTrialReaper, has_s
 from studies.masking import mask_secrets
 from studies.pruners import PRUNERS, make_pruner
 from studies.samplers import SAMPLERS, make_sampler
+from studies.selection import (
+    FOLD_VALUES_ATTR,
+    SELECTIONS,
+    STARTING_POINT_ATTR,
+    Selection,
+    paired_lead_t,
+    select_export,
+)
 from studies.storage import (
     DEFAULT_STORAGE_URL,
     StorageError,
@@ -68,15 +76,19 @@ __all__ = [
     "COST_OBJECTIVES",
     "DEFAULT_STORAGE_URL",
     "FINISHED_STATES",
+    "FOLD_VALUES_ATTR",
     "LIVENESS_KEY",
     "PRUNERS",
     "SAMPLERS",
+    "SELECTIONS",
+    "STARTING_POINT_ATTR",
     "USER_ATTR_KEY",
     "BestTrial",
     "LivenessBeat",
     "NoCompletedTrial",
     "NotAnEcgsearchStudy",
     "RunningTrial",
+    "Selection",
     "StaleTrialReaper",
     "StorageError",
     "StudyDefinition",
@@ -103,11 +115,13 @@ __all__ = [
     "mask_secrets",
     "open_existing_storage",
     "open_storage",
+    "paired_lead_t",
     "pareto_front",
     "pick_trial",
     "quality_value",
     "read_definition",
     "read_folds",
+    "select_export",
     "select_trial",
     "sqlite_artifact_dir",
     "summarise",

@@ -233,3 +233,49 @@ def test_fold_ensemble_is_refused_where_it_cannot_mean_anything(cv_study, small_
     code = main(["retrain", "--study", "plain", "--storage", f"sqlite:///{plain}", "--fold-ensemble"])
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "study 'plain' is not cross-validated" in err
+
+
+def test_select_confirmed_exports_the_starting_point_the_best_trial_did_not_beat_beyond_noise(
+    cv_study, small_real_dir, tmp_path, capsys
+):
+    import sqlite3
+
+    from studies import STARTING_POINT_ATTR, paired_lead_t
+
+    *_, root = cv_study
+    copy = tmp_path / "cv.db"  # the module's study stays as the other tests expect it
+    with sqlite3.connect(root / "cv.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # the write-ahead log included, which a file copy would miss
+    copied = optuna.load_study(study_name="cv", storage=f"sqlite:///{copy}")
+    starting = [
+        t for t in copied.get_trials(states=(optuna.trial.TrialState.COMPLETE,)) if STARTING_POINT_ATTR in t.user_attrs
+    ]
+    incumbent = max(starting, key=lambda t: t.value)
+    donor = min(starting, key=lambda t: t.value)  # a real config for the challenger to retrain
+    # A challenger above every trial on the mean, behind the incumbent on one fold: a lead the folds cannot confirm.
+    spread = [0.06, -0.04, 0.07]
+    folds = [v + d for v, d in zip(incumbent.user_attrs["cv_fold_values"], spread, strict=True)]
+    attrs = {k: v for k, v in donor.user_attrs.items() if k != STARTING_POINT_ATTR}
+    copied.add_trial(
+        optuna.trial.create_trial(
+            value=incumbent.value + 0.03,
+            params=donor.params,
+            distributions=donor.distributions,
+            user_attrs={**attrs, "cv_fold_values": folds},
+        )
+    )
+    challenger = copied.trials[-1].number
+    argv = ["retrain", "--study", "cv", "--storage", f"sqlite:///{copy}", "--mlflow-uri", "off", "--refit"]
+    assert main([*argv, "--select", "confirmed", "--out", str(tmp_path / "confirmed")]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    metrics = json.loads((tmp_path / "confirmed" / "metrics.json").read_text())
+    assert metrics["trial_number"] == incumbent.number
+    t = paired_lead_t(folds, incumbent.user_attrs["cv_fold_values"])
+    assert f"is {t:.2f} standard errors" in metrics["selection"] and "not confirmed" in metrics["selection"]
+    assert f"retraining trial {incumbent.number} " in printed and "chosen by --select confirmed" in printed
+
+    assert main([*argv, "--select", "best", "--out", str(tmp_path / "best")]) == 0
+    assert json.loads((tmp_path / "best" / "metrics.json").read_text())["trial_number"] == challenger
+    # --select chooses the trial, so it and --trial N are refused together before anything is written.
+    assert main([*argv, "--select", "best", "--trial", "0", "--out", str(tmp_path / "both")]) == 2
+    assert "not two of them" in capsys.readouterr().err and not (tmp_path / "both").exists()

@@ -11,6 +11,7 @@ from rich.text import Text
 
 from search.cli.console import out, print_note, print_table, print_warning
 from search.cli.options import example, mlflow_option, storage_option
+from studies.selection import SELECTIONS
 
 if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, not for `ecgsearch --help`
     from rich.console import Console
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
         "ecgsearch retrain --study cnn-small --pick 'latency_ms<5' --out exports/cnn-small",
         "ecgsearch retrain --study cnn-cv --out exports/cnn-cv          # --cv K study: its K fold models, as one",
         "ecgsearch retrain --study cnn-cv --refit --seeds 3 --ensemble   # --cv K study: 3 seeds on every patient",
+        "ecgsearch retrain --study cnn-cv --select confirmed   # the starting point unless the folds confirm the best",
     ),
 )
 @click.option("--study", "study_name", required=True, help="study name")
@@ -48,6 +50,14 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     help="retrain the most accurate trial satisfying RULE, NAME<VALUE (<=, >, >= too; several joined by commas) "
     "on the study's objectives and measured costs, e.g. 'latency_ms<5' or 'params<=100000,flops<2e7'; a Pareto "
     "front point when one satisfies it",
+)
+@click.option(
+    "--select",
+    type=click.Choice(SELECTIONS),
+    default=None,
+    help="how the trial is chosen when --trial and --pick are not given: 'best' (the best value; the default) or "
+    "'confirmed' (a --cv study's best starting point, unless the best trial's per-fold lead over it passes a "
+    "one-sided paired t-test at p < 0.05: a best value found among many trials on few patients is mostly luck)",
 )
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, metavar="E", help="epoch budget (default: the study's)"
@@ -106,6 +116,7 @@ def command(
     storage: str,
     trial: int | None,
     pick: str | None,
+    select: str | None,
     epochs: int | None,
     seeds: int,
     ensemble: bool,
@@ -134,6 +145,7 @@ def command(
         storage=storage,
         trial_number=trial,
         pick=pick,
+        select=select,
         epochs=epochs,
         seeds=seeds,
         ensemble=ensemble,
@@ -238,6 +250,7 @@ def describe_plan(plan: RetrainPlan) -> Text:
         (settings.study, "bold"),
         f" ({plan.family}, search value {plan.search_value:.4f}) from scratch {how}, {seeds}{ensemble}, "
         f"on {plan.device}",
+        f"\nchosen by {plan.selection}",
     )
 
 

@@ -29,7 +29,7 @@ from search.training.cost import CostUnmeasurable, ModelCost, measure_cost
 from search.training.curve import curve_value
 from search.training.device import seed_everything
 from search.training.loop import TrainingDiverged, TrainingRun, fit, fit_lockstep
-from studies import BUDGET_STATES, LivenessBeat, StudyDefinition, budget_of, is_infeasible
+from studies import BUDGET_STATES, FOLD_VALUES_ATTR, LivenessBeat, StudyDefinition, budget_of, is_infeasible
 from studies.attrs import set_user_attrs
 
 
@@ -329,7 +329,7 @@ class TrialObjective:
         value, epoch = curve_value(mean_curve, cfg.selection, cfg.selection_window)
         fold_values = [curve_value(run.objective_curve(), cfg.selection, cfg.selection_window)[0] for run in runs]
         trial.set_user_attr("cv_epoch", epoch)  # retraining on all of train+val trains this many epochs
-        trial.set_user_attr("cv_fold_values", fold_values)
+        trial.set_user_attr(FOLD_VALUES_ATTR, fold_values)
         best_metrics: dict[str, Any] = dict(history[epoch - 1])
         # The held-out windows of every fold at that epoch: one confusion matrix over all of train+val.
         best_metrics["val_confusion_matrix"] = _summed([run.history[epoch - 1]["val_confusion_matrix"] for run in runs])

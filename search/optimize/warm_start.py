@@ -21,12 +21,17 @@ from optuna.trial import FrozenTrial, TrialState
 
 import spaces
 from search.errors import UsageError
-from studies import StudyNotFound, is_infeasible, mask_secrets, open_existing_storage, quality_value
+from studies import (
+    STARTING_POINT_ATTR,
+    StudyNotFound,
+    is_infeasible,
+    mask_secrets,
+    open_existing_storage,
+    quality_value,
+)
 
 # The user attr naming the earlier trial a warm-start trial replays (`study#number`).
 WARM_START_ATTR = "warm_start_from"
-# The user attr naming the space's starting point a trial runs (e.g. "cnn defaults").
-STARTING_POINT_ATTR = "starting_point"
 
 
 @dataclass

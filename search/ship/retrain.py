@@ -36,6 +36,7 @@ from search.training.cost import COSTS, measure_cost
 from search.training.device import resolve_device
 from studies import (
     DEFAULT_STORAGE_URL,
+    SELECTIONS,
     StudyDefinition,
     StudyMismatch,
     load_study_with_definition,
@@ -44,10 +45,14 @@ from studies import (
     pick_trial,
     quality_value,
     read_folds,
+    select_export,
     select_trial,
     trial_config,
     trial_objectives,
 )
+
+# How `retrain` chooses the trial when none is named (`studies.select_export`).
+DEFAULT_SELECTION = "best"
 
 
 def default_patience(epochs: int) -> int:
@@ -64,6 +69,9 @@ class RetrainSettings:
     trial_number: int | None = None  # None: the best COMPLETE trial
     # A rule on the objectives (`latency_ms<5`): the most accurate trial satisfying it (`studies.pick_trial`).
     pick: str | None = None
+    # How the trial is chosen when neither `trial_number` nor `pick` names one (`studies.SELECTIONS`); None: the
+    # default, DEFAULT_SELECTION.
+    select: str | None = None
     epochs: int | None = None  # None: the study's epoch budget
     seeds: int = 1
     ensemble: bool = False  # export the mean of the seeds' scores instead of the best seed
@@ -82,6 +90,10 @@ class RetrainSettings:
     def check(self) -> None:
         if self.pick is not None and self.trial_number is not None:
             raise UsageError("give --trial N or --pick RULE, not both")
+        if self.select is not None and (self.pick is not None or self.trial_number is not None):
+            raise UsageError("--select RULE chooses the trial: give it, --trial N or --pick RULE, not two of them")
+        if self.select is not None and self.select not in SELECTIONS:
+            raise UsageError(f"--select {self.select!r}: expected one of {', '.join(SELECTIONS)}")
         if self.seeds < 1:
             raise UsageError(f"--seeds {self.seeds}: expected an integer >= 1")
         if self.fold_ensemble and self.ensemble:
@@ -113,6 +125,8 @@ class RetrainPlan:
     storage_url: str
     definition: StudyDefinition
     trial_number: int
+    # How the trial was chosen, in a sentence: --trial, --pick, or the selection rule's reason.
+    selection: str
     search_value: float
     # Every objective of the trial as the search measured it (`val_roc_auc`, `params`, `flops`, `latency_ms`).
     objectives: dict[str, float]
@@ -194,8 +208,12 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
         )
     if settings.pick is not None:
         trial = pick_trial(study, definition.metric_names(), settings.pick)
+        selection = f"the most accurate trial satisfying --pick {settings.pick!r}"
+    elif settings.trial_number is not None:
+        trial, selection = select_trial(study, settings.trial_number), "--trial as asked"
     else:
-        trial = select_trial(study, settings.trial_number)
+        chosen = select_export(study, settings.select or DEFAULT_SELECTION)
+        trial, selection = chosen.trial, f"--select {chosen.rule}: {chosen.reason}"
     config = trial_config(trial)
     # Refuses a config this code cannot build, before loading data.
     family, model_params, train_cfg = split_config(config)
@@ -213,6 +231,7 @@ def plan_retrain(settings: RetrainSettings) -> RetrainPlan:
         storage_url=storage_url,
         definition=definition,
         trial_number=trial.number,
+        selection=selection,
         search_value=float(quality_value(trial)),
         objectives=trial_objectives(trial, definition.metric_names()),
         config=config,
@@ -364,6 +383,7 @@ def bundle_metrics(
     return {
         "study": plan.settings.study,
         "trial_number": plan.trial_number,
+        "selection": plan.selection,
         "search_value": plan.search_value,
         "objectives": plan.definition.metric_names(),
         "search_objectives": plan.objectives,

@@ -17,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from search.tracking import names, plots
 from search.tracking.runs import Point, RunUpdate, clean_key, tag_value, trial_params
-from studies import best_trial, is_infeasible, pareto_front, quality_value
+from studies import FOLD_VALUES_ATTR, best_trial, is_infeasible, pareto_front, quality_value
 
 # Trial user attrs (written by the worker) -> child-run tags.
 ATTR_TAGS = {
@@ -31,8 +31,6 @@ ATTR_TAGS = {
     "cv_epoch": names.TAG_CV_EPOCH,
     "infeasible": names.TAG_INFEASIBLE,
 }
-# A cross-validated trial's value on each fold (user attr `cv_fold_values`) -> metrics `cv_fold<k>_value`.
-FOLD_VALUES_ATTR = "cv_fold_values"
 MIRRORED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 # The worker's user attr holding the validation confusion matrix at the best epoch (COMPLETE trials).
