@@ -96,9 +96,10 @@ def select_export(study: optuna.Study, rule: str = "best") -> Selection:
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
     lead_t = paired_lead_t(challenger_folds, incumbent_folds, maximize=maximize)
     if lead_t is None:
-        return Selection(
-            best, rule, f"no per-fold values to compare (a study without --cv): the best trial, {best.number}"
+        why = (
+            "per-fold values that cannot be paired" if challenger_folds else "no per-fold values (a study without --cv)"
         )
+        return Selection(best, rule, f"{why} to test against the starting point: the best trial, {best.number}")
     needed = critical_t(len(challenger_folds))
     lead = f"its lead over the starting point {name!r} (trial {incumbent.number}) across {len(challenger_folds)} folds"
     if lead_t > needed:

@@ -90,6 +90,9 @@ def test_without_something_to_test_against_the_rule_is_the_best_trial():
     # No starting point (started with --no-starting-points, or resumed from a warm start).
     chosen = select_export(_study((0.8, STARTING, None), (0.9, better, None)), "confirmed")
     assert chosen.trial.number == 1 and "no starting point" in chosen.reason
+    # A fold without a value (one class only in its held-out windows) leaves nothing to pair.
+    chosen = select_export(_study((0.8, STARTING, "cnn defaults"), (0.9, [*better[:3], math.nan], None)), "confirmed")
+    assert chosen.trial.number == 1 and "cannot be paired" in chosen.reason
     # The best trial is the starting point itself.
     chosen = select_export(_study((0.9, better, "cnn defaults"), (0.8, STARTING, None)), "confirmed")
     assert chosen.trial.number == 0 and chosen.lead_t is None
