@@ -129,14 +129,14 @@ def command(
     data: str | None,
     device: str,
 ) -> int:
-    """Takes the best COMPLETE trial of a study (or the one --select, --pick or --trial names), rebuilds its
-    exact config, trains it from scratch on the study's data with the full epoch budget and early stopping on
-    validation, once per seed, and evaluates each seed once on the test split (mean ± std across seeds). The
-    seed best on validation (with --ensemble: the mean of all seeds' scores, as one model) is exported to
-    --out: model.pt (state_dict), model.onnx (with the score head), config.json, metrics.json and README.md, and logged to
-    MLflow under the study's run. A study searched with --cv K exports its K fold models' mean score: each
-    trained on the other folds' patients for the epochs its cross-validation chose, which transferred better
-    to held-out patients than a refit did; --refit trains on all of train+val for those epochs instead.
+    """Takes the best COMPLETE trial of a study (or the one --select, --pick or --trial names), rebuilds its exact
+    config, trains it from scratch on the study's data with the full epoch budget and early stopping on validation,
+    once per seed, and evaluates each seed once on the test split (mean ± std across seeds). The seed best on
+    validation (with --ensemble: the mean of all seeds' scores, as one model) is exported to --out: model.pt
+    (state_dict), model.onnx (with the score head), config.json, metrics.json and README.md, and logged to MLflow
+    under the study's run. A study searched with --cv K exports its K fold models' mean score: each trained on the
+    other folds' patients for the epochs its cross-validation chose, which transferred better to held-out patients
+    than a refit did; --refit trains on all of train+val for those epochs instead.
     """
     from search.ship.retrain import RetrainSettings, plan_retrain, run_retrain
 
