@@ -2,10 +2,15 @@
 
 A search's best value is the maximum over many trials of a noisy figure, so it is biased upward by about the
 margin it wins by (the winner's curse). Under patient-grouped cross-validation the noise is the patients: folds
-differ by far more than configs do. `confirmed` keeps the study's best starting point (the space's own plain
-candidate, enqueued first: `search.optimize.warm_start`) as the incumbent, and exports the best trial instead
-only where its per-fold lead over the incumbent passes a one-sided paired t-test. Pairing removes what a fold's
-patients do to both trials; what is left is the lead against its own spread across folds.
+differ by far more than configs do. `confirmed` keeps the space's recommended starting point as the incumbent
+and exports the best trial instead only where its per-fold lead over the incumbent passes a one-sided paired
+t-test. Pairing removes what a fold's patients do to both trials; what is left is the lead against its own
+spread across folds.
+
+The incumbent is the starting point the space lists last (`spaces.starting`: plainest first, the one it
+recommends last, e.g. the family defaults with the rhythm branch), not the best-valued one: measured with
+`bench/nested_search.py`, the family's plain defaults can win the inner folds by luck as any trial can, and the
+rule must not hand the winner's curse back through the incumbent.
 """
 
 from __future__ import annotations
@@ -68,9 +73,10 @@ def critical_t(folds: int, alpha: float = CONFIRM_ALPHA) -> float:
 def select_export(study: optuna.Study, rule: str = "best") -> Selection:
     """The trial `ecgsearch retrain` exports when no --trial or --pick names one, by `rule` (one of SELECTIONS).
 
-    `best`: the best feasible COMPLETE trial. `confirmed`: the best starting point unless the best trial's
-    per-fold lead over it passes the one-sided paired t-test at CONFIRM_ALPHA; a study without per-fold values
-    (not `--cv`) or without a COMPLETE starting point has nothing to test against and gets the best trial.
+    `best`: the best feasible COMPLETE trial. `confirmed`: the recommended starting point (the last the space
+    lists that completed; they are enqueued, so numbered, in the space's order) unless the best trial's per-fold
+    lead over it passes the one-sided paired t-test at CONFIRM_ALPHA; a study without per-fold values (not
+    `--cv`) or without a COMPLETE starting point has nothing to test against and gets the best trial.
     """
     if rule not in SELECTIONS:
         raise ValueError(f"unknown selection rule {rule!r}; expected one of {', '.join(SELECTIONS)}")
@@ -85,7 +91,7 @@ def select_export(study: optuna.Study, rule: str = "best") -> Selection:
         )
     if rule == "best":
         return Selection(best, rule, f"trial {best.number} has the best value")
-    incumbent = best_trial(study, [t for t in scored if STARTING_POINT_ATTR in t.user_attrs])
+    incumbent = max((t for t in scored if STARTING_POINT_ATTR in t.user_attrs), key=lambda t: t.number, default=None)
     if incumbent is None:
         return Selection(best, rule, f"no starting point completed to test against: the best trial, {best.number}")
     name = incumbent.user_attrs[STARTING_POINT_ATTR]

@@ -250,8 +250,8 @@ def test_select_confirmed_exports_the_starting_point_the_best_trial_did_not_beat
     starting = [
         t for t in copied.get_trials(states=(optuna.trial.TrialState.COMPLETE,)) if STARTING_POINT_ATTR in t.user_attrs
     ]
-    incumbent = max(starting, key=lambda t: t.value)
-    donor = min(starting, key=lambda t: t.value)  # a real config for the challenger to retrain
+    incumbent = max(starting, key=lambda t: t.number)  # the one the space lists last: the rhythm branch
+    donor = min(starting, key=lambda t: t.number)  # a real config for the challenger to retrain
     # A challenger above every trial on the mean, behind the incumbent on one fold: a lead the folds cannot confirm.
     spread = [0.06, -0.04, 0.07]
     folds = [v + d for v, d in zip(incumbent.user_attrs["cv_fold_values"], spread, strict=True)]

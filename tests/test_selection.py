@@ -59,10 +59,32 @@ def test_a_lead_that_varies_across_folds_keeps_the_starting_point():
     )
     assert select_export(study, "best").trial.number == 2
     chosen = select_export(study, "confirmed")
-    assert chosen.trial.number == 1  # the better of the two starting points
+    assert chosen.trial.number == 1  # the starting point the space recommends: listed (so enqueued) last
     assert chosen.lead_t == pytest.approx(paired_lead_t(lucky, STARTING))
     assert chosen.lead_t < chosen.needed_t == pytest.approx(critical_t(4))
     assert "not confirmed" in chosen.reason and "trial 1" in chosen.reason
+
+
+def test_the_incumbent_is_the_recommended_starting_point_even_where_a_plainer_one_scored_higher():
+    # The family's plain defaults won the folds by luck (measured: they then lost on held-out patients by 0.3).
+    plain = [0.99, 0.66, 0.99, 0.86]
+    study = _study(
+        (_mean(plain), plain, "cnn defaults"),
+        (_mean(STARTING), STARTING, "cnn defaults + rhythm branch"),
+    )
+    chosen = select_export(study, "confirmed")
+    assert chosen.trial.number == 1 and chosen.lead_t == pytest.approx(paired_lead_t(plain, STARTING))
+    # Where the recommended point did not complete (pruned, or over a cap), the one listed before it stands in.
+    study = _study((_mean(plain), plain, "cnn defaults"))
+    study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={STARTING_POINT_ATTR: "with rhythm branch"}))
+    study.add_trial(
+        create_trial(
+            value=0.99, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+            user_attrs={"cv_fold_values": [v + 0.1 for v in plain]},
+        )
+    )  # fmt: skip
+    chosen = select_export(study, "confirmed")
+    assert chosen.trial.number == 2 and "trial 0" in chosen.reason  # a constant lead: confirmed
 
 
 def test_a_lead_on_every_fold_beyond_its_spread_displaces_the_starting_point():
