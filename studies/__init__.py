@@ -25,6 +25,7 @@ from studies.masking import mask_secrets
 from studies.pruners import PRUNERS, make_pruner
 from studies.samplers import SAMPLERS, make_sampler
 from studies.selection import (
+    DEFAULT_SELECTION,
     FOLD_VALUES_ATTR,
     SELECTIONS,
     STARTING_POINT_ATTR,
@@ -74,6 +75,7 @@ __all__ = [
     "BUDGET_STATES",
     "CONSTRAINT_FIELDS",
     "COST_OBJECTIVES",
+    "DEFAULT_SELECTION",
     "DEFAULT_STORAGE_URL",
     "FINISHED_STATES",
     "FOLD_VALUES_ATTR",

@@ -31,6 +31,8 @@ STARTING_POINT_ATTR = "starting_point"
 FOLD_VALUES_ATTR = "cv_fold_values"
 
 SELECTIONS = ("best", "confirmed")
+# How `ecgsearch retrain` chooses the trial when no --trial, --pick or --select names one.
+DEFAULT_SELECTION = "best"
 # One-sided: a challenger must lead, not merely differ. 0.05 is the conventional level, fixed before the rule
 # was measured (bench/nested_search.py), not tuned on any dataset.
 CONFIRM_ALPHA = 0.05

@@ -15,7 +15,17 @@ from search.cli.options import check_heartbeat, example, given, mlflow_option, s
 from search.cli.status import describe_study
 from search.optimize.settings import StudySettings, WarmStartSettings
 from search.training.metrics import OBJECTIVES
-from studies import COST_OBJECTIVES, PRUNERS, SAMPLERS, best_trial, budget_of, mask_secrets, quality_value
+from studies import (
+    COST_OBJECTIVES,
+    DEFAULT_SELECTION,
+    PRUNERS,
+    SAMPLERS,
+    best_trial,
+    budget_of,
+    mask_secrets,
+    quality_value,
+    select_export,
+)
 
 if TYPE_CHECKING:
     from search.optimize.study_setup import PreparedStudy
@@ -392,6 +402,9 @@ def _print_outcome(study: optuna.Study) -> None:
         return
     name = study.study_name
     out.print(f"best trial #{best.number} ({best.user_attrs.get('family', '?')}): value {quality_value(best):.4f}")
+    exported = select_export(study, DEFAULT_SELECTION)
+    if exported.trial.number != best.number:
+        out.print(f"retrain exports trial #{exported.trial.number}: {exported.reason}")
     out.print(
         f"next: ecgsearch status --study {name} · ecgsearch report --study {name} --out report.html · "
         f"ecgsearch retrain --study {name}"

@@ -35,6 +35,7 @@ from search.training.config import TrainConfig, split_config
 from search.training.cost import COSTS, measure_cost
 from search.training.device import resolve_device
 from studies import (
+    DEFAULT_SELECTION,
     DEFAULT_STORAGE_URL,
     SELECTIONS,
     StudyDefinition,
@@ -50,9 +51,6 @@ from studies import (
     trial_config,
     trial_objectives,
 )
-
-# How `retrain` chooses the trial when none is named (`studies.select_export`).
-DEFAULT_SELECTION = "best"
 
 
 def default_patience(epochs: int) -> int:
@@ -70,7 +68,7 @@ class RetrainSettings:
     # A rule on the objectives (`latency_ms<5`): the most accurate trial satisfying it (`studies.pick_trial`).
     pick: str | None = None
     # How the trial is chosen when neither `trial_number` nor `pick` names one (`studies.SELECTIONS`); None: the
-    # default, DEFAULT_SELECTION.
+    # default, `studies.DEFAULT_SELECTION`.
     select: str | None = None
     epochs: int | None = None  # None: the study's epoch budget
     seeds: int = 1
