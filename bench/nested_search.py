@@ -11,8 +11,9 @@ pipeline inside the training data: outer patient-grouped folds hold patients out
   (ii)  the second starting point (trial 1: the `cnn` defaults with the rhythm branch, `average`
         fusion, record-relative where the data has patient ids), the search's own plain candidate,
   (iii) the top 3 trials' exports averaged (their mean score, the cut by the one rule on training windows),
-  (iv)  what `retrain --select confirmed` exports: the best starting point unless the pick's per-fold lead
-        over it passes a one-sided paired t-test at p < 0.05 (`studies.select_export`),
+  (iv)  what `retrain` exports by default (`--select confirmed`): the space's recommended starting point (trial
+        1) unless the pick's per-fold lead over it passes a one-sided paired t-test at p < 0.05
+        (`studies.select_export`),
 
 each scored once on the held-out patients, beside the inner CV figure that chose it. The test split of
 the data is never read: the held-out patients are training patients.

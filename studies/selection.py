@@ -31,8 +31,10 @@ STARTING_POINT_ATTR = "starting_point"
 FOLD_VALUES_ATTR = "cv_fold_values"
 
 SELECTIONS = ("best", "confirmed")
-# How `ecgsearch retrain` chooses the trial when no --trial, --pick or --select names one.
-DEFAULT_SELECTION = "best"
+# How `ecgsearch retrain` chooses the trial when no --trial, --pick or --select names one. Chosen with
+# bench/nested_search.py on held-out training patients (bench/RESULTS.md §9); a study without --cv or without
+# starting points gets its best trial either way.
+DEFAULT_SELECTION = "confirmed"
 # One-sided: a challenger must lead, not merely differ. 0.05 is the conventional level, fixed before the rule
 # was measured (bench/nested_search.py), not tuned on any dataset.
 CONFIRM_ALPHA = 0.05

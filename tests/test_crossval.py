@@ -235,7 +235,7 @@ def test_fold_ensemble_is_refused_where_it_cannot_mean_anything(cv_study, small_
     assert code == 2 and "study 'plain' is not cross-validated" in err
 
 
-def test_select_confirmed_exports_the_starting_point_the_best_trial_did_not_beat_beyond_noise(
+def test_retrain_exports_the_starting_point_the_best_trial_did_not_beat_beyond_noise(
     cv_study, small_real_dir, tmp_path, capsys
 ):
     import sqlite3
@@ -266,7 +266,7 @@ def test_select_confirmed_exports_the_starting_point_the_best_trial_did_not_beat
     )
     challenger = copied.trials[-1].number
     argv = ["retrain", "--study", "cv", "--storage", f"sqlite:///{copy}", "--mlflow-uri", "off", "--refit"]
-    assert main([*argv, "--select", "confirmed", "--out", str(tmp_path / "confirmed")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "confirmed")]) == 0  # the default rule: confirmed
     printed = " ".join(capsys.readouterr().out.split())
     metrics = json.loads((tmp_path / "confirmed" / "metrics.json").read_text())
     assert metrics["trial_number"] == incumbent.number

@@ -141,3 +141,15 @@ def test_an_empty_study_says_what_it_has():
         select_export(optuna.create_study(), "confirmed")
     with pytest.raises(ValueError, match="expected one of best, confirmed"):
         select_export(_study((0.9, None, None)), "luck")
+
+
+def test_start_says_which_trial_retrain_exports_where_it_is_not_the_best(capsys):
+    from search.cli.start import _print_outcome
+
+    lucky = [0.99, 0.66, 0.99, 0.86]
+    _print_outcome(_study((_mean(STARTING), STARTING, "cnn defaults"), (_mean(lucky), lucky, None)))
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "best trial #1" in printed and "retrain exports trial #0: the best trial, 1, is not confirmed" in printed
+    steady = [v + 0.03 for v in STARTING]
+    _print_outcome(_study((_mean(STARTING), STARTING, "cnn defaults"), (_mean(steady), steady, None)))
+    assert "retrain exports" not in capsys.readouterr().out

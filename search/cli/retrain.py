@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
         "ecgsearch retrain --study cnn-small --pick 'latency_ms<5' --out exports/cnn-small",
         "ecgsearch retrain --study cnn-cv --out exports/cnn-cv          # --cv K study: its K fold models, as one",
         "ecgsearch retrain --study cnn-cv --refit --seeds 3 --ensemble   # --cv K study: 3 seeds on every patient",
-        "ecgsearch retrain --study cnn-cv --select confirmed   # the starting point unless the folds confirm the best",
+        "ecgsearch retrain --study cnn-cv --select best   # the best value, even where the folds do not confirm it",
     ),
 )
 @click.option("--study", "study_name", required=True, help="study name")
@@ -55,9 +55,10 @@ if TYPE_CHECKING:  # rich and the retrain machinery load when the command runs, 
     "--select",
     type=click.Choice(SELECTIONS),
     default=None,
-    help="how the trial is chosen when --trial and --pick are not given: 'best' (the best value; the default) or "
-    "'confirmed' (a --cv study's best starting point, unless the best trial's per-fold lead over it passes a "
-    "one-sided paired t-test at p < 0.05: a best value found among many trials on few patients is mostly luck)",
+    help="how the trial is chosen when --trial and --pick are not given: 'confirmed' (the default: a --cv study's "
+    "recommended starting point, unless the best trial's per-fold lead over it passes a one-sided paired t-test at "
+    "p < 0.05, since a best value found among many trials on few patients is partly luck; the best trial where "
+    "there are no folds or starting points) or 'best' (the best value)",
 )
 @click.option(
     "--epochs", type=click.IntRange(min=1), default=None, metavar="E", help="epoch budget (default: the study's)"
@@ -129,10 +130,11 @@ def command(
     data: str | None,
     device: str,
 ) -> int:
-    """Takes the best COMPLETE trial of a study (or the one --select, --pick or --trial names), rebuilds its exact
-    config, trains it from scratch on the study's data with the full epoch budget and early stopping on validation,
-    once per seed, and evaluates each seed once on the test split (mean ± std across seeds). The seed best on
-    validation (with --ensemble: the mean of all seeds' scores, as one model) is exported to --out: model.pt
+    """Takes a COMPLETE trial of a study (under --cv: its recommended starting point unless the best trial's lead over
+    it is confirmed across the folds; else the best; or the one --select, --pick or --trial names), rebuilds its
+    exact config, trains it from scratch on the study's data with the full epoch budget and early stopping on
+    validation, once per seed, and evaluates each seed once on the test split (mean ± std across seeds). The seed
+    best on validation (with --ensemble: the mean of all seeds' scores, as one model) is exported to --out: model.pt
     (state_dict), model.onnx (with the score head), config.json, metrics.json and README.md, and logged to MLflow
     under the study's run. A study searched with --cv K exports its K fold models' mean score: each trained on the
     other folds' patients for the epochs its cross-validation chose, which transferred better to held-out patients
