@@ -138,24 +138,16 @@ def best_trial(study: optuna.Study, trials: list[FrozenTrial] | None = None) -> 
     return (max if maximize else min)(scored, key=lambda t: t.values[0])
 
 
-def select_trial(study: optuna.Study, number: int | None = None) -> FrozenTrial:
-    """The best COMPLETE trial, or trial `number` (which must be COMPLETE)."""
+def select_trial(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial `number`, which must be COMPLETE (`studies.select_export` chooses one when none is named)."""
     trials = study.get_trials(deepcopy=False)
-    best = best_trial(study, trials)
-    if number is None:
-        if best is None:
-            counts = {state.name: sum(t.state == state for t in trials) for state in TrialState}
-            raise NoCompletedTrial(
-                f"study {study.study_name!r} has no COMPLETE trial yet ({describe_counts(counts)}); "
-                "let `ecgsearch start` or `ecgsearch worker` finish at least one trial first"
-            )
-        return best
     by_number = {t.number: t for t in trials}
     if number not in by_number:
         span = f"0..{max(by_number)}" if by_number else "none"
         raise TrialNotUsable(f"--trial {number}: study {study.study_name!r} has no such trial (trials: {span})")
     trial = by_number[number]
     if trial.state != TrialState.COMPLETE:
+        best = best_trial(study, trials)
         hint = f"; the best COMPLETE trial is {best.number}" if best is not None else ""
         raise TrialNotUsable(
             f"--trial {number}: the trial is {trial.state.name}, only a COMPLETE trial can be retrained{hint}"

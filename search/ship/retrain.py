@@ -64,7 +64,7 @@ class RetrainSettings:
 
     study: str
     storage: str | None = None  # None: the default storage
-    trial_number: int | None = None  # None: the best COMPLETE trial
+    trial_number: int | None = None  # None: chosen by `pick`, else by `select`
     # A rule on the objectives (`latency_ms<5`): the most accurate trial satisfying it (`studies.pick_trial`).
     pick: str | None = None
     # How the trial is chosen when neither `trial_number` nor `pick` names one (`studies.SELECTIONS`); None: the
