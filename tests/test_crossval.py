@@ -272,6 +272,7 @@ def test_retrain_exports_the_starting_point_the_best_trial_did_not_beat_beyond_n
     assert metrics["trial_number"] == incumbent.number
     t = paired_lead_t(folds, incumbent.user_attrs["cv_fold_values"])
     assert f"is {t:.2f} standard errors" in metrics["selection"] and "not confirmed" in metrics["selection"]
+    assert f"Why this trial: {metrics['selection']}." in (tmp_path / "confirmed" / "README.md").read_text()
     assert f"retraining trial {incumbent.number} " in printed and "chosen by --select confirmed" in printed
 
     assert main([*argv, "--select", "best", "--out", str(tmp_path / "best")]) == 0
