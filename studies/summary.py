@@ -12,6 +12,7 @@ import sqlalchemy
 import sqlalchemy.exc
 
 from studies.definition import USER_ATTR_KEY, StudyDefinition
+from studies.selection import DEFAULT_SELECTION, select_export
 from studies.trials import (
     best_trial,
     count_trials,
@@ -69,6 +70,8 @@ class StudySummary:
     front: list[FrontPoint] = field(default_factory=list)
     # PRUNED before training because a constraint was violated (outside the budget).
     n_infeasible: int = 0
+    # Where `retrain` would export another trial than the best (`studies.select_export`): its number and why.
+    exported: tuple[int, str] | None = None
 
 
 @dataclass
@@ -112,7 +115,16 @@ def summarise(study: optuna.Study, definition: StudyDefinition) -> StudySummary:
         running=running,
         front=front_points(study, definition) if definition.is_multi_objective else [],
         n_infeasible=sum(is_infeasible(t) for t in study.get_trials(deepcopy=False)),
+        exported=_exported_instead_of_best(study),
     )
+
+
+def _exported_instead_of_best(study: optuna.Study) -> tuple[int, str] | None:
+    best = best_trial(study)
+    if best is None:
+        return None
+    chosen = select_export(study, DEFAULT_SELECTION)
+    return None if chosen.trial.number == best.number else (chosen.trial.number, chosen.reason)
 
 
 def front_points(study: optuna.Study, definition: StudyDefinition) -> list[FrontPoint]:

@@ -184,12 +184,14 @@ def test_status_renders_the_running_workers(make_definition):
         trials_remaining=7,
         best=BestTrial(1, 0.9, {}, "lstm", None),
         running=[running],
+        exported=(0, "the best trial, 1, is not confirmed"),
     )
     console = Console(file=io.StringIO(), width=160, markup=False)
     console.print(render_summary(summary))
     text = console.file.getvalue()
     assert "Study mixed" in text and "gpu-box[1]" in text and "cuda:1" in text and "0.9000" in text
     assert "3 of a budget of 10 trials finished" in " ".join(text.split())
+    assert "Retrain exports: trial 0 (the best trial, 1, is not confirmed)" in " ".join(text.split())
     console = Console(file=io.StringIO(), width=160)
     console.print(render_summary(StudySummary("empty", make_definition(), {"COMPLETE": 0}, 0, None, None)))
     assert "No completed trial yet" in console.file.getvalue()

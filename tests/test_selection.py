@@ -153,3 +153,18 @@ def test_start_says_which_trial_retrain_exports_where_it_is_not_the_best(capsys)
     steady = [v + 0.03 for v in STARTING]
     _print_outcome(_study((_mean(STARTING), STARTING, "cnn defaults"), (_mean(steady), steady, None)))
     assert "retrain exports" not in capsys.readouterr().out
+
+
+def test_status_names_the_trial_retrain_exports_where_it_is_not_the_best(make_definition):
+    from studies import summarise
+
+    lucky = [0.99, 0.66, 0.99, 0.86]
+    summary = summarise(
+        _study((_mean(STARTING), STARTING, "cnn defaults"), (_mean(lucky), lucky, None)), make_definition()
+    )
+    assert summary.best.number == 1 and summary.exported[0] == 0 and "not confirmed" in summary.exported[1]
+    steady = [v + 0.03 for v in STARTING]
+    summary = summarise(
+        _study((_mean(STARTING), STARTING, "cnn defaults"), (_mean(steady), steady, None)), make_definition()
+    )
+    assert summary.best.number == 1 and summary.exported is None

@@ -98,6 +98,9 @@ def render_summary(summary: StudySummary) -> Group:
                 f", family {best.family}" if best.family else "",
             )
         )
+    if summary.exported is not None:
+        number, reason = summary.exported
+        parts.append(Text.assemble(("Retrain exports: ", "bold"), f"trial {number} ({reason})"))
     if summary.n_infeasible:
         parts.append(Text(f"{summary.n_infeasible} trials infeasible (over a constraint), stopped before training"))
     if summary.front:
