@@ -30,6 +30,7 @@ from studies.selection import (
     SELECTIONS,
     STARTING_POINT_ATTR,
     Selection,
+    exported_instead_of_best,
     paired_lead_t,
     select_export,
 )
@@ -107,6 +108,7 @@ __all__ = [
     "count_trials",
     "create_or_load_study",
     "describe_counts",
+    "exported_instead_of_best",
     "has_storage_heartbeat",
     "is_infeasible",
     "is_proxy_url",

@@ -45,6 +45,7 @@ class Selection:
     """The trial to export and why, in a sentence a user can check against `ecgsearch status`."""
 
     trial: FrozenTrial
+    best: FrozenTrial  # the best-valued trial, which `trial` is unless the rule kept the incumbent
     rule: str
     reason: str
     lead_t: float | None = None  # the best trial's paired lead over the incumbent, in standard errors
@@ -94,13 +95,15 @@ def select_export(study: optuna.Study, rule: str = "best") -> Selection:
             "let `ecgsearch start` or `ecgsearch worker` finish at least one trial first"
         )
     if rule == "best":
-        return Selection(best, rule, f"trial {best.number} has the best value")
+        return Selection(best, best, rule, f"trial {best.number} has the best value")
     incumbent = max((t for t in scored if STARTING_POINT_ATTR in t.user_attrs), key=lambda t: t.number, default=None)
     if incumbent is None:
-        return Selection(best, rule, f"no starting point completed to test against: the best trial, {best.number}")
+        return Selection(
+            best, best, rule, f"no starting point completed to test against: the best trial, {best.number}"
+        )
     name = incumbent.user_attrs[STARTING_POINT_ATTR]
     if incumbent.number == best.number:
-        return Selection(best, rule, f"the best trial, {best.number}, is the starting point {name!r}")
+        return Selection(best, best, rule, f"the best trial, {best.number}, is the starting point {name!r}")
     challenger_folds = best.user_attrs.get(FOLD_VALUES_ATTR) or []
     incumbent_folds = incumbent.user_attrs.get(FOLD_VALUES_ATTR) or []
     maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
@@ -109,14 +112,24 @@ def select_export(study: optuna.Study, rule: str = "best") -> Selection:
         why = (
             "per-fold values that cannot be paired" if challenger_folds else "no per-fold values (a study without --cv)"
         )
-        return Selection(best, rule, f"{why} to test against the starting point: the best trial, {best.number}")
+        return Selection(best, best, rule, f"{why} to test against the starting point: the best trial, {best.number}")
     needed = critical_t(len(challenger_folds))
     lead = f"its lead over the starting point {name!r} (trial {incumbent.number}) across {len(challenger_folds)} folds"
     if lead_t > needed:
         reason = f"trial {best.number} is confirmed: {lead} is {lead_t:.2f} standard errors (> {needed:.2f} needed)"
-        return Selection(best, rule, reason, lead_t, needed)
+        return Selection(best, best, rule, reason, lead_t, needed)
     reason = (
         f"the best trial, {best.number}, is not confirmed: {lead} is {lead_t:.2f} standard errors "
         f"(<= {needed:.2f} needed, one-sided p >= {CONFIRM_ALPHA}), so the starting point, trial {incumbent.number}"
     )
-    return Selection(incumbent, rule, reason, lead_t, needed)
+    return Selection(incumbent, best, rule, reason, lead_t, needed)
+
+
+def exported_instead_of_best(study: optuna.Study) -> Selection | None:
+    """What `retrain` exports by the default rule where that is not the best trial (for `start` and `status` to
+    say so); None where it is, or where no trial has completed."""
+    try:
+        chosen = select_export(study, DEFAULT_SELECTION)
+    except NoCompletedTrial:
+        return None
+    return None if chosen.trial.number == chosen.best.number else chosen

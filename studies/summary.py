@@ -12,7 +12,7 @@ import sqlalchemy
 import sqlalchemy.exc
 
 from studies.definition import USER_ATTR_KEY, StudyDefinition
-from studies.selection import DEFAULT_SELECTION, select_export
+from studies.selection import exported_instead_of_best
 from studies.trials import (
     best_trial,
     count_trials,
@@ -115,16 +115,13 @@ def summarise(study: optuna.Study, definition: StudyDefinition) -> StudySummary:
         running=running,
         front=front_points(study, definition) if definition.is_multi_objective else [],
         n_infeasible=sum(is_infeasible(t) for t in study.get_trials(deepcopy=False)),
-        exported=_exported_instead_of_best(study),
+        exported=_exported(study),
     )
 
 
-def _exported_instead_of_best(study: optuna.Study) -> tuple[int, str] | None:
-    best = best_trial(study)
-    if best is None:
-        return None
-    chosen = select_export(study, DEFAULT_SELECTION)
-    return None if chosen.trial.number == best.number else (chosen.trial.number, chosen.reason)
+def _exported(study: optuna.Study) -> tuple[int, str] | None:
+    chosen = exported_instead_of_best(study)
+    return None if chosen is None else (chosen.trial.number, chosen.reason)
 
 
 def front_points(study: optuna.Study, definition: StudyDefinition) -> list[FrontPoint]:

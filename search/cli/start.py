@@ -17,14 +17,13 @@ from search.optimize.settings import StudySettings, WarmStartSettings
 from search.training.metrics import OBJECTIVES
 from studies import (
     COST_OBJECTIVES,
-    DEFAULT_SELECTION,
     PRUNERS,
     SAMPLERS,
     best_trial,
     budget_of,
+    exported_instead_of_best,
     mask_secrets,
     quality_value,
-    select_export,
 )
 
 if TYPE_CHECKING:
@@ -402,8 +401,8 @@ def _print_outcome(study: optuna.Study) -> None:
         return
     name = study.study_name
     out.print(f"best trial #{best.number} ({best.user_attrs.get('family', '?')}): value {quality_value(best):.4f}")
-    exported = select_export(study, DEFAULT_SELECTION)
-    if exported.trial.number != best.number:
+    exported = exported_instead_of_best(study)
+    if exported is not None:
         out.print(f"retrain exports trial #{exported.trial.number}: {exported.reason}")
     out.print(
         f"next: ecgsearch status --study {name} · ecgsearch report --study {name} --out report.html · "
