@@ -139,7 +139,7 @@ def ecgsearch_pipeline(data_dir: Path, work: Path, search: dict[str, Any], *, se
     import optuna
 
     from search.cli import main
-    from search.optimize.warm_start import STARTING_POINT_ATTR
+    from studies import FOLD_VALUES_ATTR, STARTING_POINT_ATTR, select_trial
 
     storage = f"sqlite:///{work / 'quality.db'}"
     start = [
@@ -167,13 +167,13 @@ def ecgsearch_pipeline(data_dir: Path, work: Path, search: dict[str, Any], *, se
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
     # The trial retrain chose (its default `--select confirmed`: the starting point unless the best trial's lead is
     # confirmed across the folds); the CV figure beside the test figures is that trial's.
-    best = next(t for t in study.trials if t.number == fold_metrics["trial_number"])
+    exported = select_trial(study, fold_metrics["trial_number"])
     completed = [t for t in study.trials if t.state.name == "COMPLETE"]
     return {
-        "cv": best.value,
+        "cv": exported.value,
         # What the note on a missed target needs: the pick's folds and curve, and where each value came from.
-        "best_fold_values": best.user_attrs.get("cv_fold_values"),
-        "best_curve": [best.intermediate_values[step] for step in sorted(best.intermediate_values)],
+        "exported_fold_values": exported.user_attrs.get(FOLD_VALUES_ATTR),
+        "exported_curve": [exported.intermediate_values[step] for step in sorted(exported.intermediate_values)],
         "complete_values": [
             {"trial": t.number, "value": t.value, "starting_point": t.user_attrs.get(STARTING_POINT_ATTR)}
             for t in completed
@@ -184,9 +184,9 @@ def ecgsearch_pipeline(data_dir: Path, work: Path, search: dict[str, Any], *, se
         "fold_members_test": [member["test"] for member in fold_metrics["seeds"]],
         "search_minutes": searched_s / 60,
         "trials": states,
-        "best_trial": best.number,
+        "exported_trial": exported.number,
         "selection": fold_metrics["selection"],
-        "best_config": best.user_attrs.get("config"),
+        "exported_config": exported.user_attrs.get("config"),
     }
 
 
@@ -263,16 +263,16 @@ def main(argv: list[str] | None = None) -> int:
             )
     print(
         f"search: {searched['search_minutes']:.1f} min, trials {searched['trials']}; exported trial "
-        f"{searched['best_trial']} ({searched['selection']}): {searched['best_config']}"
+        f"{searched['exported_trial']} ({searched['selection']}): {searched['exported_config']}"
     )
     completed = ", ".join(
         f"{t['trial']}: {t['value']:.3f}" + (f" ({t['starting_point']})" if t["starting_point"] else "")
         for t in searched["complete_values"]
     )
     print(f"complete trials' CV values: {completed}")
-    if searched["best_fold_values"]:
-        print("best trial's folds: " + " / ".join(f"{v:.3f}" for v in searched["best_fold_values"]))
-    print("best trial's mean CV curve by epoch: " + " ".join(f"{v:.3f}" for v in searched["best_curve"]))
+    if searched["exported_fold_values"]:
+        print("exported trial's folds: " + " / ".join(f"{v:.3f}" for v in searched["exported_fold_values"]))
+    print("exported trial's mean CV curve by epoch: " + " ".join(f"{v:.3f}" for v in searched["exported_curve"]))
     members = searched["fold_members_test"]
     print("fold models alone on test (ROC-AUC / F1 macro): " + ", ".join(
         f"{m['roc_auc']:.3f} / {m['f1_macro']:.3f}" for m in members))  # fmt: skip
