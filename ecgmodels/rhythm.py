@@ -259,28 +259,20 @@ class RhythmFeatures(nn.Module):
                 return features
             return relative_to_record(features, record_rr.detach().float().reshape(-1))
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def beats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions, band) of windows `x` (float32): the descending R-peak positions (`peak_positions`)
+        and the band-passed leads they were found in."""
         band = self.band(x)
-        positions = self.peak_positions(self.peaks(self.envelope(x, band), x))
+        return self.peak_positions(self.peaks(self.envelope(x, band), x)), band
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        positions, band = self.beats(x)
         return torch.cat((self._timing(positions, x), self._beat_shape(positions, band, x)), dim=-1)
 
     def _beat_shape(self, positions: torch.Tensor, band: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(batch, 3): log median beat QRS-band energy share, lowest and highest beat's over the median."""
         beat = positions >= 0
-        half_width = max(1, round(BEAT_HALF_WIDTH_SECONDS * self.fs))
-        offsets = torch.arange(-half_width, half_width + 1, device=x.device)
-        around = (positions.clamp(min=0).long().unsqueeze(-1) + offsets).clamp(0, self.seq_len - 1)
-        around = around.flatten(1)  # (batch, max_beats * beat samples)
-
-        def segments(signal: torch.Tensor) -> torch.Tensor:
-            """(batch, leads, max_beats, beat samples): `signal` around each beat."""
-            index = around.unsqueeze(1).expand(-1, signal.shape[1], -1)
-            return signal.gather(-1, index).view(*signal.shape[:2], *positions.shape[1:], -1)
-
-        # Each beat's own mean removed, so baseline wander and offsets do not count as beat energy.
-        raw = segments(x)
-        total = (raw - raw.mean(dim=-1, keepdim=True)).pow(2).sum(dim=(1, -1))
-        share = segments(band).pow(2).sum(dim=(1, -1)) / (total + ENERGY_FLOOR)
+        share = self.beat_shares(positions, band, x)
         has_beat = beat.any(dim=-1)
         median = masked_median(share, beat, neutral=1.0).clamp(min=ENERGY_FLOOR)
         lowest = torch.where(beat, share, torch.full_like(share, float("inf"))).amin(dim=-1)
@@ -294,6 +286,24 @@ class RhythmFeatures(nn.Module):
             ),
             dim=-1,
         )
+
+    def beat_shares(self, positions: torch.Tensor, band: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(batch, max_beats): each detected beat's share of its signal energy (±100 ms) in the QRS band;
+        entries where `positions` holds no beat (-1) are meaningless."""
+        half_width = max(1, round(BEAT_HALF_WIDTH_SECONDS * self.fs))
+        offsets = torch.arange(-half_width, half_width + 1, device=x.device)
+        around = (positions.clamp(min=0).long().unsqueeze(-1) + offsets).clamp(0, self.seq_len - 1)
+        around = around.flatten(1)  # (batch, max_beats * beat samples)
+
+        def segments(signal: torch.Tensor) -> torch.Tensor:
+            """(batch, leads, max_beats, beat samples): `signal` around each beat."""
+            index = around.unsqueeze(1).expand(-1, signal.shape[1], -1)
+            return signal.gather(-1, index).view(*signal.shape[:2], *positions.shape[1:], -1)
+
+        # Each beat's own mean removed, so baseline wander and offsets do not count as beat energy.
+        raw = segments(x)
+        total = (raw - raw.mean(dim=-1, keepdim=True)).pow(2).sum(dim=(1, -1))
+        return segments(band).pow(2).sum(dim=(1, -1)) / (total + ENERGY_FLOOR)
 
     def _timing(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(batch, 9): the beat-timing features, from the descending peak positions."""

@@ -276,6 +276,31 @@ def test_a_wide_beat_among_narrow_ones_lowers_the_lowest_beat_share() -> None:
     assert feature(features, "log_beat_qrs_share")[0] < 0  # a share, so at most 1 (log ≤ 0)
 
 
+def test_per_beat_positions_and_shares_are_the_ones_the_window_features_summarise() -> None:
+    """`beats` and `beat_shares` (what a per-beat analysis reads) agree with the window's features: the
+    same beats, in descending order, and the wide beat is the one with the lowest share."""
+    fs = 360.0
+    x = beat_train(fs)
+    seq_len = x.shape[-1]
+    t = torch.arange(seq_len, dtype=torch.float32) / fs
+    centre = round(BEAT_TIMES[3] * fs) / fs
+    change = 1.5 * torch.exp(-0.5 * ((t - centre) / 0.04) ** 2) - torch.exp(-0.5 * ((t - centre) / 0.01) ** 2)
+    x[0, 0] += change
+    x[0, 1] += -0.4 * change
+    detector = RhythmFeatures(fs=fs, seq_len=seq_len)
+    positions, band = detector.beats(x)
+    found = positions[0][positions[0] >= 0].numpy()
+    expected = np.array(sorted((round(b * fs) for b in BEAT_TIMES), reverse=True))
+    np.testing.assert_allclose(found, expected, atol=0.05 * fs)  # a wide QRS peaks in the band off its centre
+    torch.testing.assert_close(band, detector.band(x))
+    shares = detector.beat_shares(positions, band, x)[0][positions[0] >= 0]
+    assert int(shares.argmin()) == len(BEAT_TIMES) - 1 - 3  # descending order: the fourth beat counted from the end
+    features = detector(x)
+    median = float(feature(features, "log_beat_qrs_share")[0].exp())
+    assert float(shares.min()) / median == pytest.approx(float(feature(features, "min_beat_qrs_share_ratio")[0]))
+    assert float(shares.max()) / median == pytest.approx(float(feature(features, "max_beat_qrs_share_ratio")[0]))
+
+
 def _fusion_cnn(fusion: str, fs: float, seq_len: int) -> torch.nn.Module:
     return ecgmodels.build(
         "cnn",
