@@ -167,32 +167,75 @@ def rhythm_starting_point(*, relative: bool) -> dict[str, Any]:
             "rhythm_relative": relative}  # fmt: skip
 
 
-def mean_cv_curve(dataset: Any, folds: Any, cfg: Any, params: dict[str, Any], family: str = "cnn") -> list[float]:
-    """The validation objective per epoch, averaged over the folds: each fold's model trained in lockstep on
-    its own training patients, as a `--cv` trial trains them (`folds`: one fold id per train+val window)."""
+def fitted_cv_runs(
+    dataset: Any, folds: Any, cfg: Any, params: dict[str, Any], family: str = "cnn"
+) -> list[tuple[Any, Any]]:
+    """(run, view) per fold: each fold's model trained in lockstep on its own training patients, as a `--cv`
+    trial trains them (`folds`: one fold id per train+val window; `view`: the fold's normalised dataset)."""
     import ecgmodels
     from search.data import fold_datasets
     from search.training.device import seed_everything
     from search.training.loop import TrainingRun, fit_lockstep
 
-    runs = []
+    fitted = []
     for fold in fold_datasets(dataset, folds):
         seed_everything(cfg.seed)
         model = ecgmodels.build(family, n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.fs, **params)
-        runs.append(TrainingRun(model, fold.normalised()[0], cfg, autoencoder=False, fs=dataset.fs))
-    fit_lockstep(runs)
+        view = fold.normalised()[0]
+        fitted.append((TrainingRun(model, view, cfg, autoencoder=False, fs=dataset.fs), view))
+    fit_lockstep([run for run, _ in fitted])
+    return fitted
+
+
+def mean_cv_curve(dataset: Any, folds: Any, cfg: Any, params: dict[str, Any], family: str = "cnn") -> list[float]:
+    """The validation objective per epoch, averaged over the folds (`fitted_cv_runs`)."""
+    runs = [run for run, _ in fitted_cv_runs(dataset, folds, cfg, params, family)]
     return [statistics.fmean(values) for values in zip(*(run.objective_curve() for run in runs), strict=True)]
+
+
+def rhythm_regression() -> Any:
+    """The rhythm baseline's model, unfitted: standardisation and a logistic regression (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+
+
+def regression_scorer(features: Any, y: Any) -> Callable[[Any], Callable[[Any], Any]]:
+    """training rows → (rows → probabilities) of `rhythm_regression` fitted to those rows of `features`."""
+
+    def scorer_for(train: Any) -> Callable[[Any], Any]:
+        model = rhythm_regression().fit(features[train], y[train])
+        return lambda rows: model.predict_proba(features[rows])[:, 1]
+
+    return scorer_for
+
+
+def cv_scores(y: Any, folds: Any, scorer_for: Callable[[Any], Callable[[Any], Any]]) -> tuple[float, float]:
+    """Mean ROC-AUC and F1 macro over the folds (`folds`: one fold id per row) of the scorer `scorer_for` fits
+    on the other folds' rows; F1 at the one rule's cut, chosen on those training rows."""
+    import numpy as np
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from search.training.metrics import choose_threshold
+
+    folds = np.asarray(folds)
+    aucs, f1s = [], []
+    for fold in range(int(folds.max()) + 1):
+        train, held_out = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+        score = scorer_for(train)
+        cut = choose_threshold(score(train), y[train], "f1_macro")
+        probabilities = score(held_out)
+        aucs.append(roc_auc_score(y[held_out], probabilities))
+        f1s.append(f1_score(y[held_out], probabilities >= cut, average="macro"))
+    return statistics.fmean(aucs), statistics.fmean(f1s)
 
 
 def rhythm_regression_cv(dataset: Any, fold_seeds: Sequence[int], k: int, *, relative: bool) -> list[float]:
     """Mean patient-grouped CV ROC-AUC, per fold seed, of a logistic regression on the rhythm features of the
     normalised windows (what the models see) of train+val; `relative`: record-relative rate features."""
-    import numpy as np
     import torch
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     import ecgmodels
     from search.data import dataset_folds
@@ -207,17 +250,8 @@ def rhythm_regression_cv(dataset: Any, fold_seeds: Sequence[int], k: int, *, rel
     with torch.inference_mode():
         parts = [extractor(X[i : i + 256], None if record_rr is None else record_rr[i : i + 256])
                  for i in range(0, len(X), 256)]  # fmt: skip
-    features = torch.cat(parts).numpy()
-    values = []
-    for seed in fold_seeds:
-        folds = np.asarray(dataset_folds(dataset, k, seed))
-        aucs = []
-        for fold in range(k):
-            model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-            model.fit(features[folds != fold], y[folds != fold])
-            aucs.append(roc_auc_score(y[folds == fold], model.predict_proba(features[folds == fold])[:, 1]))
-        values.append(statistics.fmean(aucs))
-    return values
+    scorer_for = regression_scorer(torch.cat(parts).numpy(), y)
+    return [cv_scores(y, dataset_folds(dataset, k, seed), scorer_for)[0] for seed in fold_seeds]
 
 
 def median_seconds(function: Callable[[], Any], *, repeats: int) -> tuple[float, list[float]]:

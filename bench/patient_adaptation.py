@@ -73,8 +73,7 @@ class RhythmView:
                 positions, band = extractor.beats(x)
                 share = extractor.beat_shares(positions, band, x).clamp(min=1e-9)
                 beat = positions >= 0
-                rr = (positions[:, :-1] - positions[:, 1:]) / dataset.fs  # rr[:, j]: the interval before beat j
-                valid = beat[:, 1:]
+                rr, valid = extractor.intervals(positions)  # rr[:, j]: the interval before beat j
                 window_rr = masked_median(rr, valid, neutral=1.0).unsqueeze(-1)
                 window_share = masked_median(share, beat, neutral=1.0).clamp(min=1e-9).unsqueeze(-1)
                 before, after = rr[:, 1:], rr[:, :-1]  # beats 1 … K-2: both neighbours can exist
@@ -96,9 +95,8 @@ class RhythmView:
         self.windows = torch.cat(windows).double().numpy()
         self.beats = torch.cat(beats).double()
         self.beat_mask = torch.cat(masks)
-        names = RELATIVE_FEATURE_NAMES
-        self.names = names
-        valid_rhythm = self.windows[:, names.index("rhythm_valid")] > 0
+        self.names = RELATIVE_FEATURE_NAMES
+        valid_rhythm = self.column("rhythm_valid") > 0
         self.patient_median = np.zeros_like(self.windows)
         for patient in np.unique(self.groups):
             mine = self.groups == patient
@@ -170,36 +168,6 @@ def fit_scorer(view: RhythmView, train: Any, *, windows: bool, beats: bool) -> C
     return lambda rows: torch.sigmoid(logits(torch.as_tensor(rows))).detach().numpy()
 
 
-def cv_scores(y: Any, folds: Any, scorer_for: Callable[[Any], Callable[[Any], Any]]) -> tuple[float, float]:
-    """Mean ROC-AUC and F1 macro over the folds; F1 at the one rule's cut on each fold's training windows."""
-    import numpy as np
-    from sklearn.metrics import f1_score, roc_auc_score
-
-    from search.training.metrics import choose_threshold
-
-    aucs, f1s = [], []
-    for fold in range(int(folds.max()) + 1):
-        train, held_out = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
-        score = scorer_for(train)
-        cut = choose_threshold(score(train), y[train], "f1_macro")
-        probabilities = score(held_out)
-        aucs.append(roc_auc_score(y[held_out], probabilities))
-        f1s.append(f1_score(y[held_out], probabilities >= cut, average="macro"))
-    return statistics.fmean(aucs), statistics.fmean(f1s)
-
-
-def regression_scorer(features: Any, y: Any) -> Callable[[Any], Callable[[Any], Any]]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    def scorer_for(train: Any) -> Callable[[Any], Any]:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(features[train], y[train])
-        return lambda rows: model.predict_proba(features[rows])[:, 1]
-
-    return scorer_for
-
-
 def adabn_rows(dataset: Any, folds: Any, epochs: int) -> dict[str, tuple[float, float, list[float]]]:
     """Arm → (mean ROC-AUC, mean F1 macro, ROC-AUC per fold) of the second starting point's fold models."""
     import numpy as np
@@ -207,33 +175,17 @@ def adabn_rows(dataset: Any, folds: Any, epochs: int) -> dict[str, tuple[float, 
     from sklearn.metrics import f1_score, roc_auc_score
     from torch import nn
 
-    import ecgmodels
     from ecgmodels.rhythm import FeatureNorm
-    from search.data import fold_datasets
     from search.training.config import TrainConfig
-    from search.training.device import seed_everything
-    from search.training.loop import TrainingRun, fit_lockstep
     from search.training.metrics import choose_threshold
+    from search.training.scoring import ScoringModel, score
 
-    cfg = TrainConfig(epochs=epochs)
-    params = _common.rhythm_starting_point(relative=True)
-    runs, views = [], []
-    for fold in fold_datasets(dataset, folds):
-        seed_everything(cfg.seed)
-        model = ecgmodels.build("cnn", n_channels=dataset.n_channels, seq_len=dataset.seq_len, fs=dataset.fs, **params)
-        view = fold.normalised()[0]
-        views.append(view)
-        runs.append(TrainingRun(model, view, cfg, autoencoder=False, fs=dataset.fs))
-    fit_lockstep(runs)
+    fitted = _common.fitted_cv_runs(
+        dataset, folds, TrainConfig(epochs=epochs), _common.rhythm_starting_point(relative=True)
+    )
 
     @torch.no_grad()
-    def score(model: nn.Module, X: Any, record_rr: Any) -> Any:
-        model.eval()
-        parts = [model(x, r) for x, r in zip(X.split(CHUNK), record_rr.split(CHUNK), strict=True)]
-        return torch.sigmoid(torch.cat(parts)).numpy()
-
-    @torch.no_grad()
-    def adapted(model: nn.Module, X: Any, record_rr: Any) -> nn.Module:
+    def adapted(model: nn.Module, X: Any, record_rr: Any) -> ScoringModel:
         """A copy whose convolution batch norms hold the statistics of `X` (the rhythm features' own
         standardisation left as trained: centring the features on the patient is arm 1's question)."""
         copy_ = copy.deepcopy(model).eval()
@@ -244,32 +196,37 @@ def adabn_rows(dataset: Any, folds: Any, epochs: int) -> dict[str, tuple[float, 
                 norm.train()
         for x, r in zip(X.split(CHUNK), record_rr.split(CHUNK), strict=True):
             copy_(x, r)
-        return copy_.eval()
+        return ScoringModel(copy_.eval(), autoencoder=False)
 
     def per_patient(model: nn.Module, X: Any, record_rr: Any, groups: Any) -> Any:
         probabilities = np.zeros(len(X))
+        groups = groups.to(X.device)
         for patient in torch.unique(groups):
             mine = groups == patient
-            probabilities[mine.numpy()] = score(adapted(model, X[mine], record_rr[mine]), X[mine], record_rr[mine])
+            scorer = adapted(model, X[mine], record_rr[mine])
+            probabilities[mine.cpu().numpy()] = score(scorer, X[mine], record_rr=record_rr[mine]).cpu().numpy()
         return probabilities
 
     results: dict[str, list[tuple[float, float]]] = {
         "trained statistics": [], "adapted to all held-out windows": [], "adapted per held-out patient": [],
     }  # fmt: skip
-    for run, view in zip(runs, views, strict=True):
-        model = run.model.cpu()
-        X_train, y_train = view.X_train.cpu(), view.y_train.cpu().numpy()
-        rr_train = ecgmodels.record_rr_for(model, X_train, view.groups_train.cpu())
-        X, y, groups = view.X_val.cpu(), view.y_val.cpu().numpy(), view.groups_val.cpu()
-        record_rr = ecgmodels.record_rr_for(model, X, groups)
-        trained_cut = choose_threshold(score(model, X_train, rr_train), y_train, "f1_macro")
+    for run, view in fitted:
+        # The run holds its windows and their record RR (a classifier trains on every training window).
+        model, X, record_rr, y = run.model, run.X_val, run.rr_val, run.y_val_cpu.numpy()
+        y_train = run.y_train.cpu().numpy()
+        trained_cut = choose_threshold(
+            score(run.scorer, run.X_train, record_rr=run.rr_train).cpu().numpy(), y_train, "f1_macro"
+        )
         adapted_cut = choose_threshold(
-            per_patient(model, X_train, rr_train, view.groups_train.cpu()), y_train, "f1_macro"
+            per_patient(model, run.X_train, run.rr_train, view.groups_train), y_train, "f1_macro"
         )
         arms = {
-            "trained statistics": (score(model, X, record_rr), trained_cut),
-            "adapted to all held-out windows": (score(adapted(model, X, record_rr), X, record_rr), trained_cut),
-            "adapted per held-out patient": (per_patient(model, X, record_rr, groups), adapted_cut),
+            "trained statistics": (score(run.scorer, X, record_rr=record_rr).cpu().numpy(), trained_cut),
+            "adapted to all held-out windows": (
+                score(adapted(model, X, record_rr), X, record_rr=record_rr).cpu().numpy(),
+                trained_cut,
+            ),
+            "adapted per held-out patient": (per_patient(model, X, record_rr, view.groups_val), adapted_cut),
         }
         for arm, (probabilities, cut) in arms.items():
             results[arm].append((roc_auc_score(y, probabilities), f1_score(y, probabilities >= cut, average="macro")))
@@ -298,14 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     view = RhythmView(dataset)
     fold_draws = {seed: np.asarray(dataset_folds(dataset, k, seed)) for seed in fold_seeds}
     arms: dict[str, Callable[[Any], Callable[[Any], Any]]] = {
-        name: regression_scorer(features, view.y) for name, features in view.feature_sets().items()
+        name: _common.regression_scorer(features, view.y) for name, features in view.feature_sets().items()
     }
     arms["beat-level scores alone (log-sum-exp)"] = lambda train: fit_scorer(view, train, windows=False, beats=True)
     arms["rhythm features + beat-level scores"] = lambda train: fit_scorer(view, train, windows=True, beats=True)
     rows = []
     baseline: tuple[float, float] | None = None
     for name, scorer_for in arms.items():
-        values = [cv_scores(view.y, fold_draws[seed], scorer_for) for seed in fold_seeds]
+        values = [_common.cv_scores(view.y, fold_draws[seed], scorer_for) for seed in fold_seeds]
         auc, f1 = statistics.fmean(a for a, _ in values), statistics.fmean(f for _, f in values)
         baseline = baseline or (auc, f1)
         rows.append({

@@ -98,28 +98,18 @@ def rhythm_features(dataset: Any, X: Any) -> Any:
 
 def rhythm_baseline(dataset: Any, folds: Any) -> tuple[float, dict[str, Any]]:
     """(a'): features + logistic regression; (mean CV ROC-AUC over the folds, test metrics)."""
-    import numpy as np
     import torch
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     from search.training.metrics import choose_threshold, classification_metrics
 
     X = rhythm_features(dataset, torch.cat([dataset.X_train, dataset.X_val]))
     y = torch.cat([dataset.y_train, dataset.y_val]).numpy()
-    folds = np.asarray(folds)
-    cv = []
-    for fold in range(int(folds.max()) + 1):
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        model.fit(X[folds != fold], y[folds != fold])
-        cv.append(roc_auc_score(y[folds == fold], model.predict_proba(X[folds == fold])[:, 1]))
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X, y)
+    cv_roc_auc, _ = _common.cv_scores(y, folds, _common.regression_scorer(X, y))
+    model = _common.rhythm_regression().fit(X, y)
     # The one threshold rule: chosen on training windows, never on the windows it is scored on.
     threshold = choose_threshold(model.predict_proba(X)[:, 1], y, "f1_macro")
     scores = model.predict_proba(rhythm_features(dataset, dataset.X_test))[:, 1]
-    return statistics.fmean(cv), classification_metrics(dataset.y_test.numpy(), scores, threshold)
+    return cv_roc_auc, classification_metrics(dataset.y_test.numpy(), scores, threshold)
 
 
 def default_flops(dataset: Any) -> int:

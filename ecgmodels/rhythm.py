@@ -305,15 +305,19 @@ class RhythmFeatures(nn.Module):
         total = (raw - raw.mean(dim=-1, keepdim=True)).pow(2).sum(dim=(1, -1))
         return segments(band).pow(2).sum(dim=(1, -1)) / (total + ENERGY_FLOOR)
 
+    def intervals(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rr, valid), each (batch, max_beats - 1), from the descending `positions`: rr[:, j] is the R-R
+        interval in seconds that ends at beat j (the interval before it), valid where both ends are beats."""
+        # Positions descend, so a valid later neighbour means both ends of the interval are beats.
+        return (positions[:, :-1] - positions[:, 1:]) / self.fs, positions[:, 1:] >= 0
+
     def _timing(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """(batch, 9): the beat-timing features, from the descending peak positions."""
         beat = positions >= 0
         n_beats = beat.sum(dim=-1).to(x.dtype)
         beats_per_second = n_beats * (self.fs / self.seq_len)
 
-        # Positions descend, so a valid later neighbour means both ends of the interval are beats.
-        rr = (positions[:, :-1] - positions[:, 1:]) / self.fs
-        valid = beat[:, 1:]
+        rr, valid = self.intervals(positions)
         count = valid.sum(dim=-1)
         n = count.to(x.dtype)
         has_rr = count > 0
