@@ -6,6 +6,11 @@ both have them) Python cannot propagate it: it prints "Exception ignored in …"
 and the worker trains as if nothing had happened. `swallowed_interrupts` catches exactly that case through
 `sys.unraisablehook`, quietly, and `raise_swallowed_interrupt` raises it again where code can handle it
 (the training loop calls it once per batch; the launcher once per tick).
+
+The worker's handler keeps an interrupt the same way, without raising it, while the main thread holds a
+study-storage connection: raised inside the database driver or the connection pool it can leave a connection
+unreturned in the middle of a transaction, holding SQLite's write lock, and the failed trial could then not be
+written (`keep_interrupt`; the worker loop also checks between trials).
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ def swallowed_interrupts() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous
+
+
+def keep_interrupt() -> None:
+    """Record an interrupt to be raised at the next `raise_swallowed_interrupt`, instead of raising it here."""
+    _swallowed.set()
 
 
 def raise_swallowed_interrupt() -> None:

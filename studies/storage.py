@@ -13,6 +13,7 @@ write ecgsearch's own liveness mark instead and the proxy fails and retries sile
 from __future__ import annotations
 
 import sqlite3
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,7 +140,41 @@ def open_storage(
         ) from None
     if is_sqlite_file:
         _lock_sqlite_transactions_at_begin(storage.engine)
+    _count_main_thread_connections(storage.engine)
     return storage
+
+
+class _MainThreadConnections:
+    """How many study-storage connections the main thread has checked out of their pools right now."""
+
+    count = 0
+
+
+def main_thread_holds_storage_connection() -> bool:
+    """Whether the main thread is between taking a study-storage connection and handing it back.
+
+    A Ctrl-C handler raising KeyboardInterrupt in there can stop the driver between BEGIN and the pool's
+    rollback, or inside the pool's own bookkeeping, and leave a connection holding SQLite's write lock;
+    the worker's handler keeps such an interrupt until the connection is back (search.interrupts).
+    """
+    return _MainThreadConnections.count > 0
+
+
+def _count_main_thread_connections(engine: sqlalchemy.engine.Engine) -> None:
+    def on_main_thread() -> bool:
+        return threading.current_thread() is threading.main_thread()
+
+    @sqlalchemy.event.listens_for(engine, "checkout")
+    def _taken(_dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if on_main_thread():
+            _MainThreadConnections.count += 1
+
+    @sqlalchemy.event.listens_for(engine, "checkin")
+    def _handed_back(_dbapi_connection: Any, _record: Any) -> None:
+        # A connection the garbage collector returns from another thread leaves the count high: an
+        # interrupt is then kept until the next batch instead of raised, never lost.
+        if on_main_thread():
+            _MainThreadConnections.count = max(0, _MainThreadConnections.count - 1)
 
 
 def _lock_sqlite_transactions_at_begin(engine: sqlalchemy.engine.Engine) -> None:

@@ -60,13 +60,14 @@ def wait_for_training_trial(
     not exit meanwhile; `log` is shown when the wait fails.
     """
     deadline = time.monotonic() + timeout_s
+    storage = open_storage(storage_url)  # one engine for the whole wait, not a new pool every poll
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise AssertionError(
                 f"the workers' command exited early with {process.returncode}: {process.communicate()}"
             )
         try:
-            study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url))
+            study = optuna.load_study(study_name=study_name, storage=storage)
         except KeyError:
             study = None
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if study else []:

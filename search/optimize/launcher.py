@@ -22,9 +22,9 @@ from search.interrupts import raise_swallowed_interrupt, swallowed_interrupts
 from search.optimize.events import EventHandler
 from search.optimize.process import (
     install_second_interrupt_exit,
+    launcher_interrupts,
     rebuild_error,
     set_thread_count,
-    sigterm_as_interrupt,
     slot_main,
 )
 from search.optimize.settings import WorkerSettings
@@ -165,7 +165,7 @@ def run_fleet(
             restore_handlers()
         return FleetResult({slots[0].label: result})
     fleet = _spawn(settings, slots, threads=per_process, on_event=on_event)
-    with sigterm_as_interrupt(), swallowed_interrupts():
+    with launcher_interrupts(), swallowed_interrupts():
         fleet.wait(on_tick)
     return fleet.outcome(loaded)
 

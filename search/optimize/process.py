@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
-from search.interrupts import swallowed_interrupts
+from search.interrupts import keep_interrupt, swallowed_interrupts
 from search.optimize.events import EventHandler
 from search.optimize.settings import WorkerSettings
 
@@ -45,24 +45,37 @@ def install_second_interrupt_exit() -> Callable[[], None]:
     def on_interrupt(signum: int, frame: object) -> None:
         for interrupt in INTERRUPTS:
             signal.signal(interrupt, lambda *_: os._exit(130))
-        raise KeyboardInterrupt
+        raise_outside_storage_calls()
 
     return _install(on_interrupt)
 
 
+def raise_outside_storage_calls() -> None:
+    """KeyboardInterrupt now, or, while the main thread holds a study-storage connection, at the next batch
+    or worker-loop turn (`search.interrupts`)."""
+    from studies import main_thread_holds_storage_connection
+
+    if main_thread_holds_storage_connection():
+        keep_interrupt()
+        return
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """While waiting on spawned workers: SIGTERM raises KeyboardInterrupt like Ctrl-C, so the launcher
-    forwards one SIGINT to each worker (a second signal still kills them, see `_Fleet._stop`)."""
+def launcher_interrupts() -> Iterator[None]:
+    """While waiting on spawned workers: Ctrl-C and SIGTERM alike raise KeyboardInterrupt, outside the launcher's
+    own storage reads, so the launcher forwards one SIGINT to each worker (a second signal still kills them,
+    see `_Fleet._stop`)."""
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def on_interrupt(signum: int, frame: object) -> None:
+        raise_outside_storage_calls()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {interrupt: signal.signal(interrupt, on_interrupt) for interrupt in INTERRUPTS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for interrupt, old in previous.items():
+            signal.signal(interrupt, old)
 
 
 def _install(handler: Callable[[int, object], None]) -> Callable[[], None]:

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from search.data import ECGDataset, load_dataset
 from search.errors import UsageError
+from search.interrupts import raise_swallowed_interrupt
 from search.optimize.events import EventHandler
 from search.optimize.objective import TRIAL_FAILURES, TrialObjective
 from search.optimize.settings import WorkerSettings
@@ -157,6 +158,7 @@ def _run_trials(
     started = time.monotonic()
     consecutive_invalid = 0
     while True:
+        raise_swallowed_interrupt()  # one kept while a storage call held the database stops the worker here
         optuna.storages.fail_stale_trials(study)
         # One read for both: the budget used is COMPLETE + PRUNED, less infeasible trials (never trained).
         counts, finished = count_budget(study)
