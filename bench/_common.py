@@ -212,24 +212,56 @@ def regression_scorer(features: Any, y: Any) -> Callable[[Any], Callable[[Any], 
     return scorer_for
 
 
-def cv_scores(y: Any, folds: Any, scorer_for: Callable[[Any], Callable[[Any], Any]]) -> tuple[float, float]:
-    """Mean ROC-AUC and F1 macro over the folds (`folds`: one fold id per row) of the scorer `scorer_for` fits
-    on the other folds' rows; F1 at the one rule's cut, chosen on those training rows."""
+@dataclass
+class HeldOut:
+    """One fold's held-out labels and probabilities, and the cut the one rule chose on its training rows."""
+
+    y: Any
+    probabilities: Any
+    cut: float
+
+
+def held_out_folds(y: Any, folds: Any, scorer_for: Callable[[Any], Callable[[Any], Any]]) -> list[HeldOut]:
+    """Per fold (`folds`: one fold id per row), the held-out rows scored by what `scorer_for` fits on the
+    other folds' rows, with the cut chosen on those training rows."""
     import numpy as np
-    from sklearn.metrics import f1_score, roc_auc_score
 
     from search.training.metrics import choose_threshold
 
     folds = np.asarray(folds)
-    aucs, f1s = [], []
+    held = []
     for fold in range(int(folds.max()) + 1):
         train, held_out = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
         score = scorer_for(train)
-        cut = choose_threshold(score(train), y[train], "f1_macro")
-        probabilities = score(held_out)
-        aucs.append(roc_auc_score(y[held_out], probabilities))
-        f1s.append(f1_score(y[held_out], probabilities >= cut, average="macro"))
+        held.append(HeldOut(y[held_out], score(held_out), choose_threshold(score(train), y[train], "f1_macro")))
+    return held
+
+
+def mean_of_folds(held: Sequence[HeldOut]) -> tuple[float, float]:
+    """Mean ROC-AUC and F1 macro (at each fold's cut) over the folds: the figure a `--cv` trial reports."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    aucs = [roc_auc_score(fold.y, fold.probabilities) for fold in held]
+    f1s = [f1_score(fold.y, fold.probabilities >= fold.cut, average="macro") for fold in held]
     return statistics.fmean(aucs), statistics.fmean(f1s)
+
+
+def pooled_out_of_fold(held: Sequence[HeldOut]) -> tuple[float, float]:
+    """ROC-AUC and F1 macro (each row at its fold's cut) over every held-out row at once, as one test set of
+    all the patients is scored: between-patient differences count, which a fold of a few patients hides."""
+    import numpy as np
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    y = np.concatenate([fold.y for fold in held])
+    probabilities = np.concatenate([fold.probabilities for fold in held])
+    flagged = np.concatenate([fold.probabilities >= fold.cut for fold in held])
+    return roc_auc_score(y, probabilities), f1_score(y, flagged, average="macro")
+
+
+def cv_scores(y: Any, folds: Any, scorer_for: Callable[[Any], Callable[[Any], Any]]) -> tuple[float, float]:
+    """Mean ROC-AUC and F1 macro over the folds of the scorer `scorer_for` fits on the other folds' rows; F1 at
+    the one rule's cut, chosen on those training rows."""
+    return mean_of_folds(held_out_folds(y, folds, scorer_for))
 
 
 def rhythm_regression_cv(dataset: Any, fold_seeds: Sequence[int], k: int, *, relative: bool) -> list[float]:
