@@ -237,6 +237,17 @@ def held_out_folds(y: Any, folds: Any, scorer_for: Callable[[Any], Callable[[Any
     return held
 
 
+def run_held_out(run: Any) -> HeldOut:
+    """A fitted fold run (`fitted_cv_runs`) as it is: its validation windows scored, at the cut the one rule
+    chooses on its training windows."""
+    from search.training.metrics import choose_threshold
+    from search.training.scoring import score
+
+    training = score(run.scorer, run.X_train, record_rr=run.rr_train).cpu().numpy()
+    cut = choose_threshold(training, run.y_train.cpu().numpy(), "f1_macro")
+    return HeldOut(run.y_val_cpu.numpy(), score(run.scorer, run.X_val, record_rr=run.rr_val).cpu().numpy(), cut)
+
+
 def mean_of_folds(held: Sequence[HeldOut]) -> tuple[float, float]:
     """Mean ROC-AUC and F1 macro (at each fold's cut) over the folds: the figure a `--cv` trial reports."""
     from sklearn.metrics import f1_score, roc_auc_score

@@ -30,19 +30,12 @@ FOLDS, EPOCHS, FOLD_SEEDS = 5, 4, (0, 1, 2)  # as bench/patient_adaptation.py: t
 def model_held_out(dataset: object, folds: object, epochs: int) -> list[_common.HeldOut]:
     """The second starting point's fold models (record-relative), trained as a `--cv` trial trains them."""
     from search.training.config import TrainConfig
-    from search.training.metrics import choose_threshold
-    from search.training.scoring import score
 
-    fitted = _common.fitted_cv_runs(
-        dataset, folds, TrainConfig(epochs=epochs), _common.rhythm_starting_point(relative=True)
-    )
-    held = []
-    for run, _view in fitted:
-        training = score(run.scorer, run.X_train, record_rr=run.rr_train).cpu().numpy()
-        cut = choose_threshold(training, run.y_train.cpu().numpy(), "f1_macro")
-        probabilities = score(run.scorer, run.X_val, record_rr=run.rr_val).cpu().numpy()
-        held.append(_common.HeldOut(run.y_val_cpu.numpy(), probabilities, cut))
-    return held
+    params = _common.rhythm_starting_point(relative=True)
+    return [
+        _common.run_held_out(run)
+        for run, _view in _common.fitted_cv_runs(dataset, folds, TrainConfig(epochs=epochs), params)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

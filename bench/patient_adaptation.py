@@ -172,7 +172,7 @@ def adabn_rows(dataset: Any, folds: Any, epochs: int) -> dict[str, tuple[float, 
     """Arm → (mean ROC-AUC, mean F1 macro, ROC-AUC per fold) of the second starting point's fold models."""
     import numpy as np
     import torch
-    from sklearn.metrics import f1_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
     from torch import nn
 
     from ecgmodels.rhythm import FeatureNorm
@@ -207,32 +207,26 @@ def adabn_rows(dataset: Any, folds: Any, epochs: int) -> dict[str, tuple[float, 
             probabilities[mine.cpu().numpy()] = score(scorer, X[mine], record_rr=record_rr[mine]).cpu().numpy()
         return probabilities
 
-    results: dict[str, list[tuple[float, float]]] = {
+    results: dict[str, list[_common.HeldOut]] = {
         "trained statistics": [], "adapted to all held-out windows": [], "adapted per held-out patient": [],
     }  # fmt: skip
     for run, view in fitted:
         # The run holds its windows and their record RR (a classifier trains on every training window).
         model, X, record_rr, y = run.model, run.X_val, run.rr_val, run.y_val_cpu.numpy()
-        y_train = run.y_train.cpu().numpy()
-        trained_cut = choose_threshold(
-            score(run.scorer, run.X_train, record_rr=run.rr_train).cpu().numpy(), y_train, "f1_macro"
-        )
+        trained = _common.run_held_out(run)
         adapted_cut = choose_threshold(
-            per_patient(model, run.X_train, run.rr_train, view.groups_train), y_train, "f1_macro"
+            per_patient(model, run.X_train, run.rr_train, view.groups_train), run.y_train.cpu().numpy(), "f1_macro"
         )
-        arms = {
-            "trained statistics": (score(run.scorer, X, record_rr=record_rr).cpu().numpy(), trained_cut),
-            "adapted to all held-out windows": (
-                score(adapted(model, X, record_rr), X, record_rr=record_rr).cpu().numpy(),
-                trained_cut,
-            ),
-            "adapted per held-out patient": (per_patient(model, X, record_rr, view.groups_val), adapted_cut),
-        }
-        for arm, (probabilities, cut) in arms.items():
-            results[arm].append((roc_auc_score(y, probabilities), f1_score(y, probabilities >= cut, average="macro")))
+        results["trained statistics"].append(trained)
+        results["adapted to all held-out windows"].append(
+            _common.HeldOut(y, score(adapted(model, X, record_rr), X, record_rr=record_rr).cpu().numpy(), trained.cut)
+        )
+        results["adapted per held-out patient"].append(
+            _common.HeldOut(y, per_patient(model, X, record_rr, view.groups_val), adapted_cut)
+        )
     return {
-        arm: (statistics.fmean(a for a, _ in values), statistics.fmean(f for _, f in values), [a for a, _ in values])
-        for arm, values in results.items()
+        arm: (*_common.mean_of_folds(held), [roc_auc_score(fold.y, fold.probabilities) for fold in held])
+        for arm, held in results.items()
     }
 
 

@@ -7,10 +7,10 @@ and the worker trains as if nothing had happened. `swallowed_interrupts` catches
 `sys.unraisablehook`, quietly, and `raise_swallowed_interrupt` raises it again where code can handle it
 (the training loop calls it once per batch; the launcher once per tick).
 
-The worker's handler keeps an interrupt the same way, without raising it, while the main thread holds a
-study-storage connection: raised inside the database driver or the connection pool it can leave a connection
-unreturned in the middle of a transaction, holding SQLite's write lock, and the failed trial could then not be
-written (`keep_interrupt`; the worker loop also checks between trials).
+The worker's and the launcher's handlers keep an interrupt the same way, without raising it, while the
+main thread holds a study-storage connection: raised inside the database driver or the connection pool it can
+leave a connection unreturned in the middle of a transaction, holding SQLite's write lock, and the failed trial
+could then not be written (`keep_interrupt`; the worker loop also checks between trials).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from search.errors import UsageError, WorkerDied
-from search.interrupts import raise_swallowed_interrupt, swallowed_interrupts
+from search.interrupts import raise_swallowed_interrupt
 from search.optimize.events import EventHandler
 from search.optimize.process import (
     install_second_interrupt_exit,
@@ -165,7 +165,7 @@ def run_fleet(
             restore_handlers()
         return FleetResult({slots[0].label: result})
     fleet = _spawn(settings, slots, threads=per_process, on_event=on_event)
-    with launcher_interrupts(), swallowed_interrupts():
+    with launcher_interrupts():
         fleet.wait(on_tick)
     return fleet.outcome(loaded)
 

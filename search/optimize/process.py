@@ -65,21 +65,21 @@ def raise_outside_storage_calls() -> None:
 def launcher_interrupts() -> Iterator[None]:
     """While waiting on spawned workers: Ctrl-C and SIGTERM alike raise KeyboardInterrupt, outside the launcher's
     own storage reads, so the launcher forwards one SIGINT to each worker (a second signal still kills them,
-    see `_Fleet._stop`)."""
+    see `_Fleet._stop`); an interrupt kept or swallowed meanwhile is raised at the launcher's next tick."""
 
     def on_interrupt(signum: int, frame: object) -> None:
         raise_outside_storage_calls()
 
-    previous = {interrupt: signal.signal(interrupt, on_interrupt) for interrupt in INTERRUPTS}
+    restore = _install(on_interrupt)
     try:
         yield
     finally:
-        for interrupt, old in previous.items():
-            signal.signal(interrupt, old)
+        restore()
 
 
 def _install(handler: Callable[[int, object], None]) -> Callable[[], None]:
-    """`handler` for both interrupts, and an interrupt swallowed by a finalizer kept for the training loop."""
+    """`handler` for both interrupts, and an interrupt swallowed by a finalizer kept for the training loop (or
+    the launcher's tick)."""
     previous = {interrupt: signal.signal(interrupt, handler) for interrupt in INTERRUPTS}
     swallowed = contextlib.ExitStack()
     swallowed.enter_context(swallowed_interrupts())
